@@ -1,0 +1,19 @@
+"""lgvq-backbones' components, registered through its ``backbones`` entry point."""
+
+from __future__ import annotations
+
+from lgvq_core import hookimpl
+
+
+@hookimpl
+def lgvq_backbones():
+    from lgvq_backbones.registration import BACKBONES
+
+    return BACKBONES
+
+
+@hookimpl
+def lgvq_quantizers():
+    from lgvq_backbones.registration import QUANTIZERS
+
+    return QUANTIZERS

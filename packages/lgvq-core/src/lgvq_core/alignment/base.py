@@ -1,0 +1,42 @@
+"""The alignment-loss contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lgvq_core.text import TextFeatures
+
+
+@dataclass
+class AlignmentInputs:
+    """Everything an alignment loss may read in one generator step.
+
+    ``quant`` B×D×h×w straight-through codes; ``vit_tokens`` B×(N+1)×W code-ViT output
+    (global token first, after ``proj``), ``None`` when no loss asked for the code ViT;
+    ``text`` cached frozen features of the sampled captions; ``codebook`` K×D; ``indices``
+    the quantizer's indices; ``text_encoder`` for losses that must re-encode (masked-contextual).
+    """
+
+    quant: torch.Tensor
+    text: TextFeatures
+    vit_tokens: torch.Tensor | None
+    codebook: torch.Tensor
+    indices: torch.Tensor
+    text_encoder: Any
+
+
+class AlignmentLoss(nn.Module):
+    """One language-guided loss. ``forward`` returns a scalar; the runner applies ``weight``.
+
+    Trainable parameters join the generator optimizer. ``uses_code_vit`` tells the guidance
+    module whether to run the shared code ViT.
+    """
+
+    uses_code_vit: bool = True
+
+    def forward(self, inputs: AlignmentInputs) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError

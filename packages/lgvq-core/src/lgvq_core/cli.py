@@ -1,0 +1,233 @@
+"""The ``lgvq`` command line.
+
+``plugins``, ``list``, ``check``, ``schema`` and ``version`` never import torch and never fail
+because of a broken plugin; ``run`` and ``eval`` import the runner only when called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import sys
+from collections.abc import Sequence
+
+from lgvq_core.errors import ConfigError, LgvqError
+
+EXIT_CONFIG = 2
+
+
+def _registry():
+    from lgvq_core.registry import get_registry
+
+    return get_registry()
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------
+def cmd_version(args: argparse.Namespace) -> int:
+    from lgvq_core import __version__
+
+    print(f"lgvq-core {__version__}")
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
+        name = dist.metadata["Name"] or ""
+        if name.lower().startswith("lgvq") and name.lower() != "lgvq-core":
+            print(f"{name} {dist.version}")
+    for other in ("torch", "open_clip_torch", "pluggy"):
+        try:
+            print(f"{other} {importlib.metadata.version(other)}")
+        except importlib.metadata.PackageNotFoundError:
+            print(f"{other} (not installed)")
+    print(f"python {sys.version.split()[0]}")
+    return 0
+
+
+def plugins_report() -> dict:
+    """Plugins, their components, failures, disabled plugins and name conflicts, as plain data."""
+    from lgvq_core.specs import KINDS
+
+    registry = _registry()
+    manager = registry.manager
+    plugins = []
+    for name, info in sorted(manager.infos.items()):
+        components = {
+            kind.replace("_", "-"): [e.name for e in registry.entries(kind) if e.plugin == name]
+            for kind in KINDS
+        }
+        plugins.append(
+            {
+                "name": name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "module": info.module,
+                "components": {k: v for k, v in components.items() if v},
+            }
+        )
+    failed = [
+        {"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error}
+        for f in registry.failures
+    ]
+    return {
+        "plugins": plugins,
+        "failed": failed,
+        "disabled": sorted(manager.disabled),
+        "conflicts": registry.conflict_messages(),
+    }
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    report = plugins_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for plugin in report["plugins"]:
+        print(f"{plugin['name']}  ({plugin['distribution']} {plugin['version']}, {plugin['module']})")
+        for kind, names in plugin["components"].items():
+            print(f"    {kind}: {', '.join(names)}")
+        if not plugin["components"]:
+            print("    (hooks only)")
+    for failure in report["failed"]:
+        print(f"FAILED {failure['name']}  ({failure['distribution']} {failure['version']}): {failure['error']}")
+    for name in report["disabled"]:
+        print(f"disabled {name}  (LGVQ_DISABLE_PLUGINS)")
+    for conflict in report["conflicts"]:
+        print(f"CONFLICT {conflict}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = _registry()
+    try:
+        names = registry.list_components(args.kind, args.pattern)
+    except ValueError as exc:
+        print(f"lgvq list: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    entries = {e.name: e for e in registry.entries(args.kind)}
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        entry = entries[name]
+        print(f"{name:<{width}}  {entry.spec.summary}  [{entry.plugin}: {entry.distribution} {entry.version}]")
+    if not names:
+        print(f"no {args.kind} matches {args.pattern!r}", file=sys.stderr)
+    for failure in registry.failures:
+        print(f"note: {failure.describe()}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lgvq_core.config.loader import load_run_file
+
+    try:
+        loaded = load_run_file(args.file, overrides=args.set)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.file}: {len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in loaded.warnings:
+        print(str(warning), file=sys.stderr)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from lgvq_core.config.describe import format_schema
+    from lgvq_core.config.schema import CodeViTSection, RunFile, RunSection, TrainSection
+
+    if args.kind == "run":
+        for title, cls in (("[run]", RunSection), ("[train]", TrainSection), ("[code_vit]", CodeViTSection), ("run file", RunFile)):
+            print(format_schema("section", title, (cls.__doc__ or "").strip().splitlines()[0], cls))
+            print()
+        return 0
+    if args.name is None:
+        print("lgvq schema: give KIND NAME (e.g. `lgvq schema quantizer vq`) or `lgvq schema run`", file=sys.stderr)
+        return EXIT_CONFIG
+    registry = _registry()
+    try:
+        entry = registry.get(args.kind, args.name, path="lgvq schema")
+    except (LgvqError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    print(format_schema(entry.kind, entry.name, entry.spec.summary, entry.spec.config_cls))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lgvq_core.runner.launch import run_from_cli
+
+    return run_from_cli(args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lgvq_core.runner.evaluate import eval_from_cli
+
+    return eval_from_cli(args)
+
+
+# ------------------------------------------------------------------------------------------
+# parser
+# ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lgvq", description="Language-guided codebook learning (LG-VQ).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="train a tokenizer from a run file")
+    p.add_argument("file", nargs="?", help="run file (TOML); optional with --resume")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last")
+    p.add_argument("--device", help="override run.device")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="evaluate a trained run directory")
+    p.add_argument("run_dir", help="run directory written by `lgvq run`")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path (default: best)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: the run file's [[tasks]])")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run file")
+    p.add_argument("--device", help="device to evaluate on")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("check", help="validate a run file; report every problem; run nothing")
+    p.add_argument("file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plugins", help="installed plugins, their components, and failures")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("list", help="components of a kind (backbone, quantizer, text-encoder, ...)")
+    p.add_argument("kind")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'vq*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("schema", help="a component's options: types, defaults, docs (or `schema run`)")
+    p.add_argument("kind")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("version", help="versions of lgvq packages and key dependencies")
+    p.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except LgvqError as exc:
+        print(f"lgvq {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

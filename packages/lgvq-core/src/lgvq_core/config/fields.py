@@ -1,0 +1,65 @@
+"""Helpers for writing config classes: documented fields and small validators.
+
+Config classes are attrs classes that import no torch. Document every field with ``doc``; the
+text is what ``lgvq schema`` prints::
+
+    @attrs.define
+    class VQConfig:
+        codebook_size: int = option(1024, "Number of codes K.", validator=positive)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+NOTHING = attrs.NOTHING
+
+
+def option(
+    default: Any = NOTHING,
+    doc: str = "",
+    validator: Callable[..., Any] | Sequence[Callable[..., Any]] | None = None,
+    factory: Callable[[], Any] | None = None,
+    component: str | None = None,
+) -> Any:
+    """An attrs field with documentation.
+
+    :param default: the default value (omit for a required key).
+    :param doc: one or two sentences for ``lgvq schema``; say what it does and why one would change it.
+    :param validator: attrs validator(s); their messages are shown by ``lgvq check``.
+    :param factory: a default factory for mutable defaults.
+    :param component: the component kind when this field holds a run-file component table
+        (dispatched by its ``type`` key to the plugin's config class).
+    """
+    metadata: dict[str, Any] = {"doc": doc}
+    if component is not None:
+        metadata["component"] = component
+    if factory is not None:
+        return attrs.field(factory=factory, validator=validator, metadata=metadata)
+    return attrs.field(default=default, validator=validator, metadata=metadata)
+
+
+def _bound(name: str, test: Callable[[Any], bool], what: str) -> Callable[..., None]:
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None and not test(value):
+            raise ValueError(f"must be {what}, got {value!r}")
+
+    check.__name__ = name
+    return check
+
+
+positive = _bound("positive", lambda v: v > 0, "> 0")
+non_negative = _bound("non_negative", lambda v: v >= 0, ">= 0")
+probability = _bound("probability", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+
+
+def in_range(low: float, high: float) -> Callable[..., None]:
+    """Validator: ``low <= value <= high``."""
+    return _bound("in_range", lambda v: low <= v <= high, f"in [{low}, {high}]")
+
+
+def field_doc(attribute: attrs.Attribute) -> str:
+    return str(attribute.metadata.get("doc", ""))

@@ -1,0 +1,390 @@
+"""TOML run file -> validated attrs objects, reporting every problem at once.
+
+The file is parsed with ``tomli`` and walked table by table. Leaf values are structured with a
+strict ``cattrs`` converter (no silent ``0.5 -> 0`` or ``"yes" -> True``); component tables are
+dispatched by their ``type`` key to the config class of the plugin that registered that name.
+Each problem becomes one ``$.path.to.key: message`` line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+import tomli
+
+from lgvq_core.config.schema import Component, RunFile
+from lgvq_core.errors import ConfigError, DuplicateComponentError, UnknownComponentError
+from lgvq_core.specs import BackboneSpec, normalize_kind
+
+
+@attrs.frozen
+class Problem:
+    """One problem of a run file. ``warning`` problems are reported but do not fail a check."""
+
+    path: str
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.path}: {'warning: ' if self.warning else ''}{self.message}"
+
+
+@attrs.frozen
+class LoadedRunFile:
+    """A validated run file: the structured config, the raw tables and any warnings."""
+
+    config: RunFile
+    raw: dict[str, Any]
+    source: str
+    warnings: tuple[Problem, ...] = ()
+
+
+# ------------------------------------------------------------------------------------------
+# strict leaf structuring
+# ------------------------------------------------------------------------------------------
+def _type_name(value: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {_type_name(value)} {value!r}")
+    return float(value)
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
+def make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(bool, _strict_bool)
+    return converter
+
+
+CONVERTER = make_converter()
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[attrs.Attribute, ...]:
+    attrs.resolve_types(cls)
+    return attrs.fields(cls)
+
+
+def config_fields(cls: type) -> tuple[attrs.Attribute, ...]:
+    """The attrs fields of a config class with their annotations resolved."""
+    return _fields(cls)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) < len(typing.get_args(tp)):
+            inner = args[0] if len(args) == 1 else typing.Union[tuple(args)]
+            return True, inner
+    return False, tp
+
+
+def describe_type(tp: Any) -> str:
+    """A short human name for a field type (``int``, ``"a" | "b"``, ``list[float]``)."""
+    optional, inner = _is_optional(tp)
+    suffix = " | None" if optional else ""
+    if typing.get_origin(inner) is Literal:
+        return " | ".join(repr(v) if not isinstance(v, str) else f'"{v}"' for v in typing.get_args(inner)) + suffix
+    if isinstance(inner, type) and not typing.get_args(inner):
+        return inner.__name__ + suffix
+    return str(inner).replace("typing.", "") + suffix
+
+
+def _structure_leaf(value: Any, tp: Any, path: str) -> tuple[Any, list[Problem]]:
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None, []
+        return None, [Problem(path, "must not be empty")]
+    if typing.get_origin(inner) is Literal:
+        choices = typing.get_args(inner)
+        if value in choices and type(value) in {type(c) for c in choices}:
+            return value, []
+        message = "must be one of " + ", ".join(
+            f'"{c}"' if isinstance(c, str) else repr(c) for c in choices
+        ) + f", got {value!r}"
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1, cutoff=0.5)
+            if close:
+                message += f'; did you mean "{close[0]}"?'
+        return None, [Problem(path, message)]
+    try:
+        return CONVERTER.structure(value, inner), []
+    except (cattrs.ClassValidationError, cattrs.IterableValidationError) as exc:
+        lines = cattrs.transform_error(exc, path="", format_exception=lambda e, t: str(e))
+        problems = []
+        for line in lines:
+            message, _, sub = line.rpartition(" @ ")
+            problems.append(Problem(path + sub.lstrip("$"), message or line))
+        return None, problems
+    except Exception as exc:  # noqa: BLE001 - every structuring error is a config problem
+        return None, [Problem(path, str(exc) or type(exc).__name__)]
+
+
+# ------------------------------------------------------------------------------------------
+# table walking
+# ------------------------------------------------------------------------------------------
+class _Walker:
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+        self.problems: list[Problem] = []
+
+    def table(self, cls: type, data: Any, path: str) -> Any:
+        if not isinstance(data, Mapping):
+            self.problems.append(Problem(path, f"expected a table, got {_type_name(data)} {data!r}"))
+            return None
+        fields = config_fields(cls)
+        by_name = {f.name: f for f in fields}
+        ok = True
+        for key in data:
+            if key not in by_name:
+                ok = False
+                self.problems.append(Problem(f"{path}.{key}", self._unknown_key(key, by_name)))
+        kwargs: dict[str, Any] = {}
+        for field in fields:
+            sub = f"{path}.{field.name}"
+            if field.name not in data:
+                if field.default is attrs.NOTHING:
+                    ok = False
+                    self.problems.append(Problem(sub, f"missing required key ({describe_type(field.type)})"))
+                continue
+            before = len(self.problems)
+            value = self.value(field, data[field.name], sub)
+            if len(self.problems) > before:
+                ok = False
+            else:
+                kwargs[field.name] = value
+        if not ok:
+            return None
+        with_validators_off = attrs.validators.get_disabled()
+        attrs.validators.set_disabled(True)
+        try:
+            instance = cls(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - a custom __init__ or converter failed
+            self.problems.append(Problem(path, str(exc)))
+            return None
+        finally:
+            attrs.validators.set_disabled(with_validators_off)
+        for field in fields:
+            if field.validator is None:
+                continue
+            try:
+                field.validator(instance, field, getattr(instance, field.name))
+            except Exception as exc:  # noqa: BLE001 - validator messages are kept as they are
+                ok = False
+                self.problems.append(Problem(f"{path}.{field.name}", str(exc)))
+        return instance if ok else None
+
+    @staticmethod
+    def _unknown_key(key: str, by_name: Mapping[str, attrs.Attribute]) -> str:
+        message = f"unknown key {key!r}"
+        close = difflib.get_close_matches(key, list(by_name), n=1, cutoff=0.6)
+        if close:
+            return message + f"; did you mean {close[0]!r}?"
+        return message + "; allowed keys: " + ", ".join(by_name)
+
+    def value(self, field: attrs.Attribute, value: Any, path: str) -> Any:
+        kind = field.metadata.get("component")
+        optional, inner = _is_optional(field.type)
+        if kind is not None:
+            if typing.get_origin(inner) is list:
+                if not isinstance(value, list):
+                    self.problems.append(
+                        Problem(path, f"expected an array of tables ([[{path[2:]}]]), got {_type_name(value)}")
+                    )
+                    return None
+                return [self.component(kind, item, f"{path}[{i}]") for i, item in enumerate(value)]
+            return self.component(kind, value, path)
+        if attrs.has(inner):
+            return self.table(inner, value, path)
+        result, problems = _structure_leaf(value, field.type, path)
+        self.problems.extend(problems)
+        return result
+
+    def component(self, kind: str, data: Any, path: str) -> Component | None:
+        if not isinstance(data, Mapping):
+            self.problems.append(Problem(path, f"expected a table, got {_type_name(data)} {data!r}"))
+            return None
+        name = data.get("type")
+        if name is None:
+            available = ", ".join(self.registry.list_components(kind))
+            self.problems.append(Problem(f"{path}.type", f"missing; choose one of: {available}"))
+            return None
+        if not isinstance(name, str):
+            self.problems.append(Problem(f"{path}.type", f"expected a string, got {_type_name(name)}"))
+            return None
+        try:
+            entry = self.registry.get(kind, name, f"{path}.type")
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            message = str(exc)
+            prefix = f"{path}.type: "
+            self.problems.append(Problem(f"{path}.type", message[len(prefix):] if message.startswith(prefix) else message))
+            return None
+        options = {k: v for k, v in data.items() if k != "type"}
+        config = self.table(entry.spec.config_cls, options, path)
+        if config is None:
+            return None
+        return Component(type=entry.spec.name, config=config)
+
+
+def structure_component(kind: str, table: Mapping[str, Any], path: str = "$", registry: Any = None) -> Component:
+    """Validate one component table; raise :class:`ConfigError` with every problem."""
+    if registry is None:
+        from lgvq_core.registry import get_registry
+
+        registry = get_registry()
+    walker = _Walker(registry)
+    component = walker.component(normalize_kind(kind), table, path)
+    if walker.problems or component is None:
+        raise ConfigError([str(p) for p in walker.problems])
+    return component
+
+
+# ------------------------------------------------------------------------------------------
+# cross-field checks
+# ------------------------------------------------------------------------------------------
+def _component_paths(run: RunFile) -> list[tuple[str, Component]]:
+    found = [("$.model.backbone", run.model.backbone), ("$.data", run.data)]
+    if run.model.quantizer is not None:
+        found.append(("$.model.quantizer", run.model.quantizer))
+    if run.text_encoder is not None:
+        found.append(("$.text_encoder", run.text_encoder))
+    for section in ("alignment", "tasks", "callbacks"):
+        found.extend((f"$.{section}[{i}]", c) for i, c in enumerate(getattr(run, section)))
+    return found
+
+
+def cross_check(run: RunFile) -> list[Problem]:
+    """Checks that need more than one table. Components add their own with ``cross_check``."""
+    problems: list[Problem] = []
+    if run.alignment and run.text_encoder is None:
+        problems.append(Problem("$.text_encoder", "missing: the [[alignment]] losses need a text encoder"))
+    seen: dict[str, int] = {}
+    for i, loss in enumerate(run.alignment):
+        if loss.type in seen:
+            problems.append(
+                Problem(f"$.alignment[{i}].type", f"{loss.type!r} is already given as $.alignment[{seen[loss.type]}]")
+            )
+        seen.setdefault(loss.type, i)
+    for path, component in _component_paths(run):
+        check = getattr(component.config, "cross_check", None)
+        if check is not None:
+            problems.extend(check(run, path))
+    return problems
+
+
+# ------------------------------------------------------------------------------------------
+# entry points
+# ------------------------------------------------------------------------------------------
+def parse_toml(text: str) -> dict[str, Any]:
+    """Parse TOML, turning a syntax error into a ConfigError with line and column."""
+    try:
+        return tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        col = getattr(exc, "colno", None)
+        msg = getattr(exc, "msg", str(exc))
+        where = f"line {line}, column {col}" if line is not None else "unknown position"
+        raise ConfigError([f"$: invalid TOML at {where}: {msg}"]) from None
+
+
+def validate(raw: Mapping[str, Any], registry: Any = None, source: str = "<run file>") -> LoadedRunFile:
+    """Structure and check a parsed run file; raise :class:`ConfigError` listing every problem."""
+    if registry is None:
+        from lgvq_core.registry import get_registry
+
+        registry = get_registry()
+    raw = dict(raw)
+    walker = _Walker(registry)
+    _fill_default_quantizer(raw, registry)
+    config = walker.table(RunFile, raw, "$")
+    problems = walker.problems
+    if config is not None:
+        problems = problems + cross_check(config)
+    errors = [p for p in problems if not p.warning]
+    warnings = tuple(p for p in problems if p.warning)
+    if errors:
+        raise ConfigError([str(p) for p in errors], source=source)
+    return LoadedRunFile(config=config, raw=raw, source=source, warnings=warnings)
+
+
+def _fill_default_quantizer(raw: dict[str, Any], registry: Any) -> None:
+    model = raw.get("model")
+    if not isinstance(model, Mapping) or "quantizer" in model:
+        return
+    backbone = model.get("backbone")
+    if not isinstance(backbone, Mapping) or not isinstance(backbone.get("type"), str):
+        return
+    try:
+        spec = registry.get_spec("backbone", backbone["type"])
+    except (UnknownComponentError, DuplicateComponentError):
+        return  # reported by the walker
+    if isinstance(spec, BackboneSpec) and spec.default_quantizer is not None:
+        raw["model"] = {**model, "quantizer": dict(spec.default_quantizer)}
+
+
+def load_run_file(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    registry: Any = None,
+) -> LoadedRunFile:
+    """Read, override and validate a run file. Creates nothing on disk."""
+    from lgvq_core.config.overrides import apply_overrides
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"$: run file not found: {path}"], source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"$: cannot read run file {path}: {exc}"], source=str(path)) from None
+    try:
+        raw = parse_toml(text)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=str(path)) from None
+    if overrides:
+        if registry is None:
+            from lgvq_core.registry import get_registry
+
+            registry = get_registry()
+        raw = apply_overrides(raw, overrides, registry, source=str(path))
+    return validate(raw, registry=registry, source=str(path))

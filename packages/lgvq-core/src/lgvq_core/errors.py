@@ -1,0 +1,60 @@
+"""Exceptions lgvq raises on purpose. Each message says what is wrong and what to do."""
+
+from __future__ import annotations
+
+
+class LgvqError(Exception):
+    """Base class of every error lgvq raises on purpose."""
+
+
+class PluginLoadError(LgvqError):
+    """A plugin failed to load while ``LGVQ_STRICT_PLUGINS=1``."""
+
+
+class UnknownComponentError(LgvqError, KeyError):
+    """A component name that no loaded plugin provides."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateComponentError(LgvqError):
+    """Two plugins provide a component with the same kind and name."""
+
+
+class ConfigError(LgvqError):
+    """A run file with problems. ``problems`` holds one ``"$.path: message"`` line per problem."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        count = len(self.problems)
+        header = f"{where}{count} problem{'s' if count != 1 else ''} in the run file"
+        super().__init__(header + "\n" + "\n".join(self.problems))
+
+
+class RunDirError(LgvqError):
+    """A run directory that cannot be created, resumed or read."""
+
+
+class CheckpointError(LgvqError):
+    """A checkpoint that is missing, incomplete or does not match the model."""
+
+
+class NonFiniteLossError(LgvqError):
+    """A loss term became NaN or infinite; ``step`` and ``term`` say where."""
+
+    def __init__(self, step: int, term: str, value: float) -> None:
+        self.step = step
+        self.term = term
+        self.value = value
+        super().__init__(
+            f"loss term {term!r} is {value} at step {step}; training stopped. "
+            "The last good checkpoint was kept. Lower the learning rate, enable gradient "
+            "clipping (train.grad_clip) or use precision = \"fp32\"."
+        )
+
+
+class DataError(LgvqError):
+    """An image or caption file that is missing or unreadable; the message names the file."""

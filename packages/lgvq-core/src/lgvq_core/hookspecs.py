@@ -1,0 +1,224 @@
+"""The lgvq hook specifications: the whole contract between lgvq and its plugins.
+
+A plugin is a module registered under the ``lgvq`` entry-point group. It implements any of the
+hooks below with :data:`lgvq_core.hookimpl`. Every docstring here is the hook's contract: what it
+receives, what it returns, and when (and on which ranks) it is called.
+
+Rules for implementations (inherited from pluggy):
+
+- Argument names must match the spec; an implementation may accept fewer arguments.
+- No keyword-only parameters and no default values: pluggy passes arguments by name and ignores
+  keyword-only ones.
+- Hooks that receive ``run`` get a :class:`lgvq_core.runner.context.RunContext`. New information
+  reaches plugins as new attributes of that object, never as new hook parameters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterable
+
+    from lgvq_core.specs import BackboneSpec, ComponentSpec
+
+PROJECT = "lgvq"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# --------------------------------------------------------------------------------------------
+# Registration hooks
+#
+# Called once per plugin manager, when the registry is first built, on every rank. They take
+# no arguments, must not import torch (return ``"module:attr"`` factories instead) and return
+# an iterable of spec records. All results are collected; a name returned twice for the same
+# kind is an error that names both plugins.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def lgvq_quantizers() -> Iterable[ComponentSpec]:
+    """Return the quantizers this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records. The factory is called as
+        ``factory(config, context)`` and returns a module implementing the quantizer contract of
+        :class:`lgvq_core.quantizers.base.Quantizer` (maps ``z`` to ``quant``, indices, loss and
+        statistics; exposes ``codebook`` and ``decode_indices``).
+    """
+
+
+@hookspec
+def lgvq_backbones() -> Iterable[BackboneSpec]:
+    """Return the tokenizer backbones (encoder, decoder, reconstruction losses) this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.BackboneSpec` records. The factory is called as
+        ``factory(config, context)``; ``context.quantizer`` holds the already-built quantizer.
+        It returns a :class:`lgvq_core.tokenizer.Tokenizer`.
+    """
+
+
+@hookspec
+def lgvq_text_encoders() -> Iterable[ComponentSpec]:
+    """Return the frozen text encoders this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns a
+        :class:`lgvq_core.text.TextEncoder`. The runner freezes it and never checkpoints it.
+    """
+
+
+@hookspec
+def lgvq_alignment_losses() -> Iterable[ComponentSpec]:
+    """Return the language-guided alignment losses this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns an
+        :class:`lgvq_core.alignment.base.AlignmentLoss`. Its trainable parameters join the
+        generator optimizer. The config class must have a ``weight`` field.
+    """
+
+
+@hookspec
+def lgvq_datasets() -> Iterable[ComponentSpec]:
+    """Return the image–caption datasets this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns a
+        :class:`lgvq_core.data.base.CaptionedImages` for ``context.split``.
+    """
+
+
+@hookspec
+def lgvq_tasks() -> Iterable[ComponentSpec]:
+    """Return the evaluation and downstream tasks this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns an object with
+        ``run(model, data, out_dir) -> dict`` (see :mod:`lgvq_core.tasks`).
+    """
+
+
+@hookspec
+def lgvq_callbacks() -> Iterable[ComponentSpec]:
+    """Return the run callbacks this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns an object
+        implementing any of the training-loop hooks below. A ``[[callbacks]]`` table in the run
+        file builds one and registers it with the plugin manager for that run only.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Producer hooks
+#
+# Called by the runner where one answer is needed: the first non-None result wins
+# (``firstresult``). lgvq-core provides the default implementation; a plugin may replace it
+# (``tryfirst=True``) or wrap it (``wrapper=True``, e.g. for profiling or timing).
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def lgvq_make_optimizers(run: Any) -> Any:
+    """Create the optimizers for a run.
+
+    Called once on every rank after the model is built and moved to its device, before any
+    checkpoint is loaded.
+
+    :param run: the run context; ``run.model`` holds the tokenizer, ``run.guidance`` the alignment
+        module (or ``None``), ``run.config`` the validated run file.
+    :returns: a :class:`lgvq_core.runner.optim.Optimizers` (``generator`` and, when the backbone
+        has a discriminator, ``discriminator``), or ``None`` to let the next implementation answer.
+    """
+
+
+@hookspec(firstresult=True)
+def lgvq_train_step(run: Any, batch: Any) -> Any:
+    """Run one optimisation step on one batch.
+
+    Called on every rank, once per micro-batch. The default implementation computes the
+    generator loss (reconstruction, quantizer, weighted alignment losses, adversarial term),
+    steps the generator optimizer, then the discriminator. A wrapper sees the whole step.
+
+    :param run: the run context.
+    :param batch: the collated batch (``images`` B×3×H×W in [-1, 1] on ``run.device``,
+        ``captions``, ``indices``).
+    :returns: a ``dict[str, float]`` of the named loss terms of this step, ``"loss"`` being the total
+        generator loss, or ``None`` to let the next implementation answer.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Training-loop hooks
+#
+# Side effects only; return values are ignored. Every implementation is called.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def lgvq_train_start(run: Any) -> None:
+    """Called on every rank once the model, optimizers and data are ready, before the first step.
+
+    After a resume, ``run.step`` is the step the checkpoint was written at.
+    """
+
+
+@hookspec
+def lgvq_after_quantize(run: Any, output: Any) -> None:
+    """Called on every rank in each training step, right after the tokenizer's forward pass.
+
+    :param output: the :class:`lgvq_core.tokenizer.TokenizerOutput` (``quant``, ``indices``,
+        ``recon``, ``quantizer_loss``, ``stats``). Tensors are still attached to the graph: read,
+        do not modify.
+    """
+
+
+@hookspec
+def lgvq_train_batch_end(run: Any, metrics: Any) -> None:
+    """Called on every rank after each optimisation step (after gradient accumulation completes).
+
+    :param metrics: ``dict[str, float]`` of this step's loss terms (local to the rank).
+        ``run.step`` has already been incremented.
+    """
+
+
+@hookspec
+def lgvq_validation_end(run: Any, metrics: Any) -> None:
+    """Called on **every rank** after each validation pass.
+
+    :param metrics: ``dict[str, float]`` of validation metrics, already reduced across ranks,
+        so every rank sees the same values.
+    """
+
+
+@hookspec
+def lgvq_save_checkpoint(run: Any, state: Any) -> None:
+    """Called on rank 0 while a checkpoint is assembled, before it is written.
+
+    :param state: the ``dict`` that is saved with ``torch.save`` and loaded with
+        ``weights_only=True``. Add entries under a key of your plugin's name, holding only
+        tensors, numbers, strings, lists and dicts.
+    """
+
+
+@hookspec
+def lgvq_load_checkpoint(run: Any, state: Any) -> None:
+    """Called on every rank after a checkpoint was loaded for ``--resume``.
+
+    :param state: the ``dict`` written by :func:`lgvq_save_checkpoint`; read your own key back.
+    """
+
+
+@hookspec
+def lgvq_train_end(run: Any) -> None:
+    """Called on every rank when training ends normally or is interrupted by SIGINT/SIGTERM.
+
+    ``run.stop_reason`` says why: ``"max_steps"``, ``"signal"``.
+    """
+
+
+@hookspec
+def lgvq_exception(run: Any, exc: Any) -> None:
+    """Called on every rank when training fails with an exception, before it propagates.
+
+    :param exc: the exception (a :class:`lgvq_core.errors.NonFiniteLossError` for a NaN/Inf loss).
+        The last good checkpoint has been kept.
+    """

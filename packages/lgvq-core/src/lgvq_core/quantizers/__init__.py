@@ -1,0 +1,1 @@
+"""Built-in quantizers (``vq``, ``vq-ema``, ``cosine``) and the quantizer contract."""

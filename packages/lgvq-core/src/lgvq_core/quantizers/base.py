@@ -1,0 +1,59 @@
+"""The quantizer contract (SPEC 4.1)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns for ``z`` (B×D×h×w).
+
+    ``quant``: straight-through codes, ``z + sg(z_q - z)`` (B×D×h×w) — every LG loss reads this.
+    ``indices``: code indices, B×h×w (or B×k×h×w for quantizers that pick k codes per position).
+    ``loss``: the quantizer's loss term (scalar).
+    ``stats``: detached scalars for logging (``perplexity``, ``usage`` of this batch, ...).
+    """
+
+    quant: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Quantizer(nn.Module):
+    """Maps encoder latents to codes.
+
+    Subclasses set ``codebook_size`` (K) and ``dim`` (D) and implement :meth:`forward`,
+    :attr:`codebook` and :meth:`decode_indices`.
+    """
+
+    codebook_size: int
+    dim: int
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The K×D code vectors actually used for lookup."""
+        raise NotImplementedError
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes for ``indices`` (B×h×w, or B×k×h×w) as a B×D×h×w tensor."""
+        raise NotImplementedError
+
+
+def usage_from_counts(counts: torch.Tensor) -> dict[str, float]:
+    """Codebook ``usage`` (fraction of codes used) and ``perplexity`` from code counts over a split."""
+    total = counts.sum()
+    if total <= 0:
+        return {"usage": 0.0, "perplexity": 0.0}
+    probs = counts.double() / total
+    nonzero = probs[probs > 0]
+    entropy = -(nonzero * nonzero.log()).sum().item()
+    return {"usage": float((counts > 0).double().mean()), "perplexity": math.exp(entropy)}

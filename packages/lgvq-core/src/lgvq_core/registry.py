@@ -1,0 +1,187 @@
+"""The component registry: every spec every loaded plugin returned, explorable like timm's.
+
+>>> from lgvq_core.registry import list_components
+>>> list_components("backbone", "vq*")          # doctest: +SKIP
+['vqgan', 'vqvae']
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Mapping
+from typing import Any
+
+from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
+from lgvq_core.plugins import LgvqPluginManager, PluginFailure, get_plugin_manager
+from lgvq_core.specs import (
+    HOOK_FOR_KIND,
+    KINDS,
+    ComponentSpec,
+    RegisteredComponent,
+    normalize_kind,
+    normalize_name,
+)
+
+
+def display_kind(kind: str) -> str:
+    return kind.replace("_", "-")
+
+
+class Registry:
+    """Components by kind and normalised name, built from a plugin manager's registration hooks."""
+
+    def __init__(self, manager: LgvqPluginManager) -> None:
+        self.manager = manager
+        self._components: dict[str, dict[str, RegisteredComponent]] = {k: {} for k in KINDS}
+        #: kind -> normalised name -> every registration of a name claimed more than once
+        self.conflicts: dict[str, dict[str, list[RegisteredComponent]]] = {k: {} for k in KINDS}
+        self._collect()
+
+    # -- construction ----------------------------------------------------------------------
+    def _collect(self) -> None:
+        for kind in KINDS:
+            caller = getattr(self.manager.hook, HOOK_FOR_KIND[kind])
+            for impl in caller.get_hookimpls():
+                info = self.manager.info_for(impl.plugin)
+                try:
+                    specs = list(impl.function() or ())
+                    for spec in specs:
+                        if not isinstance(spec, ComponentSpec):
+                            raise TypeError(
+                                f"{HOOK_FOR_KIND[kind]} returned {spec!r}, not a ComponentSpec"
+                            )
+                except Exception as exc:  # noqa: BLE001 - reported like an import failure
+                    self.manager.record_failure(info.name, exc)
+                    continue
+                for spec in specs:
+                    self._add(
+                        RegisteredComponent(
+                            kind=kind,
+                            spec=spec,
+                            plugin=info.name,
+                            distribution=info.distribution,
+                            version=info.version,
+                        )
+                    )
+
+    def _add(self, entry: RegisteredComponent) -> None:
+        key = normalize_name(entry.spec.name)
+        table = self._components[entry.kind]
+        if key in self.conflicts[entry.kind]:
+            self.conflicts[entry.kind][key].append(entry)
+            return
+        if key in table:
+            first = table.pop(key)
+            self.conflicts[entry.kind][key] = [first, entry]
+            if self.manager.strict:
+                raise DuplicateComponentError(self._conflict_message(entry.kind, key))
+            return
+        table[key] = entry
+
+    def _conflict_message(self, kind: str, key: str) -> str:
+        owners = " and ".join(
+            f"{e.distribution} {e.version} (plugin {e.plugin!r})" for e in self.conflicts[kind][key]
+        )
+        return (
+            f"{display_kind(kind)} {key!r} is provided by both {owners}; uninstall one, or block "
+            "one plugin with LGVQ_DISABLE_PLUGINS=<plugin name>"
+        )
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def failures(self) -> list[PluginFailure]:
+        return self.manager.failures
+
+    def conflict_messages(self) -> list[str]:
+        return [self._conflict_message(kind, key) for kind in KINDS for key in self.conflicts[kind]]
+
+    def entries(self, kind: str) -> list[RegisteredComponent]:
+        kind = normalize_kind(kind)
+        return [self._components[kind][k] for k in sorted(self._components[kind])]
+
+    def list_components(self, kind: str, pattern: str = "*") -> list[str]:
+        """Names of the components of ``kind`` matching a shell-style ``pattern``."""
+        kind = normalize_kind(kind)
+        norm_pattern = normalize_name(pattern)
+        return [
+            entry.spec.name
+            for key, entry in sorted(self._components[kind].items())
+            if fnmatch.fnmatchcase(key, norm_pattern)
+        ]
+
+    def get(self, kind: str, name: str, path: str = "$") -> RegisteredComponent:
+        """The registered component ``name`` of ``kind``; ``path`` says where it was asked for."""
+        kind = normalize_kind(kind)
+        key = normalize_name(name)
+        if key in self.conflicts[kind]:
+            raise DuplicateComponentError(f"{path}: " + self._conflict_message(kind, key))
+        try:
+            return self._components[kind][key]
+        except KeyError:
+            raise UnknownComponentError(self.unknown_message(kind, name, path)) from None
+
+    def get_spec(self, kind: str, name: str, path: str = "$") -> ComponentSpec:
+        return self.get(kind, name, path).spec
+
+    def unknown_message(self, kind: str, name: str, path: str = "$") -> str:
+        kind = normalize_kind(kind)
+        available = sorted(self._components[kind])
+        message = f"{path}: unknown {display_kind(kind)} {name!r}"
+        close = difflib.get_close_matches(normalize_name(name), available, n=3, cutoff=0.5)
+        if close:
+            message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+        message += (
+            f" Available: {', '.join(available)}."
+            if available
+            else f" No {display_kind(kind)} is installed."
+        )
+        if self.failures:
+            failed = "; ".join(f.describe() for f in self.failures)
+            message += f" Note: {failed} (it may provide this component)."
+        return message
+
+    def build(self, kind: str, table: Mapping[str, Any] | Any, path: str = "$", context: Any = None):
+        """Build a component from a run-file table (``{"type": ..., ...}``) or a structured one.
+
+        Raises :class:`~lgvq_core.errors.ConfigError` listing every problem of the table.
+        """
+        from lgvq_core.config.loader import Component, structure_component
+
+        component = table
+        if not isinstance(table, Component):
+            component = structure_component(kind, table, path, registry=self)
+        spec = self.get_spec(kind, component.type, f"{path}.type")
+        factory = spec.load_factory()
+        return factory(component.config, context)
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The registry of the process-wide plugin manager."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry(get_plugin_manager())
+    return _REGISTRY
+
+
+def forget_registry() -> None:
+    global _REGISTRY
+    _REGISTRY = None
+
+
+def list_components(kind: str, pattern: str = "*") -> list[str]:
+    """Names of the installed components of ``kind`` matching ``pattern`` (``"vq*"``)."""
+    return get_registry().list_components(kind, pattern)
+
+
+def get_spec(kind: str, name: str, path: str = "$") -> ComponentSpec:
+    """The spec of component ``name`` of ``kind``; unknown names get suggestions."""
+    return get_registry().get_spec(kind, name, path)
+
+
+def build(kind: str, table: Mapping[str, Any] | Any, path: str = "$", context: Any = None) -> Any:
+    """Validate ``table`` against the component's config class and call its factory."""
+    return get_registry().build(kind, table, path, context)

@@ -1,0 +1,156 @@
+"""Test doubles: a tiny autoencoder backbone and a tiny frozen text encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lgvq_core.testing.config import TinyAutoencoderConfig, TinyTextConfig
+from lgvq_core.text import TextEncoder
+from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
+
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+class TinyText(TextEncoder):
+    """Words hashed into a fixed vocabulary; one frozen random attention layer on top."""
+
+    def __init__(self, config: TinyTextConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.width = self.embed_dim = config.width
+        self.vocab_size = config.vocab_size
+        self.context_length = config.context_length
+        self.causal = config.causal
+        self.pad_id, self.bos_id, self.eos_id, self.mask_placeholder_id = 0, 1, 2, 3
+        self.identity = (
+            f"tiny-text(width={config.width},vocab={config.vocab_size},causal={config.causal},"
+            f"seed={config.seed},L={config.context_length})"
+        )
+        generator = torch.Generator().manual_seed(config.seed)
+        self.embedding = nn.Embedding(config.vocab_size, config.width)
+        self.positions = nn.Parameter(torch.empty(config.context_length, config.width))
+        self.attention = nn.MultiheadAttention(config.width, 1, batch_first=True)
+        self.norm = nn.LayerNorm(config.width)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                if parameter.dim() > 1:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * parameter.shape[-1] ** -0.5)
+                else:
+                    parameter.zero_()
+            self.positions.copy_(torch.randn(self.positions.shape, generator=generator) * 0.1)
+        self.freeze()
+
+    @property
+    def token_embedding(self) -> torch.Tensor:
+        return self.embedding.weight
+
+    def _word_id(self, word: str) -> int:
+        digest = hashlib.sha1(word.encode()).digest()
+        return 4 + int.from_bytes(digest[:4], "little") % (self.vocab_size - 4)
+
+    def tokenize(self, captions: list[str]):
+        length = self.context_length
+        ids = torch.full((len(captions), length), self.pad_id, dtype=torch.long)
+        for row, caption in enumerate(captions):
+            words = [self._word_id(w) for w in _WORD.findall(caption.lower())][: length - 2]
+            tokens = [self.bos_id, *words, self.eos_id]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        _, pad_mask, word_mask = self._masks_from_ids(ids)
+        return ids, pad_mask, word_mask
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+    @torch.no_grad()
+    def encode_ids(self, ids: torch.Tensor, pad_mask: torch.Tensor):
+        x = self.embedding(ids) + self.positions[: ids.shape[1]]
+        length = ids.shape[1]
+        mask = None
+        if self.causal:
+            mask = torch.ones(length, length, dtype=torch.bool, device=ids.device).triu(1)
+        attended, _ = self.attention(x, x, x, key_padding_mask=~pad_mask, attn_mask=mask, need_weights=False)
+        states = self.norm(x + attended)
+        weights = pad_mask.unsqueeze(-1).to(states.dtype)
+        sentence = F.normalize((states * weights).sum(1) / weights.sum(1).clamp_min(1), dim=-1)
+        return states, sentence
+
+
+def build_tiny_text(config: TinyTextConfig, context=None) -> TinyText:
+    return TinyText(config)
+
+
+class _TinyDiscriminator(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, hidden, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 1, 3, 1, 1)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class TinyAutoencoder(Tokenizer):
+    """conv stride-2 stages -> quantizer -> transposed convs; MSE (+ hinge GAN) loss."""
+
+    def __init__(self, config: TinyAutoencoderConfig, quantizer: nn.Module) -> None:
+        super().__init__()
+        stages = max(1, config.downsample.bit_length() - 1)
+        if 2**stages != config.downsample:
+            raise ValueError(f"downsample must be a power of 2, got {config.downsample}")
+        self.config = config
+        self.quantizer = quantizer
+        self.code_dim = quantizer.dim
+        self.downsample = config.downsample
+        h = config.hidden
+        down: list[nn.Module] = [nn.Conv2d(3, h, 3, 1, 1)]
+        for _ in range(stages):
+            down += [nn.ReLU(), nn.Conv2d(h, h, 4, 2, 1)]
+        self.encoder = nn.Sequential(*down, nn.ReLU(), nn.Conv2d(h, self.code_dim, 1))
+        up: list[nn.Module] = [nn.Conv2d(self.code_dim, h, 3, 1, 1)]
+        for _ in range(stages):
+            up += [nn.ReLU(), nn.ConvTranspose2d(h, h, 4, 2, 1)]
+        self.decoder = nn.Sequential(*up, nn.ReLU(), nn.Conv2d(h, 3, 3, 1, 1))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+    def decode(self, quant: torch.Tensor) -> torch.Tensor:
+        return self.decoder(quant)
+
+    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+        return super().forward(images)
+
+    def discriminator_active(self, step: int) -> bool:
+        return self.config.adversarial and step >= self.config.disc_start
+
+    def make_discriminator(self) -> nn.Module | None:
+        return _TinyDiscriminator(self.config.hidden) if self.config.adversarial else None
+
+    def generator_loss(self, images, output, step, discriminator):
+        rec = F.mse_loss(output.recon, images)
+        terms = {"rec_loss": rec, "quantizer_loss": output.quantizer_loss}
+        total = rec + output.quantizer_loss
+        if discriminator is not None and self.discriminator_active(step):
+            g_loss = -discriminator(output.recon).mean()
+            terms["g_loss"] = g_loss
+            total = total + self.config.disc_weight * g_loss
+        terms["total"] = total
+        return terms
+
+    def discriminator_loss(self, images, recon, step, discriminator):
+        real = discriminator(images)
+        fake = discriminator(recon)
+        d_loss = 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+        return {"total": d_loss, "d_loss": d_loss}
+
+
+def build_tiny_autoencoder(config: TinyAutoencoderConfig, context) -> TinyAutoencoder:
+    if context is None or context.quantizer is None:
+        raise ValueError("tiny-ae needs a quantizer in the build context")
+    return TinyAutoencoder(config, context.quantizer)

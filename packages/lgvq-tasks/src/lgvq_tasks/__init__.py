@@ -1,0 +1,3 @@
+"""lgvq-tasks: see the package README. Importing this package does not import torch."""
+
+__version__ = "0.1.0"

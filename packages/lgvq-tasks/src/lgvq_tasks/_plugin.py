@@ -1,0 +1,12 @@
+"""lgvq-tasks' components, registered through its ``tasks`` entry point."""
+
+from __future__ import annotations
+
+from lgvq_core import hookimpl
+
+
+@hookimpl
+def lgvq_tasks():
+    from lgvq_tasks.registration import TASKS
+
+    return TASKS
