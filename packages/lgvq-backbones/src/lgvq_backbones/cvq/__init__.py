@@ -1,0 +1,1 @@
+"""The `cvq` backbone (SPEC section 4)."""

@@ -1,0 +1,1 @@
+"""The `vqct` backbone (SPEC section 4)."""

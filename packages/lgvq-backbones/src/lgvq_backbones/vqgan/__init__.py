@@ -1,0 +1,1 @@
+"""The `vqgan` backbone (SPEC section 4)."""

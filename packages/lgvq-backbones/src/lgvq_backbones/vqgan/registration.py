@@ -1,0 +1,6 @@
+"""Spec records of the `vqgan` backbone (config classes only: no torch at import)."""
+
+from __future__ import annotations
+
+BACKBONES: list = []
+QUANTIZERS: list = []

@@ -1,0 +1,1 @@
+"""The `vqvae` backbone (SPEC section 4)."""
