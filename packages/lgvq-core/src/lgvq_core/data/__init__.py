@@ -1,1 +1,9 @@
-"""Image-caption datasets: the synthetic ``shapes`` set and the real formats (SPEC section 7)."""
+"""Image-caption datasets: the synthetic ``shapes`` set and the real formats (SPEC section 7).
+
+- ``base``: the contract every dataset follows (keys, seeds, items, the caption rule) and ``collate``;
+- ``config``, ``registration``: config classes and spec records (no torch);
+- ``transforms``, ``files``, ``listed``: resizing and cropping, reading files, listed-image datasets;
+- ``shapes*``: the generated default; ``folder``, ``coco``, ``cub``, ``celeba``, ``textcaps``: formats.
+
+This package imports nothing at import time, so the registration stays free of torch.
+"""

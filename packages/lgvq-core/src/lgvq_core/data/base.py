@@ -1,0 +1,257 @@
+"""The contract of every image-caption dataset, and the batch collate the runner uses.
+
+**Factory.** A dataset component's factory is called as ``factory(config, context)`` and returns a
+:class:`CaptionedImages` for ``context.split`` (``"train"`` or ``"val"``). It reads
+``context.skip_bad_items`` (the runner copies ``train.skip_bad_items`` there; ``False`` when the
+context has no such field) and reports through ``context.log``.
+
+**Keys.** An item is addressed by a key: an ``int`` index, or a tuple ``(index, seed)``.
+
+- With a seed, every random choice for that item (which caption, crop offset, flip) is drawn from
+  ``torch.Generator().manual_seed(seed)`` in a fixed order: the caption first, then the split's
+  transform. Data order and augmentation are then a pure function of the keys a sampler yields,
+  which makes resuming exact and independent of the number of loader workers.
+- Without a seed, an item is deterministic evaluation data: the val transform (random steps at
+  their centre / no-flip value) and the first caption that passes the caption rule.
+
+**Items.** ``dataset[key]`` is a dict:
+
+- ``image``: float tensor ``3 h w`` (h = w = ``image_size``), values x / 127.5 - 1 in [-1, 1];
+- ``caption``: the sampled caption (str); ``captions``: every caption of the image (list[str]);
+- ``index``: the item index (int).
+
+A bad item (missing or unreadable image or caption file) raises :class:`DataError` naming the file,
+or, when ``skip_bad_items`` is on, yields the marker ``{"index": i, "error": message}``.
+:func:`collate` drops markers from the batch and returns them under ``skipped`` so the runner can
+count and report them: nothing is dropped silently.
+
+**Caption rule** (SPEC section 7, official for CelebA-HQ, CUB and TextCaps): captions are stripped
+and, with ``lowercase``, lowercased; a caption is sampled only among those with at most
+``max_caption_words`` space-separated words (27: words + 2 < 30 tokens; 0 or ``None``: no limit).
+When none passes, the shortest is used and the dataset logs a warning once.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Union
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from lgvq_core.data.config import TRANSFORMS
+from lgvq_core.data.files import SKIP_HINT
+from lgvq_core.data.transforms import apply_transform, to_tensor
+from lgvq_core.errors import DataError
+
+#: An item key: an index, or ``(index, seed)`` for a seeded (augmented, sampled) item.
+Key = Union[int, tuple[int, int]]
+
+SPLITS: tuple[str, ...] = ("train", "val")
+
+
+def parse_key(key: Any, length: int) -> tuple[int, int | None]:
+    """``key`` -> ``(index, seed)``, with ``seed`` ``None`` for an unseeded key.
+
+    Raises ``IndexError`` outside ``[0, length)`` (negative indices are not wrapped: a sampler that
+    produces one has a bug) and ``TypeError`` for anything but an int or an ``(int, int)`` pair.
+    """
+    if isinstance(key, (tuple, list)):
+        if len(key) != 2:
+            raise TypeError(f"an item key is an index or (index, seed), got {key!r}")
+        index, seed = operator.index(key[0]), operator.index(key[1])
+    else:
+        index, seed = operator.index(key), None
+    if not 0 <= index < length:
+        raise IndexError(f"item index {index} out of range for a dataset of {length} items")
+    return index, seed
+
+
+def item_generator(seed: int | None) -> torch.Generator | None:
+    """The generator every random choice of a seeded item draws from (``None`` when unseeded)."""
+    return None if seed is None else torch.Generator().manual_seed(seed)
+
+
+def normalize_captions(lines: Sequence[str], lowercase: bool) -> list[str]:
+    """Strip each caption, lowercase it when asked, drop empty ones."""
+    captions = [line.strip() for line in lines]
+    if lowercase:
+        captions = [caption.lower() for caption in captions]
+    return [caption for caption in captions if caption]
+
+
+def word_count(caption: str) -> int:
+    return len(caption.split())
+
+
+class CaptionedImages(Dataset):
+    """Base of every image-caption dataset; subclasses say where images and captions come from.
+
+    A subclass implements ``__len__``, :meth:`_raw_captions` and :meth:`_load_image`, and may
+    override :meth:`_caption_source` (for messages), :meth:`_caption_groups` (when several items
+    share an image) and :meth:`ground_truth`.
+    """
+
+    #: Registry name, used in messages.
+    name: str = "dataset"
+
+    def __init__(
+        self,
+        *,
+        split: str,
+        image_size: int,
+        train_transform: str = "resize-center-crop",
+        val_transform: str = "resize-center-crop",
+        max_caption_words: int | None = 27,
+        lowercase: bool = True,
+        skip_bad_items: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        for transform in (train_transform, val_transform):
+            if transform not in TRANSFORMS:
+                raise ValueError(f"unknown transform {transform!r}; choose one of: {', '.join(TRANSFORMS)}")
+        self.split = split
+        self.image_size = image_size
+        self.train_transform = train_transform
+        self.val_transform = val_transform
+        self.max_caption_words = max_caption_words
+        self.lowercase = lowercase
+        self.skip_bad_items = skip_bad_items
+        self.log: Callable[[str], None] = log if log is not None else _print
+        self._warned_long_captions = False
+
+    # -- what a subclass provides ------------------------------------------------------------
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _raw_captions(self, index: int) -> list[str]:
+        """The image's captions as stored; raise :class:`DataError` naming the file when unreadable."""
+        raise NotImplementedError
+
+    def _load_image(self, index: int) -> Image.Image:
+        """The image as RGB; raise :class:`DataError` naming the file when missing or unreadable."""
+        raise NotImplementedError
+
+    def _caption_source(self, index: int) -> str:
+        """Where the captions of ``index`` come from, for messages."""
+        return f"item {index} of {self.name} ({self.split})"
+
+    def _caption_groups(self) -> Iterator[int]:
+        """One item index per distinct image (items that share an image share its captions)."""
+        return iter(range(len(self)))
+
+    # -- the contract ------------------------------------------------------------------------
+    def captions_of(self, index: int) -> list[str]:
+        """Every caption of item ``index``, normalised, without loading the image."""
+        captions = normalize_captions(self._raw_captions(index), self.lowercase)
+        if not captions:
+            raise DataError(f"{self._caption_source(index)} has no captions; {SKIP_HINT}")
+        return captions
+
+    def all_captions(self) -> Iterator[str]:
+        """Every caption of the split, image by image (for text-cache warm-up and word priors).
+
+        With ``skip_bad_items``, images whose captions cannot be read are left out and counted
+        in one log line; otherwise the first one raises.
+        """
+        unreadable = 0
+        for index in self._caption_groups():
+            try:
+                captions = self.captions_of(index)
+            except DataError:
+                if not self.skip_bad_items:
+                    raise
+                unreadable += 1
+                continue
+            yield from captions
+        if unreadable:
+            self.log(
+                f"{self.name} ({self.split}): {unreadable} image(s) with unreadable captions left out of the caption "
+                "list; they are reported as skipped when loaded"
+            )
+
+    def ground_truth(self, index: int) -> dict[str, Any] | None:
+        """Per-image annotations for downstream tasks (boxes, attributes, relations); ``None`` here."""
+        return None
+
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        index, seed = parse_key(key, len(self))
+        generator = item_generator(seed)
+        try:
+            captions = self.captions_of(index)
+            caption = self._choose_caption(index, captions, generator)
+            image = self._load_image(index)
+        except DataError as error:
+            if not self.skip_bad_items:
+                raise
+            return {"index": index, "error": str(error).replace(f"; {SKIP_HINT}", "")}
+        seeded_train = generator is not None and self.split == "train"
+        transform = self.train_transform if seeded_train else self.val_transform
+        image = apply_transform(image, transform, self.image_size, generator)
+        return {"image": to_tensor(image), "caption": caption, "captions": captions, "index": index}
+
+    def _choose_caption(self, index: int, captions: list[str], generator: torch.Generator | None) -> str:
+        """The caption rule: sample among short enough captions (first one when unseeded)."""
+        limit = self.max_caption_words
+        pool = [c for c in captions if word_count(c) <= limit] if limit else captions
+        if not pool:
+            shortest = min(captions, key=word_count)
+            if not self._warned_long_captions:
+                self._warned_long_captions = True
+                self.log(
+                    f"warning: {self.name} ({self.split}): no caption of {self._caption_source(index)} has at most "
+                    f"{limit} words; using its shortest ({word_count(shortest)} words). Raise data.max_caption_words "
+                    "to sample longer captions (captions longer than the text length are truncated). "
+                    "Reported once per dataset."
+                )
+            return shortest
+        if generator is None:
+            return pool[0]
+        return pool[int(torch.randint(len(pool), (1,), generator=generator))]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, items={len(self)})"
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch items: stack images, list captions and indices, and report skipped items.
+
+    Returns ``image`` (``b 3 h w``, or ``None`` when every item was skipped), ``caption``
+    (list[str]), ``captions`` (list[list[str]]), ``index`` (list[int]) and ``skipped``: a list of
+    ``(index, message)`` for the markers of bad items, which the runner counts and reports.
+    """
+    good = [item for item in items if "error" not in item]
+    return {
+        "image": torch.stack([item["image"] for item in good]) if good else None,
+        "caption": [item["caption"] for item in good],
+        "captions": [item["captions"] for item in good],
+        "index": [item["index"] for item in good],
+        "skipped": [(item["index"], item["error"]) for item in items if "error" in item],
+    }
+
+
+def config_options(config: Any) -> dict[str, Any]:
+    """The keys every file-based dataset config shares, as :class:`CaptionedImages` arguments."""
+    names = ("image_size", "train_transform", "val_transform", "max_caption_words", "lowercase")
+    return {name: getattr(config, name) for name in names}
+
+
+def split_options(context: Any) -> dict[str, Any]:
+    """What a factory takes from the build context: split, skip_bad_items and log."""
+    if context is None:
+        from lgvq_core.context import BuildContext
+
+        context = BuildContext()
+    return {
+        "split": context.split,
+        "skip_bad_items": bool(getattr(context, "skip_bad_items", False)),
+        "log": context.log,
+    }

@@ -1,0 +1,260 @@
+"""Config classes of the built-in datasets (no torch: ``lgvq check`` and ``lgvq schema`` stay fast).
+
+Every file-based dataset has these keys, made by the field helpers below so that each class lists
+its keys in reading order and carries its own official defaults (SPEC section 7):
+
+- ``image_size``: side of the square images the dataset yields;
+- ``train_transform`` / ``val_transform``: how an image of any size becomes ``image_size`` x
+  ``image_size`` (see :data:`Transform`);
+- ``max_caption_words`` and ``lowercase``: the caption rule.
+
+Paths are relative to ``root`` unless absolute; ``root`` is relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, ClassVar, Literal
+
+import attrs
+
+from lgvq_core.config.fields import in_range, non_negative, option, positive
+
+#: How an image of any size becomes ``image_size`` x ``image_size``. "resize-square" scales both
+#: sides to ``image_size``, distorting the aspect ratio (TextCaps' official ``Resize([256, 256])``);
+#: the others scale the shorter side to ``image_size`` (bilinear, antialiased, as torchvision's
+#: ``Resize(size)``) and cut the square from the centre or at a random offset. "-flip" mirrors the
+#: image horizontally with probability 0.5. Random steps draw from the item's generator; an item
+#: read without a seed gets the centre and no flip.
+Transform = Literal[
+    "resize-square",
+    "resize-center-crop",
+    "resize-center-crop-flip",
+    "resize-random-crop",
+    "resize-random-crop-flip",
+]
+
+TRANSFORMS: tuple[str, ...] = typing.get_args(Transform)
+
+
+def _root() -> Any:
+    return option(doc="Dataset folder (relative to the working directory, or absolute).")
+
+
+def _image_size(default: int) -> Any:
+    return option(default, "Side of the square images fed to the tokenizer (the paper uses 256).", positive)
+
+
+def _transform(default: str, split: str) -> Any:
+    return option(
+        default,
+        f"How {split} images become image_size squares: scale the shorter side (resize-square: both sides), "
+        "crop at the centre or at a random offset, and with -flip mirror half of them. Random steps apply to "
+        "seeded items; an unseeded item always gets val_transform.",
+    )
+
+
+def _max_caption_words(default: int) -> Any:
+    return option(
+        default,
+        "Sample a caption only among those with at most this many space-separated words (official: 27, i.e. "
+        "words + 2 < 30 tokens); when none passes, the shortest is used and a warning is logged once. 0: no limit.",
+        non_negative,
+    )
+
+
+def _lowercase() -> Any:
+    return option(True, "Lowercase captions (official).")
+
+
+def _relative_path(default: str, what: str) -> Any:
+    return option(default, f"{what} (relative to root unless absolute).")
+
+
+def _check_split_fraction(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise ValueError(f"must be in (0, 1), got {value!r}")
+    if (value is None) == (instance.val_file is None):
+        raise ValueError(
+            "give exactly one of val_file (a JSONL file of validation images) and val_fraction "
+            "(e.g. 0.05: a seeded share of train_file's images)"
+        )
+
+
+def _check_max_shapes(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    in_range(1, 4)(instance, attribute, value)
+    if value < instance.min_shapes:
+        raise ValueError(f"must be >= min_shapes ({instance.min_shapes}), got {value!r}")
+
+
+@attrs.define
+class ShapesConfig:
+    """Procedural images of 1-3 coloured shapes with templated captions and ground truth."""
+
+    image_size: int = option(64, "Side of the generated square images.", positive)
+    num_train: int = option(2000, "Images in the train split.", positive)
+    num_val: int = option(256, "Images in the val split.", positive)
+    seed: int = option(
+        0,
+        "Dataset seed: the images and captions are a pure function of (seed, split, index); splits never share a stream.",
+        non_negative,
+    )
+    min_shapes: int = option(1, "Fewest shapes in an image.", in_range(1, 4))
+    max_shapes: int = option(3, "Most shapes in an image (at most 4; always >= min_shapes).", _check_max_shapes)
+    captions_per_image: int = option(
+        5, "Distinct captions per image (fewer when an image has fewer distinct phrasings).", in_range(1, 8)
+    )
+    background: Literal["plain", "varied"] = option(
+        "varied", "plain: one flat colour; varied: a faint linear gradient in a random direction."
+    )
+
+    @classmethod
+    def contract_config(cls) -> ShapesConfig:
+        return cls(image_size=32, num_train=8, num_val=4)
+
+
+@attrs.define
+class ImageTextFolderConfig:
+    """Images under ``root`` listed in JSONL caption files: the format to convert any data set to.
+
+    One JSON object per line, paths relative to ``root``::
+
+        {"image": "photos/0001.jpg", "captions": ["a red bus on a street", "a bus parked by a kerb"]}
+
+    ``"caption": "..."`` may replace ``"captions"`` for a single caption; lines naming the same
+    image are merged. Blank lines are ignored.
+    """
+
+    root: str = _root()
+    train_file: str = _relative_path(
+        "train.jsonl",
+        'JSONL file of the train split (with val_fraction: of both splits), one {"image": "<path relative to '
+        'root>", "captions": ["...", ...]} object per line',
+    )
+    val_file: str | None = option(
+        None, "JSONL file of the val split (relative to root unless absolute); give this or val_fraction."
+    )
+    val_fraction: float | None = option(
+        None,
+        "Instead of val_file: hold out this share of train_file's images as the val split (a seeded, "
+        "reproducible choice).",
+        _check_split_fraction,
+    )
+    split_seed: int = option(0, "Seed of the val_fraction split.")
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-center-crop", "train")
+    val_transform: Transform = _transform("resize-center-crop", "val")
+    max_caption_words: int = _max_caption_words(27)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> ImageTextFolderConfig:
+        return cls(root="data", val_fraction=0.1)
+
+
+@attrs.define
+class CocoCaptionsConfig:
+    """MS-COCO captions (2014 layout): ``annotations/captions_<split>2014.json`` + image folders."""
+
+    root: str = _root()
+    train_annotations: str = _relative_path(
+        "annotations/captions_train2014.json", "COCO captions JSON of the train split"
+    )
+    val_annotations: str = _relative_path("annotations/captions_val2014.json", "COCO captions JSON of the val split")
+    train_images: str = _relative_path("train2014", "Folder of the train images, named by the JSON's file_name")
+    val_images: str = _relative_path("val2014", "Folder of the val images, named by the JSON's file_name")
+    per_caption: bool = option(
+        False,
+        "One item per caption, as the official loader does (an epoch sees each image ~5 times); default: one "
+        "item per image with a caption sampled from its captions.",
+    )
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-center-crop-flip", "train")
+    val_transform: Transform = _transform("resize-center-crop", "val")
+    max_caption_words: int = _max_caption_words(0)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> CocoCaptionsConfig:
+        return cls(root="data")
+
+
+@attrs.define
+class CubTextConfig:
+    """CUB-200-2011 with the captions of Reed et al. (10 per image), on the official image-level split."""
+
+    root: str = _root()
+    images_dir: str = _relative_path("images", "Folder of the images, as listed in images.txt")
+    text_dir: str = _relative_path(
+        "birds/text",
+        "Folder of the caption files <class>/<image>.txt, one caption per line ('text_c10' in Reed et al.'s "
+        "cvpr2016_cub release)",
+    )
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-random-crop-flip", "train")
+    val_transform: Transform = _transform("resize-center-crop", "val")
+    max_caption_words: int = _max_caption_words(27)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> CubTextConfig:
+        return cls(root="data")
+
+
+@attrs.define
+class MMCelebAHQConfig:
+    """CelebA-HQ faces with the MM-CelebA-HQ captions (10 per image)."""
+
+    root: str = _root()
+    images_dir: str = _relative_path("images", "Folder of the images <id><image_ext>")
+    image_ext: str = option(".jpg", "File extension of the images.")
+    captions_dir: str = _relative_path("celeba-caption", "Folder of the caption files <id>.txt, one caption per line")
+    train_list: str = _relative_path(
+        "train/filenames.pickle",
+        "Image ids of the train split: a pickled list of names (only plain lists are accepted) or, when it is "
+        "absent, the same path with .txt (one id per line)",
+    )
+    val_list: str = _relative_path("test/filenames.pickle", "Image ids of the val split (same rules as train_list)")
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-center-crop", "train")
+    val_transform: Transform = _transform("resize-center-crop", "val")
+    max_caption_words: int = _max_caption_words(27)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> MMCelebAHQConfig:
+        return cls(root="data")
+
+
+@attrs.define
+class TextCapsConfig:
+    """TextCaps 0.1 JSON (``data`` entries with ``image_id`` and ``caption_str``/``reference_strs``)."""
+
+    root: str = _root()
+    train_annotations: str = _relative_path("TextCaps_0.1_train.json", "TextCaps JSON of the train split")
+    val_annotations: str = _relative_path("TextCaps_0.1_val.json", "TextCaps JSON of the val split")
+    train_images: str = _relative_path("train_images", "Folder of the train images")
+    val_images: str = _relative_path(
+        "train_images",
+        "Folder of the val images: TextCaps' val images are Open Images train images, shipped in the same "
+        "train_images folder by TextVQA",
+    )
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-square", "train")
+    val_transform: Transform = _transform("resize-square", "val")
+    max_caption_words: int = _max_caption_words(27)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> TextCapsConfig:
+        return cls(root="data")

@@ -1,0 +1,51 @@
+"""The ``shapes`` data as a pure function of ``(seed, split, index)``, without torch.
+
+Each image draws from its own numpy stream seeded by ``[seed, split, index, part]``: the splits
+never share a stream, and the captions (part 1) never depend on how the scene (part 0) was drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lgvq_core.data.config import ShapesConfig
+from lgvq_core.data.shapes_captions import captions_for
+from lgvq_core.data.shapes_scene import Scene, render_scene, sample_scene
+
+_SPLIT_STREAM = {"train": 0, "val": 1}
+_SCENE, _CAPTIONS = 0, 1
+
+
+class ShapesSource:
+    """Scenes, captions, images and ground truth of one split of the ``shapes`` data."""
+
+    def __init__(self, config: ShapesConfig, split: str) -> None:
+        if split not in _SPLIT_STREAM:
+            raise ValueError(f"split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
+        self.config = config
+        self.split = split
+
+    def __len__(self) -> int:
+        return self.config.num_train if self.split == "train" else self.config.num_val
+
+    def _rng(self, index: int, part: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, _SPLIT_STREAM[self.split], index, part])
+
+    def scene(self, index: int) -> Scene:
+        """The layout of image ``index`` (cheap: nothing is drawn)."""
+        config = self.config
+        return sample_scene(
+            self._rng(index, _SCENE), config.min_shapes, config.max_shapes, config.background == "varied"
+        )
+
+    def captions(self, index: int) -> list[str]:
+        return captions_for(self.scene(index), self.config.captions_per_image, self._rng(index, _CAPTIONS))
+
+    def image(self, index: int) -> Image.Image:
+        return render_scene(self.scene(index), self.config.image_size)
+
+    def ground_truth(self, index: int) -> dict[str, Any]:
+        return self.scene(index).ground_truth(self.config.image_size)
