@@ -31,6 +31,8 @@ class BuildContext:
     in_channels: int = 3
     #: Datasets: which split to build (``"train"`` or ``"val"``).
     split: str = "train"
+    #: Datasets: return a marker for an unreadable item instead of raising (``train.skip_bad_items``).
+    skip_bad_items: bool = False
     #: Backbones: the quantizer built from ``[model.quantizer]``.
     quantizer: Any = None
     #: Alignment losses and text-aware quantizers: the frozen :class:`lgvq_core.text.TextEncoder`.

@@ -132,17 +132,19 @@ def lgvq_make_optimizers(run: Any) -> Any:
 
 @hookspec(firstresult=True)
 def lgvq_train_step(run: Any, batch: Any) -> Any:
-    """Run one optimisation step on one batch.
+    """Run one optimisation step.
 
-    Called on every rank, once per micro-batch. The default implementation computes the
-    generator loss (reconstruction, quantizer, weighted alignment losses, adversarial term),
-    steps the generator optimizer, then the discriminator. A wrapper sees the whole step.
+    Called on every rank, once per optimizer step. The default implementation computes, for each
+    micro-batch, the generator loss (reconstruction, quantizer, weighted alignment losses,
+    adversarial term) and backpropagates it, then the discriminator loss; after the last
+    micro-batch it steps both optimizers. A wrapper (``wrapper=True``) sees the whole step.
 
     :param run: the run context.
-    :param batch: the collated batch (``images`` B×3×H×W in [-1, 1] on ``run.device``,
-        ``captions``, ``indices``).
-    :returns: a ``dict[str, float]`` of the named loss terms of this step, ``"loss"`` being the total
-        generator loss, or ``None`` to let the next implementation answer.
+    :param batch: the micro-batches of this step: a list of ``train.accumulate`` collated batches
+        (``image`` B×3×H×W in [-1, 1] on ``run.device``, ``caption``: the sampled caption of each
+        image, ``captions``: all captions of each image, ``index``; see :func:`lgvq_core.data.base.collate`).
+    :returns: a ``dict[str, float]`` of the step's loss terms averaged over micro-batches,
+        ``"loss"`` being the total generator loss, or ``None`` to let the next implementation answer.
     """
 
 
@@ -158,6 +160,8 @@ def lgvq_train_start(run: Any) -> None:
     """Called on every rank once the model, optimizers and data are ready, before the first step.
 
     After a resume, ``run.step`` is the step the checkpoint was written at.
+
+    :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     """
 
 
@@ -165,6 +169,7 @@ def lgvq_train_start(run: Any) -> None:
 def lgvq_after_quantize(run: Any, output: Any) -> None:
     """Called on every rank in each training step, right after the tokenizer's forward pass.
 
+    :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     :param output: the :class:`lgvq_core.tokenizer.TokenizerOutput` (``quant``, ``indices``,
         ``recon``, ``quantizer_loss``, ``stats``). Tensors are still attached to the graph: read,
         do not modify.
@@ -175,6 +180,7 @@ def lgvq_after_quantize(run: Any, output: Any) -> None:
 def lgvq_train_batch_end(run: Any, metrics: Any) -> None:
     """Called on every rank after each optimisation step (after gradient accumulation completes).
 
+    :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     :param metrics: ``dict[str, float]`` of this step's loss terms (local to the rank).
         ``run.step`` has already been incremented.
     """
@@ -184,6 +190,7 @@ def lgvq_train_batch_end(run: Any, metrics: Any) -> None:
 def lgvq_validation_end(run: Any, metrics: Any) -> None:
     """Called on **every rank** after each validation pass.
 
+    :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     :param metrics: ``dict[str, float]`` of validation metrics, already reduced across ranks,
         so every rank sees the same values.
     """
@@ -193,6 +200,7 @@ def lgvq_validation_end(run: Any, metrics: Any) -> None:
 def lgvq_save_checkpoint(run: Any, state: Any) -> None:
     """Called on rank 0 while a checkpoint is assembled, before it is written.
 
+    :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     :param state: the ``dict`` that is saved with ``torch.save`` and loaded with
         ``weights_only=True``. Add entries under a key of your plugin's name, holding only
         tensors, numbers, strings, lists and dicts.
@@ -203,6 +211,7 @@ def lgvq_save_checkpoint(run: Any, state: Any) -> None:
 def lgvq_load_checkpoint(run: Any, state: Any) -> None:
     """Called on every rank after a checkpoint was loaded for ``--resume``.
 
+    :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     :param state: the ``dict`` written by :func:`lgvq_save_checkpoint`; read your own key back.
     """
 
@@ -211,7 +220,8 @@ def lgvq_load_checkpoint(run: Any, state: Any) -> None:
 def lgvq_train_end(run: Any) -> None:
     """Called on every rank when training ends normally or is interrupted by SIGINT/SIGTERM.
 
-    ``run.stop_reason`` says why: ``"max_steps"``, ``"signal"``.
+    :param run: the run context; ``run.stop_reason`` says why training ended: ``"max_steps"``,
+        ``"signal"``.
     """
 
 
@@ -219,6 +229,7 @@ def lgvq_train_end(run: Any) -> None:
 def lgvq_exception(run: Any, exc: Any) -> None:
     """Called on every rank when training fails with an exception, before it propagates.
 
+    :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     :param exc: the exception (a :class:`lgvq_core.errors.NonFiniteLossError` for a NaN/Inf loss).
         The last good checkpoint has been kept.
     """

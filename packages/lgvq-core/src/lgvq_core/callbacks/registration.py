@@ -2,4 +2,20 @@
 
 from __future__ import annotations
 
-CALLBACKS: list = []
+from lgvq_core.callbacks.config import EarlyStoppingConfig, GradNormConfig
+from lgvq_core.specs import ComponentSpec
+
+CALLBACKS = [
+    ComponentSpec(
+        name="early-stopping",
+        summary="stop when a validation metric has not improved for `patience` validations",
+        config_cls=EarlyStoppingConfig,
+        factory="lgvq_core.callbacks.early_stopping:build",
+    ),
+    ComponentSpec(
+        name="grad-norm",
+        summary="log generator/discriminator gradient norms with the metrics",
+        config_cls=GradNormConfig,
+        factory="lgvq_core.callbacks.grad_norm:build",
+    ),
+]

@@ -55,6 +55,9 @@ class TrainSection:
         "linear",
         "linear: lr = base_lr x accumulate x world_size x batch_size (taming's rule); none: lr = base_lr.",
     )
+    lr: float | None = option(
+        None, "Learning rate used as given, skipping the scaling rule (resolved.toml records the effective one).", positive
+    )
     betas: tuple[float, float] = option((0.5, 0.9), "Adam betas of both optimizers.")
     weight_decay: float = option(0.0, "Adam weight decay.", non_negative)
     grad_clip: float | None = option(None, "Clip the gradient norm of each optimizer to this value.", positive)

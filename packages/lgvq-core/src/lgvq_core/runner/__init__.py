@@ -1,0 +1,1 @@
+"""The training runner: one loop for every backbone (``lgvq run``)."""

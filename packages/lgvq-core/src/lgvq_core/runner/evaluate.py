@@ -1,0 +1,177 @@
+"""``lgvq eval``: load a trained tokenizer from its run directory and run tasks on the val split.
+
+Each task writes ``eval/<task>.json`` (metrics) and may write pictures next to it; a table of
+every task's headline numbers is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lgvq_core.config.loader import LoadedRunFile, load_run_file
+from lgvq_core.config.schema import Component
+from lgvq_core.context import BuildContext
+from lgvq_core.errors import ConfigError, RunDirError
+from lgvq_core.registry import get_registry
+from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.runner import distributed as distr
+from lgvq_core.tasks import TrainedModel
+
+
+def load_trained(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: str | None = None,
+    overrides: list[str] | None = None,
+) -> tuple[TrainedModel, Any, LoadedRunFile]:
+    """Rebuild a run's tokenizer (and alignment heads) and load a checkpoint; returns the val split too."""
+    from lgvq_core.runner.trainer import build_components
+
+    run_dir = Path(run_dir)
+    resolved = run_dir / "resolved.toml"
+    if not resolved.exists():
+        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
+    overrides = list(overrides or [])
+    if device:
+        overrides.append(f"run.device={device}")
+    loaded = load_run_file(resolved, overrides=overrides)
+    config = loaded.config
+    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    info = distr.DistInfo()
+    torch_device = distr.resolve_device(config.run.device, info)
+    parts = build_components(config, info, torch_device, log=lambda m: print(m, flush=True))
+    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
+    tokenizer = parts["tokenizer"]
+    ckpt.load_module(tokenizer, tensors, "tokenizer", path)
+    guidance = parts["guidance"]
+    if guidance is not None:
+        ckpt.load_module(guidance, tensors, "guidance", path)
+        guidance = guidance.to(torch_device).eval()
+    model = TrainedModel(
+        tokenizer=tokenizer.to(torch_device).eval(),
+        guidance=guidance,
+        text_encoder=parts["text_encoder"],
+        text_cache=parts["text_cache"],
+        device=torch_device,
+        config=config,
+        run_dir=run_dir,
+        step=int(state.get("step", 0)),
+        batch_size=config.train.batch_size,
+    )
+    return model, parts["val_data"], loaded
+
+
+def task_components(loaded: LoadedRunFile, names: list[str] | None) -> list[tuple[str, Component]]:
+    """The run file's ``[[tasks]]``, or the named tasks (a named task uses its run-file options if present)."""
+    from lgvq_core.config.loader import structure_component
+
+    configured = {c.type: (f"$.tasks[{i}]", c) for i, c in enumerate(loaded.config.tasks)}
+    if not names:
+        return [(path, c) for path, c in configured.values()]
+    registry = get_registry()
+    chosen = []
+    for name in names:
+        canonical = registry.get_spec("task", name, "--tasks").name
+        if canonical in configured:
+            chosen.append(configured[canonical])
+        else:
+            chosen.append(("--tasks", structure_component("task", {"type": canonical}, "--tasks", registry)))
+    return chosen
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]], out_dir: Path) -> dict[str, Any]:
+    """Run each task on ``data``; write ``out_dir/<task>.json``; return every task's metrics."""
+    registry = get_registry()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    context = BuildContext(device=str(model.device), seed=model.config.run.seed, text_encoder=model.text_encoder)
+    for path, component in tasks:
+        task = registry.build("task", component, path, context)
+        print(f"task {component.type}: running on {len(data)} validation items", flush=True)
+        task_dir = out_dir / component.type
+        metrics = task.run(model, data, task_dir)
+        metrics = _json_safe(metrics)
+        ckpt.write_json_atomic(out_dir / f"{component.type}.json", {"task": component.type, "step": model.step, "metrics": metrics})
+        results[component.type] = metrics
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    rows = []
+    for task, metrics in results.items():
+        for key, value in _flatten(metrics):
+            rows.append((task, key, f"{value:.4g}" if isinstance(value, float) else str(value)))
+    if not rows:
+        return "(no metrics)"
+    widths = [max(len(r[i]) for r in rows + [("task", "metric", "value")]) for i in range(3)]
+    lines = [f"{'task':<{widths[0]}}  {'metric':<{widths[1]}}  value", "-" * (sum(widths) + 4)]
+    lines += [f"{t:<{widths[0]}}  {k:<{widths[1]}}  {v}" for t, k, v in rows]
+    return "\n".join(lines)
+
+
+def _flatten(metrics: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(metrics, dict):
+        out = []
+        for key, value in metrics.items():
+            out += _flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}")
+        return out
+    if isinstance(metrics, (int, float)) and not isinstance(metrics, bool):
+        return [(prefix.rstrip("."), metrics)]
+    return []
+
+
+def evaluate_in_process(run) -> dict[str, Any]:
+    """The run file's ``[[tasks]]`` on the model just trained (rank 0, end of ``lgvq run``)."""
+    model = TrainedModel(
+        tokenizer=run.model.eval(),
+        guidance=run.guidance.eval() if run.guidance is not None else None,
+        text_encoder=run.text_encoder,
+        text_cache=run.text_cache,
+        device=run.device,
+        config=run.config,
+        run_dir=run.run_dir,
+        step=run.step,
+        batch_size=run.config.train.batch_size,
+    )
+    tasks = [(f"$.tasks[{i}]", c) for i, c in enumerate(run.config.tasks)]
+    with torch.no_grad():
+        results = run_tasks(model, run.val_data, tasks, run.run_dir / "eval")
+    print(format_table(results), flush=True)
+    return results
+
+
+def eval_from_cli(args: argparse.Namespace) -> int:
+    model, data, loaded = load_trained(args.run_dir, args.checkpoint, args.device, args.set)
+    tasks = task_components(loaded, args.tasks)
+    if not tasks:
+        raise ConfigError(["$.tasks: the run file has no [[tasks]]; name some with --tasks (see `lgvq list task`)"])
+    results = run_tasks(model, data, tasks, Path(args.run_dir) / "eval")
+    print(format_table(results))
+    print(f"wrote {len(results)} result file(s) to {Path(args.run_dir) / 'eval'}")
+    return 0
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """Every ``eval/<task>.json`` of a run directory."""
+    out = {}
+    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+        out[path.stem] = json.loads(path.read_text())["metrics"]
+    return out

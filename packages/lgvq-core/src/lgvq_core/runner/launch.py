@@ -1,0 +1,49 @@
+"""``lgvq run`` from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lgvq_core.config.loader import load_run_file
+from lgvq_core.errors import ConfigError, RunDirError
+from lgvq_core.runner.checkpoint import resolve_checkpoint
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    from lgvq_core.runner.trainer import describe_result, train
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"run.device={args.device}")
+    resume_dir = None
+    source_text = ""
+    if args.resume:
+        resume_dir = Path(args.resume)
+        resolved = resume_dir / "resolved.toml"
+        if not resolved.exists():
+            raise RunDirError(f"{resume_dir}: not a run directory (no resolved.toml); give the directory `lgvq run` printed")
+        resolve_checkpoint(resume_dir, "last")  # fail before building anything
+        loaded = load_run_file(args.file or resolved, overrides=overrides)
+    else:
+        if not args.file:
+            raise ConfigError(["$: give a run file (lgvq run FILE) or --resume RUN_DIR"])
+        loaded = load_run_file(args.file, overrides=overrides)
+        source_text = Path(args.file).read_text(encoding="utf-8")
+    result = train(loaded, source_text=source_text, overrides=overrides, resume_dir=resume_dir)
+    if result.run_dir is not None and _is_main():
+        print(describe_result(result), flush=True)
+    return 0
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from lgvq_core.cli import main
+
+    sys.exit(main(["run", *sys.argv[1:]]))

@@ -1,0 +1,50 @@
+"""Optimizers (SPEC 4.3): two Adams with betas (0.5, 0.9) and taming's linear LR scaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lgvq_core.plugins import hookimpl
+
+
+@dataclass
+class Optimizers:
+    """The run's optimizers; ``discriminator`` is ``None`` when the backbone has no adversarial loss."""
+
+    generator: torch.optim.Optimizer
+    discriminator: torch.optim.Optimizer | None = None
+
+
+def effective_lr(train, world_size: int) -> float:
+    """The learning rate a run uses: ``train.lr`` if given, else taming's rule.
+
+    ``lr = base_lr x accumulate x world_size x batch_size`` (``lr_scaling = "linear"``), e.g.
+    4.5e-6 x 1 x 1 x 8 = 3.6e-5; or ``base_lr`` unchanged (``"none"``).
+    """
+    if train.lr is not None:
+        return float(train.lr)
+    if train.lr_scaling == "none":
+        return float(train.base_lr)
+    return float(train.base_lr) * train.accumulate * world_size * train.batch_size
+
+
+def _trainable(module: torch.nn.Module | None) -> list[torch.nn.Parameter]:
+    if module is None:
+        return []
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+@hookimpl(trylast=True)
+def lgvq_make_optimizers(run):
+    """Default: Adam over tokenizer + alignment parameters, Adam over the discriminator."""
+    train = run.config.train
+    params = _trainable(run.model) + _trainable(run.guidance)
+    generator = torch.optim.Adam(params, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+    discriminator = None
+    if run.discriminator is not None:
+        discriminator = torch.optim.Adam(
+            _trainable(run.discriminator), lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay
+        )
+    return Optimizers(generator=generator, discriminator=discriminator)

@@ -1,0 +1,140 @@
+"""The run directory: ``runs/<name>/<timestamp>-<id>/`` and the files that describe a run."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from lgvq_core.config.describe import dumps_toml, unstructure
+from lgvq_core.errors import RunDirError
+from lgvq_core.runner.checkpoint import write_json_atomic, write_text_atomic
+
+
+def create_run_dir(output_dir: str | Path, name: str) -> Path:
+    """A new, empty run directory; an existing one is never reused or overwritten."""
+    root = Path(output_dir) / name
+    for _ in range(20):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = root / f"{stamp}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunDirError(f"cannot create run directory {path}: {exc}") from None
+        for sub in ("checkpoints", "samples"):
+            (path / sub).mkdir()
+        return path
+    raise RunDirError(f"could not find a free run directory name under {root}")  # pragma: no cover
+
+
+def resolved_toml(config: Any, overrides: list[str], effective_lr: float) -> str:
+    """Every key of the run, defaults included; ``train.lr`` holds the effective learning rate."""
+    data = unstructure(config)
+    data["train"]["lr"] = effective_lr
+    header = [
+        "# Resolved run file: every default filled in; train.lr is the learning rate actually used.",
+        "# Re-running this file reproduces the run.",
+    ]
+    if overrides:
+        header.append("# Command-line overrides: " + " ".join(f"--set {o}" for o in overrides))
+    return "\n".join(header) + "\n\n" + dumps_toml(data)
+
+
+def write_run_files(
+    run_dir: Path,
+    source_text: str,
+    config: Any,
+    overrides: list[str],
+    effective_lr: float,
+    plugins: dict[str, Any],
+    env: str,
+    keep_config: bool = False,
+) -> None:
+    if not keep_config:
+        write_text_atomic(run_dir / "config.toml", source_text)
+    write_text_atomic(run_dir / "resolved.toml", resolved_toml(config, overrides, effective_lr))
+    write_json_atomic(run_dir / "plugins.json", plugins)
+    write_text_atomic(run_dir / "env.txt", env)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def environment_report(device: Any, world_size: int) -> str:
+    import importlib.metadata
+
+    import torch
+
+    lines = [
+        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"command: {' '.join(sys.argv)}",
+        f"cwd: {os.getcwd()}",
+        f"python: {sys.version.split()[0]} ({sys.executable})",
+        f"platform: {platform.platform()}",
+        f"cpu_count: {os.cpu_count()}",
+        f"torch: {torch.__version__}",
+        f"cuda_available: {torch.cuda.is_available()}",
+        f"device: {device}",
+        f"world_size: {world_size}",
+        f"git_commit: {_git_commit()}",
+    ]
+    if torch.cuda.is_available():
+        lines.append(f"cuda: {torch.version.cuda}; gpu: {torch.cuda.get_device_name(0)}")
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
+        name = dist.metadata["Name"] or ""
+        if name.lower().startswith("lgvq") or name.lower() in {
+            "open_clip_torch", "transformers", "torchvision", "torchmetrics", "pluggy", "attrs", "cattrs", "numpy",
+        }:
+            lines.append(f"package: {name} {dist.version}")
+    for key, value in sorted(os.environ.items()):
+        if key.startswith("LGVQ_") or key in {"CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "HF_HUB_OFFLINE"}:
+            lines.append(f"env: {key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to ``metrics.jsonl`` (flushed and fsynced)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        """Keep lines up to ``step`` (a resume re-runs the later steps); rewritten atomically."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+            if int(record.get("step", 0)) <= step:
+                kept.append(line)
+        write_text_atomic(self.path, "".join(k + "\n" for k in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

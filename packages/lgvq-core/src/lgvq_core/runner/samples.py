@@ -1,0 +1,20 @@
+"""Sample grids: inputs (top row) over reconstructions (bottom row), as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+
+@torch.no_grad()
+def save_reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, path: Path) -> Path:
+    """``images`` and ``recon`` in [-1, 1], B×3×H×W; writes a 2×B grid."""
+    count = images.shape[0]
+    both = torch.cat([images.float().cpu(), recon.float().cpu()]).clamp(-1, 1).add(1).div(2)
+    grid = make_grid(both, nrow=count, padding=2, pad_value=1.0)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    save_image(grid, tmp)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,171 @@
+"""The default training step: generator pass (+ alignment losses), then the discriminator pass.
+
+The official code runs the forward pass, the text encoder and every LG loss twice per batch
+(once per optimizer). Here one forward pass serves both: the generator loss (with the LG losses,
+computed once) is backpropagated, and the discriminator trains on the same reconstructions,
+detached. Text features come from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from lgvq_core.errors import NonFiniteLossError
+from lgvq_core.plugins import hookimpl
+from lgvq_core.text import TextFeatures
+from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
+
+
+def term_key(loss_name: str) -> str:
+    """Metric key of an alignment loss: ``semantic-nce`` -> ``semantic_nce_loss``."""
+    return loss_name.replace("-", "_") + "_loss"
+
+
+class GeneratorModule(nn.Module):
+    """Tokenizer + alignment module: one forward computes every generator loss term.
+
+    This is the module DistributedDataParallel wraps, so gradients of the tokenizer and of the
+    alignment heads are reduced together. The discriminator is passed in, not owned.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        guidance: nn.Module | None,
+        text_encoder: nn.Module | None = None,
+        on_quantize: Callable[[TokenizerOutput], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.guidance = guidance
+        # The frozen encoder is used (masked-contextual input) but never registered: it must not
+        # be in the optimizer, in DDP's buckets or in a checkpoint.
+        self.__dict__["text_encoder"] = text_encoder
+        self.__dict__["on_quantize"] = on_quantize
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        text: TextFeatures | None,
+        step: int,
+        discriminator: nn.Module | None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        output = self.tokenizer(images)
+        if self.on_quantize is not None:
+            self.on_quantize(output)
+        terms = dict(self.tokenizer.generator_loss(images, output, step, discriminator))
+        total = terms.pop("total")
+        if self.guidance is not None and text is not None:
+            lg_terms = self.guidance(
+                output.quant, text, self.tokenizer.quantizer.codebook, output.indices, self.text_encoder
+            )
+            total = total + self.guidance.weighted_sum(lg_terms)
+            terms.update({term_key(name): value for name, value in lg_terms.items()})
+        terms["loss"] = total
+        return terms, output.recon
+
+
+class DiscriminatorModule(nn.Module):
+    """Discriminator + the backbone's discriminator loss (the module DDP wraps for that pass)."""
+
+    def __init__(self, tokenizer: Tokenizer, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+        self.__dict__["tokenizer"] = tokenizer  # not owned: its weights belong to GeneratorModule
+
+    def forward(self, images: torch.Tensor, recon: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        terms = dict(self.tokenizer.discriminator_loss(images, recon, step, self.discriminator))
+        terms["d_total"] = terms.pop("total")
+        return terms
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module | None) -> Iterator[None]:
+    """Temporarily stop gradients into ``module`` (the discriminator during the generator pass)."""
+    if module is None:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _no_sync(module: nn.Module, skip_sync: bool):
+    if skip_sync and hasattr(module, "no_sync"):
+        return module.no_sync()
+    return contextlib.nullcontext()
+
+
+def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first NaN/Inf term (one device sync)."""
+    values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+    if bool(torch.isfinite(values).all()):
+        return
+    for name, value in zip(terms, values.tolist()):
+        if not math.isfinite(value):
+            raise NonFiniteLossError(step=step, term=name, value=value)
+
+
+def _step_optimizer(optimizer, scaler, parameters, grad_clip) -> None:
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
+    """One optimizer step over ``train.accumulate`` micro-batches; returns averaged loss terms."""
+    optimizers = run.optimizers
+    disc_active = run.discriminator is not None and run.model.discriminator_active(run.step)
+    optimizers.generator.zero_grad(set_to_none=True)
+    if disc_active:
+        optimizers.discriminator.zero_grad(set_to_none=True)
+    count = len(micro_batches)
+    sums: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(micro_batches):
+        skip_sync = i < count - 1
+        images = batch["image"]
+        text = run.text_features(batch["caption"]) if run.guidance is not None else None
+        with _no_sync(run.generator_module, skip_sync), frozen(run.discriminator):
+            with run.autocast():
+                terms, recon = run.generator_module(images, text, run.step, run.discriminator)
+            check_finite(terms, run.step + 1)
+            run.scalers.generator.scale(terms["loss"] / count).backward()
+        if disc_active:
+            with _no_sync(run.discriminator_module, skip_sync):
+                with run.autocast():
+                    d_terms = run.discriminator_module(images, recon.detach(), run.step)
+                check_finite(d_terms, run.step + 1)
+                run.scalers.discriminator.scale(d_terms["d_total"] / count).backward()
+            terms.update(d_terms)
+        for name, value in terms.items():
+            value = value.detach().float()
+            sums[name] = sums[name] + value if name in sums else value
+    _step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, run.config.train.grad_clip)
+    if disc_active:
+        _step_optimizer(
+            optimizers.discriminator,
+            run.scalers.discriminator,
+            list(run.discriminator.parameters()),
+            run.config.train.grad_clip,
+        )
+    names = list(sums)
+    values = (torch.stack([sums[n] for n in names]) / count).tolist()
+    return dict(zip(names, values))
+
+
+@hookimpl(trylast=True)
+def lgvq_train_step(run, batch):
+    """Default step (lgvq-core): see :func:`run_train_step`."""
+    return run_train_step(run, batch)

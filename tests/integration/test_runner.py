@@ -1,0 +1,289 @@
+"""The training runner end to end on CPU, with the test doubles and the real built-in components."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lgvq_core.config.describe import dumps_toml
+from lgvq_core.config.loader import load_run_file
+from lgvq_core.errors import NonFiniteLossError
+from lgvq_core.plugins import get_plugin_manager, hookimpl
+from lgvq_core.runner.checkpoint import load_checkpoint, resolve_checkpoint
+from lgvq_core.runner.rundir import create_run_dir, read_metrics
+from lgvq_core.runner.trainer import train
+
+LG_TERMS = ("semantic_nce_loss", "masked_text_loss", "relation_loss")
+
+
+def tiny_run_file(tmp_path: Path, name: str = "tiny", alignment: bool = True, adversarial: bool = False, **train) -> Path:
+    """A run file for a seconds-long CPU run: tiny-ae + vq + tiny-text on 32 px shapes."""
+    data = {
+        "run": {"name": name, "seed": 3, "output_dir": str(tmp_path / "runs"), "log_every": 1, "progress": "log"},
+        "model": {
+            "backbone": {"type": "tiny-ae", "hidden": 8, "adversarial": adversarial, "disc_start": 2},
+            "quantizer": {"type": "vq", "codebook_size": 32, "dim": 16},
+        },
+        "data": {"type": "shapes", "image_size": 32, "num_train": 64, "num_val": 8},
+        "train": {
+            "batch_size": 4,
+            "max_steps": 6,
+            "base_lr": 1e-3,
+            "lr_scaling": "none",
+            "val_every": 3,
+            "sample_every": 3,
+            "checkpoint_every": 3,
+            **train,
+        },
+    }
+    if alignment:
+        data["text_encoder"] = {"type": "tiny-text", "width": 16}
+        data["alignment"] = [
+            {"type": "semantic-nce", "weight": 0.1},
+            {"type": "masked-text", "weight": 0.1},
+            {"type": "relation", "weight": 0.1},
+        ]
+    path = tmp_path / f"{name}.toml"
+    path.write_text(dumps_toml(data))
+    return path
+
+
+def run_dirs(tmp_path: Path, name: str) -> list[Path]:
+    return sorted((tmp_path / "runs" / name).iterdir())
+
+
+def train_records(run_dir: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in read_metrics(run_dir) if r["split"] == "train"}
+
+
+def test_run_writes_a_complete_run_directory(tmp_path):
+    path = tiny_run_file(tmp_path)
+    result = train(load_run_file(path), source_text=path.read_text())
+    run_dir = result.run_dir
+    assert result.step == 6 and result.stop_reason == "max_steps"
+    for name in ("config.toml", "resolved.toml", "plugins.json", "env.txt", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "config.toml").read_text() == path.read_text()
+    records = train_records(run_dir)
+    assert sorted(records) == [1, 2, 3, 4, 5, 6]
+    for record in records.values():
+        assert math.isfinite(record["loss"])
+        for term in ("rec_loss", "quantizer_loss", *LG_TERMS):
+            assert term in record
+    # the total is the backbone terms plus the weighted LG terms
+    r = records[1]
+    assert r["loss"] == pytest.approx(
+        r["rec_loss"] + r["quantizer_loss"] + 0.1 * sum(r[t] for t in LG_TERMS), rel=1e-5
+    )
+    val = [r for r in read_metrics(run_dir) if r["split"] == "val"]
+    assert [r["step"] for r in val] == [3, 6]
+    assert {"rec_loss", "psnr", "codebook_usage", "perplexity"} <= set(val[0])
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["step-0000003.png", "step-0000006.png"]
+    last = resolve_checkpoint(run_dir, "last")
+    tensors = load_file(str(last / "model.safetensors"))
+    assert any(k.startswith("tokenizer.") for k in tensors)
+    assert any(k.startswith("guidance.") for k in tensors)
+    # the frozen text encoder is never saved
+    encoder_shapes = {(1024, 16)}  # tiny-text embedding table (vocab x width)
+    assert not any(tuple(v.shape) in encoder_shapes for v in tensors.values())
+    assert resolve_checkpoint(run_dir, "best").is_dir()
+    plugins = json.loads((run_dir / "plugins.json").read_text())
+    assert {c["name"] for c in plugins["components"]} >= {"tiny-ae", "vq", "shapes", "tiny-text", "relation"}
+    assert "torch:" in (run_dir / "env.txt").read_text()
+
+
+def test_resolved_toml_is_a_valid_run_file_with_the_effective_lr(tmp_path):
+    path = tiny_run_file(tmp_path, alignment=False, max_steps=1, lr_scaling="linear", base_lr=1e-4, accumulate=2)
+    result = train(load_run_file(path))
+    resolved = load_run_file(result.run_dir / "resolved.toml")
+    # taming's rule: base_lr x accumulate x world_size x batch_size
+    assert resolved.config.train.lr == pytest.approx(1e-4 * 2 * 1 * 4)
+    assert resolved.config.model.quantizer.config.codebook_size == 32
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = tiny_run_file(tmp_path, name="straight", adversarial=True)
+    result = train(load_run_file(straight))
+    expected = train_records(result.run_dir)
+
+    interrupted = tiny_run_file(tmp_path, name="resumed", adversarial=True)
+    first = train(load_run_file(interrupted, overrides=["train.max_steps=3"]))
+    assert first.step == 3
+    resumed = train(
+        load_run_file(first.run_dir / "resolved.toml", overrides=["train.max_steps=6"]), resume_dir=first.run_dir
+    )
+    assert resumed.run_dir == first.run_dir and resumed.step == 6
+    got = train_records(first.run_dir)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]  # no duplicated lines after the resume
+    for step in (4, 5, 6):
+        for term in ("loss", "rec_loss", "quantizer_loss", "g_loss", "d_loss", *LG_TERMS):
+            assert got[step][term] == expected[step][term], (step, term)
+
+
+def test_every_loss_term_reaches_the_metrics_of_an_adversarial_run(tmp_path):
+    path = tiny_run_file(tmp_path, alignment=False, adversarial=True, max_steps=3)
+    result = train(load_run_file(path))
+    records = train_records(result.run_dir)
+    assert "g_loss" not in records[1] and "d_loss" not in records[2]  # disc_start = 2 (0-based step)
+    assert "g_loss" in records[3] and "d_loss" in records[3]
+
+
+class _PoisonRecon:
+    """Makes the reconstruction NaN from a given step on."""
+
+    def __init__(self, from_step: int) -> None:
+        self.from_step = from_step
+
+    @hookimpl
+    def lgvq_after_quantize(self, run, output):
+        if run.step + 1 >= self.from_step:
+            output.recon.data.fill_(float("nan"))
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path):
+    path = tiny_run_file(tmp_path, alignment=False, checkpoint_every=2, max_steps=6)
+    poison = _PoisonRecon(from_step=4)
+    manager = get_plugin_manager()
+    manager.register(poison, name="poison")
+    try:
+        with pytest.raises(NonFiniteLossError) as info:
+            train(load_run_file(path))
+    finally:
+        manager.unregister(poison)
+    assert info.value.step == 4 and info.value.term == "rec_loss"
+    assert "step 4" in str(info.value) and "'rec_loss'" in str(info.value)
+    run_dir = run_dirs(tmp_path, "tiny")[0]
+    last = resolve_checkpoint(run_dir, "last")
+    assert last.name == "step-0000002"
+    tensors, state = load_checkpoint(last)
+    assert state["step"] == 2
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    path = tiny_run_file(tmp_path, alignment=True, max_steps=2)
+    result = train(load_run_file(path, overrides=["run.precision=bf16"]))
+    assert all(math.isfinite(r["loss"]) for r in train_records(result.run_dir).values())
+
+
+def test_run_directories_are_never_reused(tmp_path):
+    first = create_run_dir(tmp_path, "x")
+    second = create_run_dir(tmp_path, "x")
+    assert first != second and first.parent == second.parent
+    assert (first / "checkpoints").is_dir() and (first / "samples").is_dir()
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lgvq_core.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout, **popen,
+    )
+
+
+def test_cli_run_with_set_shows_progress_and_a_summary(tmp_path):
+    path = tiny_run_file(tmp_path, alignment=False)
+    out = _cli("run", str(path), "--set", "train.max_steps=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "step 3/3" in out.stderr  # plain log lines when not a terminal
+    assert "img/s" in out.stderr
+    assert "done: 3 steps" in out.stdout and "run directory:" in out.stdout
+    (run_dir,) = run_dirs(tmp_path, "tiny")
+    assert sorted(train_records(run_dir)) == [1, 2, 3]
+
+
+def test_sigterm_saves_last_and_resume_continues(tmp_path):
+    path = tiny_run_file(tmp_path, alignment=False, max_steps=100000, checkpoint_every=100000, val_every=100000,
+                         sample_every=100000)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lgvq_core.cli", "run", str(path)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        metrics = None
+        while time.time() < deadline:
+            dirs = list((tmp_path / "runs" / "tiny").glob("*/metrics.jsonl")) if (tmp_path / "runs" / "tiny").exists() else []
+            if dirs and len(dirs[0].read_text().splitlines()) >= 3:
+                metrics = dirs[0]
+                break
+            time.sleep(0.2)
+        assert metrics is not None, "the run did not start"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "received SIGTERM" in stdout
+    run_dir = metrics.parent
+    last = resolve_checkpoint(run_dir, "last")
+    _, state = load_checkpoint(last)
+    stopped_at = state["step"]
+    assert stopped_at >= 3
+    out = _cli("run", "--resume", str(run_dir), "--set", f"train.max_steps={stopped_at + 2}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"resumed {run_dir} at step {stopped_at}" in out.stdout
+    assert max(train_records(run_dir)) == stopped_at + 2
+
+
+def test_skip_bad_items_reports_what_was_skipped(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    (root / "img").mkdir(parents=True)
+    lines = []
+    for i in range(10):
+        Image.new("RGB", (40, 40), (20 * i, 100, 200)).save(root / "img" / f"{i}.png")
+        lines.append(json.dumps({"image": f"img/{i}.png", "captions": [f"a picture number {i}"]}))
+    (root / "img" / "3.png").write_bytes(b"not an image")
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "val.jsonl").write_text(lines[0] + "\n")
+    path = tiny_run_file(tmp_path, alignment=False, max_steps=4, batch_size=3, skip_bad_items=True)
+    text = path.read_text().replace(
+        'type = "shapes"\nimage_size = 32\nnum_train = 64\nnum_val = 8',
+        f'type = "image-text-folder"\nroot = "{root}"\nval_file = "val.jsonl"\nimage_size = 32',
+    )
+    path.write_text(text)
+    out = _cli("run", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped" in out.stdout and "3.png" in out.stdout
+    strict = _cli("run", str(path), "--set", "train.skip_bad_items=false", cwd=tmp_path)
+    assert strict.returncode == 1
+    assert "3.png" in strict.stderr
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_matches_a_single_process_run(tmp_path):
+    single = tiny_run_file(tmp_path, name="single", alignment=False, max_steps=4, batch_size=8, val_every=4)
+    ddp = tiny_run_file(tmp_path, name="ddp", alignment=False, max_steps=4, batch_size=4, val_every=4)
+    out = _cli("run", str(single), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "lgvq_core.cli", "run", str(ddp)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert torchrun.returncode == 0, torchrun.stderr[-4000:]
+    (single_dir,) = run_dirs(tmp_path, "single")
+    (ddp_dir,) = run_dirs(tmp_path, "ddp")  # rank 0 alone wrote the run directory
+    a, b = train_records(single_dir), train_records(ddp_dir)
+    for step in (1, 2, 3, 4):
+        assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-4, abs=1e-6)
+    wa = load_file(str(resolve_checkpoint(single_dir, "last") / "model.safetensors"))
+    wb = load_file(str(resolve_checkpoint(ddp_dir, "last") / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
