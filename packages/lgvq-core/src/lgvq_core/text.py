@@ -25,7 +25,9 @@ class TextFeatures:
     sentence: torch.Tensor
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TextFeatures:
-        return TextFeatures(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
+        return TextFeatures(
+            **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)}
+        )
 
     def __getitem__(self, index: slice | torch.Tensor | list[int]) -> TextFeatures:
         return TextFeatures(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -36,6 +38,20 @@ class TextFeatures:
     @staticmethod
     def cat(parts: list[TextFeatures]) -> TextFeatures:
         return TextFeatures(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(TextFeatures)})
+
+
+def word_ids_from_starts(word_mask: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """Group sub-word pieces: B×L word index (position of the word's first piece; -1 off words).
+
+    ``starts`` marks tokens that begin a new word; a maskable token that follows a non-maskable
+    one always begins a word, so pieces never join across specials or padding.
+    """
+    length = word_mask.shape[1]
+    positions = torch.arange(length, device=word_mask.device).expand_as(word_mask)
+    previous = torch.cat([torch.zeros_like(word_mask[:, :1]), word_mask[:, :-1]], dim=1)
+    starts = word_mask & (starts | ~previous)
+    first_piece = torch.where(starts, positions, torch.full_like(positions, -1)).cummax(dim=1).values
+    return torch.where(word_mask, first_piece, torch.full_like(positions, -1))
 
 
 class TextEncoder(nn.Module):

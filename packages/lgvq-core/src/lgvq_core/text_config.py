@@ -20,7 +20,7 @@ class TextEncoderConfig:
         "also on disk (reused across runs), or recomputed every step (off).",
     )
     cache_dir: str | None = option(
-        None, "Folder of the disk cache (default: $LGVQ_CACHE_DIR or ~/.cache/lgvq/text)."
+        None, "Folder of the disk cache (default: $LGVQ_CACHE_DIR/text, or ~/.cache/lgvq/text)."
     )
     cache_dtype: Literal["float32", "float16", "bfloat16"] = option(
         "float32", "Dtype the cached token states are stored in."

@@ -37,9 +37,11 @@ class TinyText(TextEncoder):
         self.attention = nn.MultiheadAttention(config.width, 1, batch_first=True)
         self.norm = nn.LayerNorm(config.width)
         with torch.no_grad():
-            for parameter in self.parameters():
+            for name, parameter in self.named_parameters():
                 if parameter.dim() > 1:
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * parameter.shape[-1] ** -0.5)
+                elif name.endswith("weight"):  # LayerNorm scale
+                    parameter.fill_(1.0)
                 else:
                     parameter.zero_()
             self.positions.copy_(torch.randn(self.positions.shape, generator=generator) * 0.1)
