@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -88,6 +88,9 @@ class OpenClipConfig(TextEncoderConfig):
     (``token_states``); ``sentence`` is the end-of-text state times ``text_projection``.
     """
 
+    #: Whether token k sees only tokens <= k (CLIP text towers attend causally); lets `lgvq check` warn about leaks.
+    causal: ClassVar[bool] = True
+
     model: str = option(
         "ViT-B-32",
         'open_clip model config: a built-in name ("ViT-B-32", "ViT-B-16", "RN50", "ViT-B-32-quickgelu", ... '
@@ -158,6 +161,9 @@ class MiniLMConfig(TextEncoderConfig):
     ``token_states`` is the last hidden state at ``context_length`` tokens; ``sentence`` is its mean
     over real tokens, L2-normalised (the model's native pooling).
     """
+
+    #: Whether token k sees only tokens <= k (BERT attends in both directions); lets `lgvq check` warn about leaks.
+    causal: ClassVar[bool] = False
 
     path: str | None = option(
         None,

@@ -18,7 +18,8 @@ class AlignmentInputs:
     ``quant`` B×D×h×w straight-through codes; ``vit_tokens`` B×(N+1)×W code-ViT output
     (global token first, after ``proj``), ``None`` when no loss asked for the code ViT;
     ``text`` cached frozen features of the sampled captions; ``codebook`` K×D; ``indices``
-    the quantizer's indices; ``text_encoder`` for losses that must re-encode (masked-contextual).
+    the quantizer's indices; ``text_encoder`` for losses that must re-encode (masked-contextual);
+    ``vit_global`` B×E the global token in the sentence space (``vit_tokens[:, 0]`` when E = W).
     """
 
     quant: torch.Tensor
@@ -27,6 +28,7 @@ class AlignmentInputs:
     codebook: torch.Tensor
     indices: torch.Tensor
     text_encoder: Any
+    vit_global: torch.Tensor | None = None
 
 
 class AlignmentLoss(nn.Module):

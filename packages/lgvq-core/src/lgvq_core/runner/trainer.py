@@ -198,8 +198,9 @@ def build_components(config, info: distr.DistInfo, device: torch.device, log=pri
             module = registry.build("alignment_loss", component, f"$.alignment[{i}]", context)
             losses.append((component.type, module, component.config.weight))
             warning = getattr(module, "leak_warning", None)
-            message = warning(text_encoder) if callable(warning) else None
-            if message:
+            declared = getattr(config.text_encoder.config, "causal", None)
+            message = warning(text_encoder) if callable(warning) and declared is None else None
+            if message:  # configs that declare `causal` were already warned about by the check
                 log(f"warning: $.alignment[{i}]: {message}")
         guidance = build_guidance(losses, config.code_vit.layers, config.code_vit.heads, context)
 
@@ -687,11 +688,7 @@ def train(
             for plugin in callbacks:
                 run.plugin_manager.unregister(plugin)
         if run.skipped_items:
-            run.log(f"skipped {len(run.skipped_items)} unreadable item(s) (train.skip_bad_items = true):")
-            for index, message in run.skipped_items[:20]:
-                run.log(f"  item {index}: {message}")
-            if len(run.skipped_items) > 20:
-                run.log(f"  ... and {len(run.skipped_items) - 20} more")
+            _report_skipped(run)
         if run.is_main and config.tasks and result.stop_reason == "max_steps":
             from lgvq_core.runner.evaluate import evaluate_in_process
 
@@ -699,6 +696,22 @@ def train(
         return result
     finally:
         distr.shutdown_distributed()
+
+
+def _report_skipped(run: RunContext) -> None:
+    """One line per unreadable item (an item skipped in several epochs is listed once)."""
+    counts: dict[int, int] = {}
+    messages: dict[int, str] = {}
+    for index, message in run.skipped_items:
+        counts[index] = counts.get(index, 0) + 1
+        messages[index] = message
+    run.log(
+        f"skipped {len(counts)} unreadable item(s) {len(run.skipped_items)} time(s) (train.skip_bad_items = true):"
+    )
+    for index in sorted(counts)[:20]:
+        run.log(f"  item {index} ({counts[index]}x): {messages[index]}")
+    if len(counts) > 20:
+        run.log(f"  ... and {len(counts) - 20} more")
 
 
 def _used_components(config) -> list[dict[str, Any]]:

@@ -1,0 +1,109 @@
+"""The code ViT shared by the alignment losses (SPEC 2.1).
+
+It reads the straight-through codes ``quant`` as a sequence of N tokens of width D, prepends a
+learned global token and returns all N+1 tokens projected to the text width W. Its blocks are
+CLIP's residual attention blocks, initialised as CLIP's ViT.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation, x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)); MLP D -> 4D -> D, no attention mask."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(width, 4 * width))
+        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("c_proj", nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = self.ln_1(x)
+        x = x + self.attn(normed, normed, normed, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class CodeViT(nn.Module):
+    """``quant`` (B×D×h×w) -> tokens B×(N+1)×W, global token first.
+
+    :param code_dim: D, the width of the transformer.
+    :param latent_size: the latent grid (h, w); the learned positions are (h*w + 1)×D.
+    :param text_width: W, the width of the text encoder's token states (``proj`` is D×W).
+    :param sentence_dim: E, the width of the text encoder's sentence embedding. When it differs
+        from W, the global token gets its own Linear(W -> E) (see :meth:`global_embedding`).
+    """
+
+    def __init__(
+        self,
+        code_dim: int,
+        latent_size: tuple[int, int],
+        text_width: int,
+        sentence_dim: int | None = None,
+        layers: int = 2,
+        heads: int = 1,
+    ) -> None:
+        super().__init__()
+        if code_dim % heads:
+            raise ValueError(f"[code_vit] heads = {heads} must divide the code dim D = {code_dim}")
+        height, width = (int(s) for s in latent_size)
+        self.code_dim = code_dim
+        self.latent_size = (height, width)
+        self.text_width = text_width
+        self.sentence_dim = text_width if sentence_dim is None else sentence_dim
+        self.layers = layers
+
+        self.class_embedding = nn.Parameter(torch.empty(code_dim))
+        self.positional_embedding = nn.Parameter(torch.empty(height * width + 1, code_dim))
+        self.ln_pre = nn.LayerNorm(code_dim)
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(code_dim, heads) for _ in range(layers)])
+        self.ln_post = nn.LayerNorm(code_dim)
+        self.proj = nn.Parameter(torch.empty(code_dim, text_width))
+        self.global_proj = nn.Linear(text_width, self.sentence_dim) if self.sentence_dim != text_width else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """CLIP ViT initialisation (SPEC 2.1 init row)."""
+        nn.init.normal_(self.class_embedding, std=0.01)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.proj, std=0.01)
+        attn_std = self.code_dim**-0.5
+        proj_std = attn_std * (2 * self.layers) ** -0.5
+        fc_std = (2 * self.code_dim) ** -0.5
+        for block in self.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+    def forward(self, quant: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = quant.shape
+        if channels != self.code_dim or (height, width) != self.latent_size:
+            raise ValueError(
+                f"the code ViT was built for codes of {self.code_dim} channels on a "
+                f"{self.latent_size[0]}x{self.latent_size[1]} grid, got {channels} channels on {height}x{width}; "
+                "the image size or the backbone's downsampling differs from the one the run was built for"
+            )
+        tokens = quant.flatten(2).transpose(1, 2)  # b d h w -> b (h w) d
+        cls = self.class_embedding.to(tokens.dtype).expand(batch, 1, channels)
+        x = torch.cat([cls, tokens], dim=1) + self.positional_embedding.to(tokens.dtype)  # b (1+n) d
+        x = self.resblocks(self.ln_pre(x))
+        return self.ln_post(x) @ self.proj.to(x.dtype)  # b (1+n) d -> b (1+n) w
+
+    def global_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """B×E image embedding from the global token of :meth:`forward`'s output (compared with ``sentence``)."""
+        global_token = tokens[:, 0]
+        return global_token if self.global_proj is None else self.global_proj(global_token)

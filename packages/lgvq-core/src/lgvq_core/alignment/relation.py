@@ -1,0 +1,116 @@
+"""Relationship alignment, ``type = "relation"`` (SPEC 2.4).
+
+Each caption token is matched to the image position whose code-ViT token it is most similar to;
+the cosine relations between the matched (projected) codes are pulled towards the cosine
+relations between the words. Official computation:
+
+1. w = normalize(token_states) (B×L×W); o = normalize(Z_vit[:, 1:]) (B×N×W)
+2. idx_k, s_k = argmax / max over the image's N positions of w_k . o_j
+3. c_k = g(quant)[b, idx_k], g = Linear(D -> W) -> GELU -> LayerNorm(W)
+4. c_k <- normalize(s_k c_k) * pad_k
+5. q = (w * pad)(w * pad)^T (detached), p = c c^T
+6. L = mean over all B*L*L entries of (p - q)^2
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
+from lgvq_core.alignment.configs import RelationConfig
+
+
+class CodeProjection(nn.Sequential):
+    """g: Linear(D -> W, weights N(0, 0.01)) -> GELU -> LayerNorm(W)."""
+
+    def __init__(self, code_dim: int, width: int) -> None:
+        super().__init__(nn.Linear(code_dim, width), nn.GELU(), nn.LayerNorm(width))
+        nn.init.normal_(self[0].weight, std=0.01)
+
+
+class RelationLoss(AlignmentLoss):
+    """MSE between code-code and word-word cosine matrices.
+
+    The argmax passes no gradient, so with the official options the gradient goes to ``g`` and
+    through ``quant`` to the encoder; with ``code_source = "codebook"`` it goes to the codebook.
+    """
+
+    uses_code_vit = True
+
+    def __init__(self, config: RelationConfig, code_dim: int, width: int) -> None:
+        super().__init__()
+        self.config = config
+        if config.code_projection == "linear-gelu-ln":
+            self.projection: nn.Module = CodeProjection(code_dim, width)
+        elif code_dim != width:
+            raise ValueError(
+                f'relation: code_projection = "none" compares codes ({code_dim}-d) with words ({width}-d) '
+                'directly and needs equal widths; set code_projection = "linear-gelu-ln"'
+            )
+        else:
+            self.projection = nn.Identity()
+
+    def forward(self, inputs: AlignmentInputs) -> torch.Tensor:
+        config, text = self.config, inputs.text
+        if inputs.vit_tokens is None:
+            raise ValueError("relation needs the code ViT tokens; build it through build_guidance")
+        codes_vit = inputs.vit_tokens[:, 1:]  # b n w
+        words = self._word_features(inputs).to(codes_vit.dtype)  # b l w
+        valid = text.pad_mask if config.pairs == "all-non-pad" else text.word_mask
+        valid = valid.bool()
+
+        word_dirs = F.normalize(words, dim=-1)
+        match = word_dirs @ F.normalize(codes_vit, dim=-1).transpose(1, 2)  # b l n
+        score, position = match.max(-1)  # b l
+
+        code = self._matched_codes(inputs, position)  # b l d
+        code = self.projection(code)  # b l w
+        if config.scale_by_match:
+            code = code * score.unsqueeze(-1)
+        keep = valid.unsqueeze(-1).to(code.dtype)
+        code = F.normalize(code, dim=-1) * keep
+        word_dirs = word_dirs * keep
+
+        target = (word_dirs @ word_dirs.transpose(1, 2)).detach()  # q: b l l
+        relation = code @ code.transpose(1, 2)  # p: b l l
+        pair_mask = valid.unsqueeze(2) & valid.unsqueeze(1)
+        if config.pairs == "words-offdiag":
+            pair_mask = pair_mask & ~torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
+        squared = (relation - target).square() * pair_mask.to(relation.dtype)
+        if config.reduction == "mean-all":
+            return squared.sum() / squared.numel()
+        return squared.sum() / pair_mask.sum().clamp_min(1)
+
+    def _word_features(self, inputs: AlignmentInputs) -> torch.Tensor:
+        if self.config.word_features == "contextual":
+            return inputs.text.token_states.detach()
+        if inputs.text_encoder is None:
+            raise ValueError('relation: word_features = "token-embedding" needs the text encoder in the inputs')
+        with torch.no_grad():
+            return inputs.text_encoder.embed_ids(inputs.text.ids).detach()
+
+    def _matched_codes(self, inputs: AlignmentInputs, position: torch.Tensor) -> torch.Tensor:
+        """B×L×D: the code at each token's matched image position."""
+        if self.config.code_source == "straight-through":
+            grid = inputs.quant.flatten(2).transpose(1, 2)  # b d h w -> b (h w) d
+            return grid.gather(1, position.unsqueeze(-1).expand(-1, -1, grid.shape[-1]))
+        indices = inputs.indices
+        if indices.dim() == 4 and indices.shape[1] == 1:
+            indices = indices[:, 0]
+        if indices.dim() != 3:
+            raise ValueError(
+                'relation: code_source = "codebook" needs one code index per position (B×h×w), got indices of '
+                f'shape {tuple(indices.shape)}; use code_source = "straight-through" with this quantizer'
+            )
+        code_index = indices.flatten(1).gather(1, position)  # b l
+        return inputs.codebook[code_index]  # b l d
+
+
+def build_relation(config: RelationConfig, context) -> RelationLoss:
+    """Factory of ``relation``: D from ``context.code_dim``, W from ``context.text_encoder``."""
+    encoder = getattr(context, "text_encoder", None)
+    if encoder is None or getattr(context, "code_dim", None) is None:
+        raise ValueError("relation needs the text encoder and the backbone's code dim in the build context")
+    return RelationLoss(config, context.code_dim, encoder.width)

@@ -1,0 +1,337 @@
+"""masked-text (SPEC 2.3): mask sampling, decoder inputs (and the official leak), decoder, head, loss."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.special import erf
+
+from lgvq_core.alignment.base import AlignmentInputs
+from lgvq_core.alignment.configs import MaskedTextConfig, MaskRatioConfig
+from lgvq_core.alignment.masked_text import MaskedTextLoss, build_masked_text, label_smoothed_nll
+from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
+from lgvq_core.context import BuildContext
+from lgvq_core.testing.config import TinyTextConfig
+from lgvq_core.testing.doubles import TinyText
+from lgvq_core.text import TextFeatures
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def tiny_encoder(causal: bool = False, width: int = 16, vocab_size: int = 1024, length: int = 10) -> TinyText:
+    encoder = TinyText(TinyTextConfig(width=width, vocab_size=vocab_size, causal=causal, context_length=length))
+    with torch.no_grad():
+        if encoder.norm.weight.abs().sum() == 0:  # a zero LayerNorm gain would make every state 0
+            encoder.norm.weight.fill_(1.0)
+    return encoder
+
+
+def inputs_for(text: TextFeatures, encoder, vit_tokens: torch.Tensor) -> AlignmentInputs:
+    batch = len(text)
+    return AlignmentInputs(
+        quant=torch.zeros(batch, 1, 1, 1),
+        text=text,
+        vit_tokens=vit_tokens,
+        codebook=torch.zeros(1, 1),
+        indices=torch.zeros(batch, 1, 1, dtype=torch.long),
+        text_encoder=encoder,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# mask ratio and mask selection
+# ------------------------------------------------------------------------------------------
+def test_mask_ratio_is_the_official_truncated_normal_piled_near_its_upper_bound():
+    torch.manual_seed(0)
+    ratios = sample_mask_ratio(MaskRatioConfig(), 10_000)
+    assert ratios.min() >= 0.1 and ratios.max() <= 0.3
+    assert ratios.mean().item() == pytest.approx(0.263, abs=0.002)
+    low, high = ratios.quantile(torch.tensor([0.1, 0.9])).tolist()
+    assert low == pytest.approx(0.217, abs=0.004)
+    assert high == pytest.approx(0.296, abs=0.003)
+
+
+def test_mask_ratio_follows_its_table():
+    torch.manual_seed(0)
+    ratios = sample_mask_ratio(MaskRatioConfig(mean=0.55, std=0.25, min=0.5, max=1.0), 5000)
+    assert ratios.min() >= 0.5 and ratios.max() <= 1.0
+    assert 0.68 < ratios.mean().item() < 0.76  # MAGE's distribution: mean about 0.72
+
+
+WORDS = torch.tensor(
+    [
+        [False, True, True, True, False, False],  # BOS w w w EOS PAD
+        [False, True, False, False, False, False],  # BOS w EOS PAD PAD PAD
+        [False, False, False, False, False, False],  # BOS EOS PAD ...
+    ]
+)
+
+
+def test_only_word_tokens_are_ever_masked():
+    torch.manual_seed(0)
+    assert torch.equal(select_masked(WORDS, torch.tensor(1.0)), WORDS)
+    assert not select_masked(WORDS, torch.tensor(0.0)).any()
+    for _ in range(20):
+        assert not (select_masked(WORDS, torch.tensor(0.5)) & ~WORDS).any()
+
+
+def test_each_token_is_masked_with_the_ratio():
+    torch.manual_seed(0)
+    words = torch.ones(400, 30, dtype=torch.bool)
+    assert select_masked(words, torch.tensor(0.25)).float().mean().item() == pytest.approx(0.25, abs=0.01)
+
+
+def test_per_caption_ratios():
+    masked = select_masked(WORDS[:2], torch.tensor([0.0, 1.0]))
+    assert not masked[0].any() and torch.equal(masked[1], WORDS[1])
+
+
+def test_word_unit_masks_all_pieces_of_a_word_together():
+    torch.manual_seed(0)
+    words = torch.tensor([[False, True, True, True, True, False]])
+    unit_ids = torch.tensor([[-1, 1, 1, 3, 3, -1]])  # two words of two pieces each
+    seen = set()
+    for _ in range(50):
+        masked = select_masked(words, torch.tensor(0.5), unit_ids)
+        assert masked[0, 1] == masked[0, 2] and masked[0, 3] == masked[0, 4]
+        seen.add(tuple(masked[0].tolist()))
+    assert len(seen) == 4
+
+
+def test_min_masked_tops_up_captions_that_drew_too_few():
+    torch.manual_seed(0)
+    masked = select_masked(WORDS, torch.tensor(0.0), min_masked=2)
+    assert masked.sum(1).tolist() == [2, 1, 0]  # as many as each caption has, up to 2
+    assert not (masked & ~WORDS).any()
+
+
+# ------------------------------------------------------------------------------------------
+# decoder inputs and the official leak
+# ------------------------------------------------------------------------------------------
+CAPTIONS = ["a red bird sits on a branch", "a blue bird sits on a branch"]
+MASK = torch.zeros(2, 10, dtype=torch.bool)
+MASK[:, 2] = True  # "red" / "blue" (position 0 is the start token)
+
+
+def _decoder_inputs(text_input: str, causal: bool) -> torch.Tensor:
+    torch.manual_seed(0)
+    encoder = tiny_encoder(causal=causal)
+    loss = MaskedTextLoss(MaskedTextConfig(text_input=text_input), 16, 1024, 10)
+    text = encoder.encode(CAPTIONS)
+    assert text.ids[0, 2] != text.ids[1, 2] and torch.equal(text.ids[0, 3:], text.ids[1, 3:])
+    return loss.decoder_inputs(inputs_for(text, encoder, torch.zeros(2, 5, 16)), MASK)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+@pytest.mark.parametrize("text_input", ["masked-contextual", "token-embedding"])
+def test_leak_free_inputs_do_not_depend_on_the_masked_word(text_input, causal):
+    h0 = _decoder_inputs(text_input, causal)
+    torch.testing.assert_close(h0[0], h0[1])
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_official_unmasked_contextual_inputs_reveal_the_masked_word(causal):
+    h0 = _decoder_inputs("unmasked-contextual", causal)
+    torch.testing.assert_close(h0[0, 2], h0[1, 2])  # the masked row itself is the mask embedding ...
+    differs = (h0[0] - h0[1]).abs().amax(-1) > 1e-6
+    assert differs[8]  # ... but the end token has seen the word
+    assert differs[:2].any() != causal  # tokens before it see it only in a bidirectional encoder
+
+
+def test_masked_rows_are_the_mask_embeddings_and_padding_is_zero():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    loss = MaskedTextLoss(MaskedTextConfig(), 16, 1024, 10)
+    text = encoder.encode(["a red bird"])  # BOS a red bird EOS PAD*5
+    mask = torch.zeros(1, 10, dtype=torch.bool)
+    mask[0, 1] = True
+    h0 = loss.decoder_inputs(inputs_for(text, encoder, torch.zeros(1, 5, 16)), mask)
+    torch.testing.assert_close(h0[0, 1], loss.mask_embedding[1])
+    torch.testing.assert_close(h0[0, 2], text.token_states[0, 2])
+    assert torch.equal(h0[0, 5:], torch.zeros(5, 16))
+    assert loss.mask_embedding.shape == (10, 16) and loss.mask_embedding.std().item() == pytest.approx(0.01, rel=0.3)
+
+
+def test_leak_warning_names_the_official_input_only():
+    config = MaskedTextConfig()
+    assert "bidirectional" in config.leak_warning(SimpleNamespace(causal=False))
+    assert "end token" in config.leak_warning(SimpleNamespace(causal=True))
+    assert MaskedTextConfig(text_input="masked-contextual").leak_warning(SimpleNamespace(causal=False)) is None
+    run = SimpleNamespace(text_encoder=SimpleNamespace(config=TinyTextConfig(causal=False)))
+    (problem,) = config.cross_check(run, "$.alignment[1]")
+    assert problem.warning and problem.path == "$.alignment[1].text_input"
+
+
+# ------------------------------------------------------------------------------------------
+# decoder, head and loss against a numpy reference
+# ------------------------------------------------------------------------------------------
+def _ln(x, weight, bias, eps):
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps) * weight + bias
+
+
+def _attention(p, prefix, query, source, mask=None):
+    q = query @ p[prefix + "w_q.weight"].T + p[prefix + "w_q.bias"]
+    k = source @ p[prefix + "w_k.weight"].T + p[prefix + "w_k.bias"]
+    v = source @ p[prefix + "w_v.weight"].T + p[prefix + "w_v.bias"]
+    scores = q @ k.T / np.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = np.where(mask, scores, -10000.0)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ v) @ p[prefix + "w_out.weight"].T + p[prefix + "w_out.bias"]
+
+
+def _reference_loss(loss, h0, codes, pad, targets, ids, embedding, smoothing):
+    """Fused post-norm decoder, vocabulary head and label-smoothed CE in numpy (dropout off)."""
+    p = {k: v.detach().double().numpy() for k, v in loss.state_dict().items()}
+    total, count = 0.0, 0
+    for b in range(h0.shape[0]):
+        x = h0[b]
+        for i in range(len(loss.decoder.layers)):
+            lp = f"decoder.layers.{i}."
+            x = _ln(
+                x + _attention(p, lp + "self_attention.", x, x, pad[b][:, None] & pad[b][None, :]),
+                p[lp + "norm1.weight"],
+                p[lp + "norm1.bias"],
+                1e-12,
+            )
+            x = _ln(
+                x + _attention(p, lp + "cross_attention.", x, codes[b]),
+                p[lp + "norm2.weight"],
+                p[lp + "norm2.bias"],
+                1e-12,
+            )
+            hidden = np.maximum(x @ p[lp + "ffn.linear1.weight"].T + p[lp + "ffn.linear1.bias"], 0)
+            x = _ln(
+                x + hidden @ p[lp + "ffn.linear2.weight"].T + p[lp + "ffn.linear2.bias"],
+                p[lp + "norm3.weight"],
+                p[lp + "norm3.bias"],
+                1e-12,
+            )
+        for k in np.flatnonzero(targets[b]):
+            a = x[k] @ p["head.fc.weight"].T + p["head.fc.bias"]
+            a = 0.5 * a * (1 + erf(a / np.sqrt(2)))
+            a = _ln(a, p["head.norm.weight"], p["head.norm.bias"], 1e-5)
+            logits = a @ embedding.T + p["head.bias"]
+            log_probs = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+            total += (1 - smoothing) * -log_probs[ids[b, k]] + smoothing * -log_probs.mean()
+            count += 1
+    return total / (count + 5e-6)
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.0])
+def test_loss_matches_a_numpy_decoder_head_and_label_smoothed_ce(smoothing):
+    torch.manual_seed(0)
+    width, vocab, length, batch = 8, 12, 6, 2
+    loss = MaskedTextLoss(
+        MaskedTextConfig(decoder_layers=2, dropout=0.0, label_smoothing=smoothing), width, vocab, length
+    )
+    with torch.no_grad():
+        for parameter in loss.parameters():  # every weight and bias visible, incl. head bias b
+            parameter.normal_(0, 0.4)
+    ids = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 9, 2, 0, 0]])
+    pad = ids != 0
+    words = pad & (ids > 2)
+    text = TextFeatures(ids, pad, words, torch.randn(batch, length, width), torch.randn(batch, width))
+    embedding = torch.randn(vocab, width)
+    encoder = SimpleNamespace(token_embedding=embedding)
+    codes = torch.randn(batch, 5, width)
+    masked = torch.tensor([[False, True, False, True, False, True], [False, False, True, False, False, False]])
+    # position 5 of caption 0 is padding (never a target) although the mask says so; column 5 is padding in
+    # both captions, so the module drops it before the decoder while the reference keeps it
+    value = loss.masked_loss(inputs_for(text, encoder, codes), masked)
+
+    targets = (masked & words).numpy()
+    h0 = np.where(
+        targets[..., None], loss.mask_embedding.detach().double().numpy()[None], text.token_states.double().numpy()
+    )
+    h0 = h0 * pad.numpy()[..., None]
+    expected = _reference_loss(
+        loss, h0, codes.double().numpy(), pad.numpy(), targets, ids.numpy(), embedding.double().numpy(), smoothing
+    )
+    assert value.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_label_smoothing_is_the_official_formula():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    log_p = F.log_softmax(logits, -1)
+    expected = 0.9 * -log_p[0, 0] + 0.1 * -log_p[0].mean()
+    assert label_smoothed_nll(logits, torch.tensor([0]), 0.1).item() == pytest.approx(expected.item())
+    assert label_smoothed_nll(logits, torch.tensor([0]), 0.1).item() == pytest.approx(
+        F.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.1).item()
+    )
+
+
+def test_the_code_tokens_are_read_through_cross_attention():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    loss = MaskedTextLoss(MaskedTextConfig(dropout=0.0), 16, 1024, 10)
+    text = encoder.encode(CAPTIONS)
+    codes = torch.randn(2, 5, 16, requires_grad=True)
+    value = loss.masked_loss(inputs_for(text, encoder, codes), MASK)
+    value.backward()
+    assert codes.grad.abs().sum() > 0
+    assert loss.masked_loss(inputs_for(text, encoder, codes.detach() + 1.0), MASK).item() != pytest.approx(value.item())
+
+
+def test_head_is_tied_to_the_frozen_token_embedding_and_only_its_bias_is_learned():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    loss = build_masked_text(MaskedTextConfig(), BuildContext(text_encoder=encoder))
+    assert loss.head.bias.shape == (1024,) and torch.equal(loss.head.bias, torch.zeros(1024))
+    assert all(p is not encoder.token_embedding for p in loss.parameters())
+    text = encoder.encode(CAPTIONS)
+    loss.masked_loss(inputs_for(text, encoder, torch.randn(2, 5, 16)), MASK).backward()
+    assert encoder.token_embedding.grad is None
+    assert loss.head.bias.grad.abs().sum() > 0 and loss.mask_embedding.grad[2].abs().sum() > 0
+
+
+def test_two_stage_decoder_is_a_self_attention_stack_then_a_cross_attention_stack():
+    loss = MaskedTextLoss(MaskedTextConfig(decoder="two-stage", decoder_layers=2), 16, 1024, 10)
+    kinds = [(layer.self_attention is not None, layer.cross_attention is not None) for layer in loss.decoder.layers]
+    assert kinds == [(True, False), (True, False), (False, True), (False, True)]
+    fused = MaskedTextLoss(MaskedTextConfig(), 16, 1024, 10)
+    assert [(True, True)] * 2 == [
+        (layer.self_attention is not None, layer.cross_attention is not None) for layer in fused.decoder.layers
+    ]
+    encoder = tiny_encoder()
+    value = loss.masked_loss(inputs_for(encoder.encode(CAPTIONS), encoder, torch.randn(2, 5, 16)), MASK)
+    assert torch.isfinite(value) and value > 0
+
+
+def test_no_masked_token_gives_exactly_zero_loss_and_zero_gradients():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    loss = MaskedTextLoss(MaskedTextConfig(), 16, 1024, 10)
+    codes = torch.randn(2, 5, 16, requires_grad=True)
+    value = loss.masked_loss(inputs_for(encoder.encode(CAPTIONS), encoder, codes), torch.zeros(2, 10, dtype=torch.bool))
+    assert value.item() == 0.0
+    value.backward()
+    for name, parameter in loss.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() == 0, name
+    assert codes.grad is not None and codes.grad.abs().sum() == 0
+
+
+def test_word_unit_and_per_sample_ratio_run_end_to_end():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    config = MaskedTextConfig(mask_unit="word", mask_ratio_per="sample", min_masked=1, dropout=0.0)
+    loss = MaskedTextLoss(config, 16, 1024, 10)
+    text = encoder.encode(CAPTIONS)
+    mask = loss.draw_mask(text, encoder)
+    assert (mask.sum(1) >= 1).all() and not (mask & ~text.word_mask).any()
+    assert torch.isfinite(loss(inputs_for(text, encoder, torch.randn(2, 5, 16))))
+
+
+def test_captions_of_another_length_are_refused():
+    encoder = tiny_encoder(length=12)
+    loss = MaskedTextLoss(MaskedTextConfig(), 16, 1024, 10)
+    with pytest.raises(ValueError, match="built for captions of 10 tokens, got 12"):
+        loss(inputs_for(encoder.encode(CAPTIONS), encoder, torch.randn(2, 5, 16)))
