@@ -43,11 +43,15 @@ _SHARD_SUFFIX = ".safetensors"
 CacheMode = Literal["memory", "disk", "off"]
 
 
-def default_cache_dir() -> Path:
-    """``$LGVQ_CACHE_DIR/text`` if set (the root of every lgvq cache), else ``~/.cache/lgvq/text``."""
+def cache_root() -> Path:
+    """The root of every lgvq cache: ``$LGVQ_CACHE_DIR`` if set, else ``~/.cache/lgvq``."""
     configured = os.environ.get("LGVQ_CACHE_DIR")
-    root = Path(configured).expanduser() if configured else Path("~/.cache/lgvq").expanduser()
-    return root / "text"
+    return Path(configured).expanduser() if configured else Path("~/.cache/lgvq").expanduser()
+
+
+def default_cache_dir() -> Path:
+    """Folder of the text feature cache: ``<cache root>/text``."""
+    return cache_root() / "text"
 
 
 def identity_folder_name(identity: str, dtype: str) -> str:

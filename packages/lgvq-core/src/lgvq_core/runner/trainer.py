@@ -173,10 +173,13 @@ def build_components(config, info: distr.DistInfo, device: torch.device, log=pri
             device=device,
         )
 
+    from lgvq_core.text_cache import cache_root
+
     context = BuildContext(
         image_size=image_size,
         text_encoder=text_encoder,
         train_captions=train_data.all_captions,
+        cache_dir=str(cache_root() / "components"),
         **base,
     )
     torch.manual_seed(config.run.seed)

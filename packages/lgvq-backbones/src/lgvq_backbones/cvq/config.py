@@ -1,0 +1,66 @@
+"""Config classes of the `cvq` quantizer and backbone (no torch at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import attrs
+
+from lgvq_backbones.vqgan.config import VQGANConfig
+from lgvq_core.config.fields import non_negative, option, positive
+from lgvq_core.config.loader import Problem
+
+
+def _open_unit_interval(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"must be in (0, 1), got {value!r}")
+
+
+@attrs.define
+class CVQConfig:
+    """CVQ: nearest-code lookup with online re-initialisation of unused codes (SPEC 4.4).
+
+    Defaults are LG-VQ's copy of CVQ (distance l2, anchor probrandom, contrastive term on).
+    """
+
+    codebook_size: int = option(1024, "Number of codes K.", positive)
+    dim: int = option(256, "Code width D (the channels of quant).", positive)
+    beta: float = option(0.25, "Weight beta of the commitment loss.", non_negative)
+    beta_placement: Literal["commitment", "codebook"] = option(
+        "commitment",
+        'Where beta goes: "commitment" = beta·||sg(z_q)-z||² + ||z_q-sg(z)||² (CVQ, paper Eq. 2); '
+        '"codebook" = taming\'s legacy placement.',
+    )
+    distance: Literal["l2", "cos"] = option(
+        "l2", 'Similarity for lookup, anchors and the contrastive term: "l2" (LG-VQ, CVQ modules.py) or "cos".'
+    )
+    anchor: Literal["closest", "random", "probrandom"] = option(
+        "probrandom",
+        "Feature a re-initialised code moves to: the closest latent of the batch, a row of a feature "
+        "pool of past latents, or a latent sampled with probability softmax over the batch of its similarity.",
+    )
+    first_batch: bool = option(False, "Re-initialise only once, on the first training step (CVQ's offline variant).")
+    contras_loss: bool = option(
+        True, "Add CVQ's contrastive term (weight 1, temperature 0.07); it moves only the codebook."
+    )
+    decay: float = option(
+        0.99, "EMA decay gamma of the code-usage statistics that drive the re-initialisation.", _open_unit_interval
+    )
+
+
+@attrs.define
+class CVQBackboneConfig(VQGANConfig):
+    """VQ-GAN (taming f16) with the CVQ quantizer, as in LG-VQ's ``LG_cvq`` (SPEC 4.4)."""
+
+    def cross_check(self, run: Any, path: str) -> Iterable[Problem]:
+        yield from super().cross_check(run, path)
+        quantizer = run.model.quantizer
+        if quantizer is not None and quantizer.type != "cvq":
+            yield Problem(
+                "$.model.quantizer.type",
+                f'backbone "cvq" is VQ-GAN with the cvq quantizer, but [model.quantizer] is {quantizer.type!r}; '
+                'remove [model.quantizer] (or set type = "cvq"), or use backbone type = "vqgan" to pair '
+                "VQ-GAN with another quantizer",
+                warning=True,
+            )
