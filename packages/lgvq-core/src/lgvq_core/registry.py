@@ -131,6 +131,8 @@ class Registry:
         close = difflib.get_close_matches(normalize_name(name), available, n=3, cutoff=0.5)
         if close:
             message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+        else:
+            message += "."
         message += (
             f" Available: {', '.join(available)}."
             if available

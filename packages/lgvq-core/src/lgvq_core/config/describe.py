@@ -19,8 +19,11 @@ def schema_rows(cls: type) -> list[dict[str, str]]:
     for field in config_fields(cls):
         if field.default is attrs.NOTHING:
             default = "(required)"
+        elif field.default is None:
+            default = "(unset)"
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            default = toml_value(field.default.factory())
+            value = field.default.factory()
+            default = "(table)" if attrs.has(type(value)) else toml_value(value)
         else:
             default = toml_value(field.default)
         rows.append(

@@ -147,6 +147,9 @@ def _structure_leaf(value: Any, tp: Any, path: str) -> tuple[Any, list[Problem]]
             if close:
                 message += f'; did you mean "{close[0]}"?'
         return None, [Problem(path, message)]
+    if typing.get_origin(inner) in (list, tuple) and not isinstance(value, (list, tuple)):
+        # cattrs would iterate a string or a table into a list: "abc" -> ["a", "b", "c"]
+        return None, [Problem(path, f"expected an array, got {_type_name(value)} {value!r}")]
     try:
         return CONVERTER.structure(value, inner), []
     except (cattrs.ClassValidationError, cattrs.IterableValidationError) as exc:
@@ -185,7 +188,7 @@ class _Walker:
             if field.name not in data:
                 if field.default is attrs.NOTHING:
                     ok = False
-                    self.problems.append(Problem(sub, f"missing required key ({describe_type(field.type)})"))
+                    self.problems.append(Problem(sub, self._missing(field)))
                 continue
             before = len(self.problems)
             value = self.value(field, data[field.name], sub)
@@ -193,19 +196,23 @@ class _Walker:
                 ok = False
             else:
                 kwargs[field.name] = value
-        if not ok:
+        # With other problems in the table, the well-typed keys it gives are still validated
+        # (defaults standing in for the bad ones), so every problem is reported at once.
+        complete = ok
+        if any(f.default is attrs.NOTHING and f.name not in kwargs for f in fields):
             return None
         with_validators_off = attrs.validators.get_disabled()
         attrs.validators.set_disabled(True)
         try:
             instance = cls(**kwargs)
         except Exception as exc:  # noqa: BLE001 - a custom __init__ or converter failed
-            self.problems.append(Problem(path, str(exc)))
+            if complete:
+                self.problems.append(Problem(path, str(exc)))
             return None
         finally:
             attrs.validators.set_disabled(with_validators_off)
         for field in fields:
-            if field.validator is None:
+            if field.validator is None or (not complete and field.name not in kwargs):
                 continue
             try:
                 field.validator(instance, field, getattr(instance, field.name))
@@ -213,6 +220,13 @@ class _Walker:
                 ok = False
                 self.problems.append(Problem(f"{path}.{field.name}", str(exc)))
         return instance if ok else None
+
+    def _missing(self, field: attrs.Attribute) -> str:
+        kind = field.metadata.get("component")
+        if kind is None:
+            return f"missing required key ({describe_type(field.type)})"
+        names = ", ".join(self.registry.list_components(kind)) or "none is installed"
+        return f"missing required table (a {kind.replace('_', '-')} with type = one of: {names})"
 
     @staticmethod
     def _unknown_key(key: str, by_name: Mapping[str, attrs.Attribute]) -> str:

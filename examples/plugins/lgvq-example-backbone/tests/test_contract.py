@@ -1,0 +1,7 @@
+"""The example plugin keeps the lgvq plugin contract."""
+
+from lgvq_core.testing.contract import PluginContract
+
+
+class TestExampleBackbonePlugin(PluginContract):
+    plugin = "example-backbone"
