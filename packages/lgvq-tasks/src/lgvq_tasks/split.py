@@ -1,0 +1,106 @@
+"""Walking the evaluation split through the frozen model: image batches, their codes, caption features.
+
+Items are read by plain index, so every image gets the deterministic validation transform and its
+evaluation caption (the first one that passes the caption rule). Unreadable items the dataset
+skips are counted and reported once at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from lgvq_core.data.base import collate
+from lgvq_core.quantizers.base import QuantizerOutput
+from lgvq_core.text import TextFeatures
+from lgvq_tasks.errors import TaskError
+
+#: Options of every metric a task creates. A task walks the whole split in the calling process
+#: (``lgvq eval``, or rank 0 alone at the end of ``lgvq run``), so computing a metric must not wait
+#: for other processes; a task that shards its split across ranks would sync instead.
+LOCAL_METRIC: dict[str, Any] = {"sync_on_compute": False}
+
+
+@dataclass
+class SplitBatch:
+    """One batch of the split: ``images`` b×3×H×W in [-1, 1] on the model's device."""
+
+    images: torch.Tensor
+    caption: list[str]
+    captions: list[list[str]]
+    index: list[int]
+
+
+class Progress:
+    """``<task>: <what> i/n`` every ``every`` steps and at the last one."""
+
+    def __init__(self, task: str, total: int, every: int, what: str = "batch") -> None:
+        self.task, self.total, self.every, self.what = task, total, every, what
+
+    def step(self, done: int, detail: str = "") -> None:
+        if done % self.every == 0 or done == self.total:
+            suffix = f" ({detail})" if detail else ""
+            print(f"{self.task}: {self.what} {done}/{self.total}{suffix}", flush=True)
+
+
+def split_size(data: Any, max_images: int | None) -> int:
+    return len(data) if max_images is None else min(len(data), max_images)
+
+
+def batch_size_of(config: Any, model: Any) -> int:
+    return int(config.batch_size or model.batch_size)
+
+
+def split_batches(task: str, data: Any, model: Any, config: Any) -> Iterator[SplitBatch]:
+    """Batches of the first ``config.max_images`` items, with a progress line every ``progress_every``."""
+    count = split_size(data, config.max_images)
+    if count == 0:
+        raise TaskError(f"{task}: the validation split is empty; nothing to evaluate")
+    batch_size = batch_size_of(config, model)
+    loader = DataLoader(data, batch_size=batch_size, sampler=range(count), collate_fn=collate)
+    progress = Progress(task, len(loader), config.progress_every)
+    skipped: list[tuple[int, str]] = []
+    seen = 0
+    for number, batch in enumerate(loader, start=1):
+        skipped.extend(batch["skipped"])
+        if batch["image"] is not None:
+            seen += batch["image"].shape[0]
+            yield SplitBatch(
+                images=batch["image"].to(model.device),
+                caption=list(batch["caption"]),
+                captions=[list(c) for c in batch["captions"]],
+                index=list(batch["index"]),
+            )
+        progress.step(number, f"{seen} images")
+    if skipped:
+        print(
+            f"{task}: skipped {len(skipped)} unreadable item(s), e.g. item {skipped[0][0]}: {skipped[0][1]}", flush=True
+        )
+
+
+@torch.no_grad()
+def encode_codes(tokenizer: Any, images: torch.Tensor) -> QuantizerOutput:
+    """The frozen tokenizer's codes of ``images`` (no decoding): quant b×D×h×w, indices."""
+    return tokenizer.quantizer(tokenizer.encode(images))
+
+
+def require_text_encoder(model: Any, task: str) -> None:
+    if model.text_encoder is None:
+        raise TaskError(
+            f"{task} compares images with captions and needs a text encoder, but this run has no [text_encoder]. "
+            "Evaluate with one, e.g. `lgvq eval RUN_DIR --set text_encoder.type=minilm`."
+        )
+
+
+@torch.no_grad()
+def caption_features(model: Any, captions: list[str]) -> TextFeatures:
+    """Frozen text features of ``captions`` on the model's device (from the run's text cache when it has one)."""
+    if model.text_cache is not None:
+        features = model.text_cache.get(list(captions))
+    else:
+        features = model.text_encoder.encode(list(captions))
+    return features.to(model.device)
