@@ -1,9 +1,17 @@
 """Shared test setup: offline, strict plugins, lgvq's pytest fixtures, the test plugin distributions."""
 
 import os
+import tempfile
 from pathlib import Path
 
-import pytest
+# One thread per process: the suite runs on small CPUs and starts subprocesses (torchrun, CLI runs);
+# more threads only oversubscribe the cores. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Never reach a model hub: a hub attempt without network hangs for ~45 s before failing.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -11,6 +19,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Every plugin failure is fatal in tests (a broken plugin must not hide behind a warning);
 # tests of the tolerant behaviour build managers with strict=False or unset it themselves.
 os.environ.setdefault("LGVQ_STRICT_PLUGINS", "1")
+# Caches (text features, VQCT word priors) go to a temporary folder, never the user's home.
+os.environ.setdefault("LGVQ_CACHE_DIR", tempfile.mkdtemp(prefix="lgvq-test-cache-"))
 
 pytest_plugins = ["lgvq_core.testing.fixtures"]
 

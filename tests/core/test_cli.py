@@ -293,7 +293,7 @@ type = "sample-shapes"
             '$.model.quantizer.beta_placement: must be one of "codebook", "commitment", got \'codebok\'; '
             'did you mean "codebook"?',
         ),
-        (GOOD + "[model.quantizer]\ndim = 8\n", "$.model.quantizer.type: missing; choose one of: "),
+        (GOOD + "[[callbacks]]\npatience = 2\n", "$.callbacks[0].type: missing; choose one of: "),
         (
             GOOD.replace('"sample-ae"', '"sampleae"'),
             "$.model.backbone.type: unknown backbone 'sampleae'; did you mean 'sample-ae'?",

@@ -58,6 +58,15 @@ def test_a_minimal_run_file_gets_every_default_and_the_backbones_quantizer(regis
     assert loaded.warnings == ()
 
 
+def test_a_quantizer_table_without_type_overrides_keys_of_the_backbones_default(registry):
+    # e.g. `--set model.quantizer.beta=0.5` on a file that relies on the default quantizer
+    loaded = validate(run_file(quantizer={"beta": 0.5}), registry=registry)
+
+    quantizer = loaded.config.model.quantizer
+    assert quantizer.type == "sample-vq"
+    assert (quantizer.config.dim, quantizer.config.beta) == (8, 0.5)
+
+
 def test_component_names_are_stored_in_their_registered_spelling(registry):
     loaded = validate(run_file(backbone={"type": "SAMPLE_AE"}), registry=registry)
 
@@ -219,8 +228,8 @@ def test_a_choice_with_nothing_close_lists_the_choices_only(registry):
 
 
 def test_a_component_table_without_type_lists_the_choices(registry):
-    assert problems_of(run_file(quantizer={"dim": 8}), registry) == [
-        "$.model.quantizer.type: missing; choose one of: cosine, sample-vq, vq, vq-ema"
+    assert problems_of(run_file(text_encoder={"context_length": 8}), registry) == [
+        "$.text_encoder.type: missing; choose one of: tiny-text"
     ]
 
 

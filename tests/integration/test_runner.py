@@ -26,7 +26,9 @@ from lgvq_core.runner.trainer import train
 LG_TERMS = ("semantic_nce_loss", "masked_text_loss", "relation_loss")
 
 
-def tiny_run_file(tmp_path: Path, name: str = "tiny", alignment: bool = True, adversarial: bool = False, **train) -> Path:
+def tiny_run_file(
+    tmp_path: Path, name: str = "tiny", alignment: bool = True, adversarial: bool = False, **train
+) -> Path:
     """A run file for a seconds-long CPU run: tiny-ae + vq + tiny-text on 32 px shapes."""
     data = {
         "run": {"name": name, "seed": 3, "output_dir": str(tmp_path / "runs"), "log_every": 1, "progress": "log"},
@@ -82,9 +84,7 @@ def test_run_writes_a_complete_run_directory(tmp_path):
             assert term in record
     # the total is the backbone terms plus the weighted LG terms
     r = records[1]
-    assert r["loss"] == pytest.approx(
-        r["rec_loss"] + r["quantizer_loss"] + 0.1 * sum(r[t] for t in LG_TERMS), rel=1e-5
-    )
+    assert r["loss"] == pytest.approx(r["rec_loss"] + r["quantizer_loss"] + 0.1 * sum(r[t] for t in LG_TERMS), rel=1e-5)
     val = [r for r in read_metrics(run_dir) if r["split"] == "val"]
     assert [r["step"] for r in val] == [3, 6]
     assert {"rec_loss", "psnr", "codebook_usage", "perplexity"} <= set(val[0])
@@ -186,8 +186,13 @@ def test_run_directories_are_never_reused(tmp_path):
 def _cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "lgvq_core.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout, **popen,
+        [sys.executable, "-m", "lgvq_core.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
     )
 
 
@@ -203,18 +208,27 @@ def test_cli_run_with_set_shows_progress_and_a_summary(tmp_path):
 
 
 def test_sigterm_saves_last_and_resume_continues(tmp_path):
-    path = tiny_run_file(tmp_path, alignment=False, max_steps=100000, checkpoint_every=100000, val_every=100000,
-                         sample_every=100000)
+    path = tiny_run_file(
+        tmp_path, alignment=False, max_steps=100000, checkpoint_every=100000, val_every=100000, sample_every=100000
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "lgvq_core.cli", "run", str(path)], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "lgvq_core.cli", "run", str(path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.time() + 120
         metrics = None
         while time.time() < deadline:
-            dirs = list((tmp_path / "runs" / "tiny").glob("*/metrics.jsonl")) if (tmp_path / "runs" / "tiny").exists() else []
+            dirs = (
+                list((tmp_path / "runs" / "tiny").glob("*/metrics.jsonl"))
+                if (tmp_path / "runs" / "tiny").exists()
+                else []
+            )
             if dirs and len(dirs[0].read_text().splitlines()) >= 3:
                 metrics = dirs[0]
                 break
@@ -272,9 +286,23 @@ def test_two_process_gloo_ddp_matches_a_single_process_run(tmp_path):
     assert out.returncode == 0, out.stderr
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     torchrun = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "lgvq_core.cli", "run", str(ddp)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "lgvq_core.cli",
+            "run",
+            str(ddp),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert torchrun.returncode == 0, torchrun.stderr[-4000:]
     (single_dir,) = run_dirs(tmp_path, "single")

@@ -52,8 +52,7 @@ def plugins_report() -> dict:
     plugins = []
     for name, info in sorted(manager.infos.items()):
         components = {
-            kind.replace("_", "-"): [e.name for e in registry.entries(kind) if e.plugin == name]
-            for kind in KINDS
+            kind.replace("_", "-"): [e.name for e in registry.entries(kind) if e.plugin == name] for kind in KINDS
         }
         plugins.append(
             {
@@ -136,7 +135,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from lgvq_core.config.schema import CodeViTSection, RunFile, RunSection, TrainSection
 
     if args.kind == "run":
-        for title, cls in (("[run]", RunSection), ("[train]", TrainSection), ("[code_vit]", CodeViTSection), ("run file", RunFile)):
+        for title, cls in (
+            ("[run]", RunSection),
+            ("[train]", TrainSection),
+            ("[code_vit]", CodeViTSection),
+            ("run file", RunFile),
+        ):
             print(format_schema("section", title, (cls.__doc__ or "").strip().splitlines()[0], cls))
             print()
         return 0
@@ -157,6 +161,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lgvq_core.runner.launch import run_from_cli
 
     return run_from_cli(args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lgvq_core.runner.compare import compare_from_cli
+
+    return compare_from_cli(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -187,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run file")
     p.add_argument("--device", help="device to evaluate on")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "compare",
+        help="LG-VQ vs baseline: train a run file with and without its [[alignment]] losses (same seed), "
+        "evaluate both and write a side-by-side table; or table already evaluated run directories",
+    )
+    p.add_argument("sources", nargs="+", metavar="FILE|RUN_DIR", help="one run file, or evaluated run directories")
+    p.add_argument("--labels", nargs="+", help="column labels (default: run names)")
+    p.add_argument("--out", help="folder for compare.md and compare.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run file")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check", help="validate a run file; report every problem; run nothing")
     p.add_argument("file")

@@ -52,7 +52,7 @@ class NonFiniteLossError(LgvqError):
         super().__init__(
             f"loss term {term!r} is {value} at step {step}; training stopped. "
             "The last good checkpoint was kept. Lower the learning rate, enable gradient "
-            "clipping (train.grad_clip) or use precision = \"fp32\"."
+            'clipping (train.grad_clip) or use precision = "fp32".'
         )
 
 

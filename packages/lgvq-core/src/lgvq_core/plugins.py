@@ -12,6 +12,7 @@ distribution, version, the exception) and the others keep working, unless
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 import traceback
@@ -93,9 +94,7 @@ class LgvqPluginManager(pluggy.PluginManager):
         """
         blocked = disabled_from_env() if disabled is None else set(disabled)
         wanted = None if only is None else set(only)
-        for ep in sorted(
-            importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name
-        ):
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if wanted is not None and ep.name not in wanted:
                 continue
             if ep.name in blocked:
@@ -121,10 +120,24 @@ class LgvqPluginManager(pluggy.PluginManager):
             except Exception as exc:  # noqa: BLE001 - any plugin error is recorded
                 self._fail(ep.name, dist_name, dist_version, exc)
 
-    def register_plugin(
-        self, module: ModuleType | Any, name: str, distribution: str, version: str
-    ) -> None:
-        """Register an already imported plugin object under ``name``."""
+    def register_plugin(self, module: ModuleType | Any, name: str, distribution: str, version: str) -> None:
+        """Register an already imported plugin object under ``name``.
+
+        A function named like a hook that no hookspec declares (``lgvq_backbone``) is an error:
+        pluggy would otherwise accept it and never call it.
+        """
+        unknown = sorted(
+            attr
+            for attr in dir(module)
+            if attr.startswith("lgvq_") and callable(getattr(module, attr, None)) and not hasattr(hookspecs, attr)
+        )
+        if unknown:
+            known = [h for h in dir(hookspecs) if h.startswith("lgvq_")]
+            hints = []
+            for attr in unknown:
+                close = difflib.get_close_matches(attr, known, n=1)
+                hints.append(attr + (f" (did you mean {close[0]}?)" if close else ""))
+            raise ValueError(f"unknown hook(s): {', '.join(hints)}; see lgvq_core.hookspecs for the hooks")
         self.register(module, name=name)
         module_name = getattr(module, "__name__", type(module).__name__)
         self.infos[name] = PluginInfo(name, module_name, distribution, version)
@@ -139,9 +152,7 @@ class LgvqPluginManager(pluggy.PluginManager):
         )
         self.failures.append(failure)
         if self.strict:
-            raise PluginLoadError(
-                f"{failure.describe()}\n(set {STRICT_ENV}=0 to continue without it)"
-            ) from exc
+            raise PluginLoadError(f"{failure.describe()}\n(set {STRICT_ENV}=0 to continue without it)") from exc
 
     def record_failure(self, name: str, exc: BaseException) -> None:
         """Record a failure of an already registered plugin (e.g. a registration hook raised)."""

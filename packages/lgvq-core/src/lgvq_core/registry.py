@@ -48,9 +48,7 @@ class Registry:
                     specs = list(impl.function() or ())
                     for spec in specs:
                         if not isinstance(spec, ComponentSpec):
-                            raise TypeError(
-                                f"{HOOK_FOR_KIND[kind]} returned {spec!r}, not a ComponentSpec"
-                            )
+                            raise TypeError(f"{HOOK_FOR_KIND[kind]} returned {spec!r}, not a ComponentSpec")
                 except Exception as exc:  # noqa: BLE001 - reported like an import failure
                     self.manager.record_failure(info.name, exc)
                     continue
@@ -80,9 +78,7 @@ class Registry:
         table[key] = entry
 
     def _conflict_message(self, kind: str, key: str) -> str:
-        owners = " and ".join(
-            f"{e.distribution} {e.version} (plugin {e.plugin!r})" for e in self.conflicts[kind][key]
-        )
+        owners = " and ".join(f"{e.distribution} {e.version} (plugin {e.plugin!r})" for e in self.conflicts[kind][key])
         return (
             f"{display_kind(kind)} {key!r} is provided by both {owners}; uninstall one, or block "
             "one plugin with LGVQ_DISABLE_PLUGINS=<plugin name>"
@@ -133,11 +129,7 @@ class Registry:
             message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
         else:
             message += "."
-        message += (
-            f" Available: {', '.join(available)}."
-            if available
-            else f" No {display_kind(kind)} is installed."
-        )
+        message += f" Available: {', '.join(available)}." if available else f" No {display_kind(kind)} is installed."
         if self.failures:
             failed = "; ".join(f.describe() for f in self.failures)
             message += f" Note: {failed} (it may provide this component)."

@@ -51,8 +51,7 @@ def normalize_kind(kind: str) -> str:
         key = "alignment_loss"
     if key not in KINDS:
         raise ValueError(
-            f"unknown component kind {kind!r}; kinds are: "
-            + ", ".join(k.replace("_", "-") for k in KINDS)
+            f"unknown component kind {kind!r}; kinds are: " + ", ".join(k.replace("_", "-") for k in KINDS)
         )
     return key
 

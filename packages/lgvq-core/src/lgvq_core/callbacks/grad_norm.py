@@ -12,7 +12,9 @@ def _norm(parameters, norm_type: float) -> float:
     grads = [p.grad.detach().float() for p in parameters if p.grad is not None]
     if not grads:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, norm_type) for g in grads]), norm_type))
+    return float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, norm_type) for g in grads]), norm_type)
+    )
 
 
 class GradNorm:

@@ -139,9 +139,11 @@ def _structure_leaf(value: Any, tp: Any, path: str) -> tuple[Any, list[Problem]]
         choices = typing.get_args(inner)
         if value in choices and type(value) in {type(c) for c in choices}:
             return value, []
-        message = "must be one of " + ", ".join(
-            f'"{c}"' if isinstance(c, str) else repr(c) for c in choices
-        ) + f", got {value!r}"
+        message = (
+            "must be one of "
+            + ", ".join(f'"{c}"' if isinstance(c, str) else repr(c) for c in choices)
+            + f", got {value!r}"
+        )
         if isinstance(value, str):
             close = difflib.get_close_matches(value, [str(c) for c in choices], n=1, cutoff=0.5)
             if close:
@@ -271,7 +273,9 @@ class _Walker:
         except (UnknownComponentError, DuplicateComponentError) as exc:
             message = str(exc)
             prefix = f"{path}.type: "
-            self.problems.append(Problem(f"{path}.type", message[len(prefix):] if message.startswith(prefix) else message))
+            self.problems.append(
+                Problem(f"{path}.type", message[len(prefix) :] if message.startswith(prefix) else message)
+            )
             return None
         options = {k: v for k, v in data.items() if k != "type"}
         config = self.table(entry.spec.config_cls, options, path)
@@ -362,8 +366,16 @@ def validate(raw: Mapping[str, Any], registry: Any = None, source: str = "<run f
 
 
 def _fill_default_quantizer(raw: dict[str, Any], registry: Any) -> None:
+    """Use the backbone's default quantizer table where ``[model.quantizer]`` is absent or has no ``type``.
+
+    A table without ``type`` (e.g. from ``--set model.quantizer.codebook_size=512``) overrides
+    keys of the default table.
+    """
     model = raw.get("model")
-    if not isinstance(model, Mapping) or "quantizer" in model:
+    if not isinstance(model, Mapping):
+        return
+    given = model.get("quantizer")
+    if given is not None and (not isinstance(given, Mapping) or "type" in given):
         return
     backbone = model.get("backbone")
     if not isinstance(backbone, Mapping) or not isinstance(backbone.get("type"), str):
@@ -373,7 +385,7 @@ def _fill_default_quantizer(raw: dict[str, Any], registry: Any) -> None:
     except (UnknownComponentError, DuplicateComponentError):
         return  # reported by the walker
     if isinstance(spec, BackboneSpec) and spec.default_quantizer is not None:
-        raw["model"] = {**model, "quantizer": dict(spec.default_quantizer)}
+        raw["model"] = {**model, "quantizer": {**dict(spec.default_quantizer), **dict(given or {})}}
 
 
 def load_run_file(

@@ -82,7 +82,9 @@ def _is_string_field(parts: list[str | int], raw: Mapping[str, Any], registry: A
     return False
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: list[str], registry: Any, source: str = "--set") -> dict[str, Any]:
+def apply_overrides(
+    raw: Mapping[str, Any], overrides: list[str], registry: Any, source: str = "--set"
+) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``key=value`` override applied."""
     result = copy.deepcopy(dict(raw))
     problems: list[str] = []
@@ -101,11 +103,13 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str], registry: Any,
         node: Any = result
         path = "$"
         try:
-            for part, nxt in zip(parts[:-1], parts[1:]):
+            for part, nxt in zip(parts[:-1], parts[1:], strict=True):
                 path += f"[{part}]" if isinstance(part, int) else f".{part}"
                 if isinstance(part, int):
                     if not isinstance(node, list) or part >= len(node):
-                        raise KeyError(f"{path}: no such entry (the run file has {len(node) if isinstance(node, list) else 0})")
+                        raise KeyError(
+                            f"{path}: no such entry (the run file has {len(node) if isinstance(node, list) else 0})"
+                        )
                     node = node[part]
                     continue
                 if part not in node:

@@ -19,9 +19,7 @@ def _device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
 
 def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if not value or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", value):
-        raise ValueError(
-            f"must be a non-empty name of letters, digits, '.', '_' or '-', got {value!r}"
-        )
+        raise ValueError(f"must be a non-empty name of letters, digits, '.', '_' or '-', got {value!r}")
 
 
 @attrs.define
@@ -56,7 +54,9 @@ class TrainSection:
         "linear: lr = base_lr x accumulate x world_size x batch_size (taming's rule); none: lr = base_lr.",
     )
     lr: float | None = option(
-        None, "Learning rate used as given, skipping the scaling rule (resolved.toml records the effective one).", positive
+        None,
+        "Learning rate used as given, skipping the scaling rule (resolved.toml records the effective one).",
+        positive,
     )
     betas: tuple[float, float] = option((0.5, 0.9), "Adam betas of both optimizers.")
     weight_decay: float = option(0.0, "Adam weight decay.", non_negative)
@@ -65,9 +65,7 @@ class TrainSection:
     val_every: int = option(500, "Validate every N steps (and at the end).", positive)
     val_batches: int | None = option(None, "Validation batches per pass (all when unset).", positive)
     checkpoint_every: int = option(1000, "Write checkpoints/last every N steps (and at the end).", positive)
-    best_metric: str = option(
-        "rec_loss", "Validation metric (lower is better) that selects checkpoints/best."
-    )
+    best_metric: str = option("rec_loss", "Validation metric (lower is better) that selects checkpoints/best.")
     sample_every: int = option(500, "Write a samples/ grid of inputs vs reconstructions every N steps.", positive)
     num_workers: int = option(0, "DataLoader worker processes.", non_negative)
     skip_bad_items: bool = option(

@@ -194,3 +194,56 @@ def compare_runs(
         write_text_atomic(out / "compare.md", markdown)
         write_json_atomic(out / "compare.json", data)
     return markdown, data
+
+
+def compare_from_cli(args: Any) -> int:
+    """``lgvq compare FILE`` trains and evaluates both variants; ``lgvq compare DIR DIR...`` tables them."""
+    import datetime
+    import time
+
+    sources = [Path(s) for s in args.sources]
+    if len(sources) == 1 and sources[0].is_file():
+        run_dirs, labels, out = _train_both(sources[0], list(args.set or []))
+        labels = args.labels or labels
+        out = Path(args.out) if args.out else out
+    else:
+        if args.set:
+            raise RunDirError("--set applies to a run file; with run directories there is nothing to override")
+        run_dirs, labels = sources, args.labels
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path(f"comparison-{stamp}-{int(time.time() * 1000) % 1000:03d}")
+    markdown, _ = compare_runs(run_dirs, labels, out)
+    print(markdown)
+    print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
+    return 0
+
+
+def _train_both(path: Path, overrides: list[str]) -> tuple[list[Path], list[str], Path]:
+    """Train ``path`` as given and without its alignment losses, same seed; evaluate both."""
+    import time
+
+    from lgvq_core.config.loader import load_run_file
+    from lgvq_core.runner.trainer import describe_result, train
+
+    loaded = load_run_file(path, overrides=overrides)
+    config = loaded.config
+    if not config.alignment:
+        raise RunDirError(f"{path}: has no [[alignment]] losses, so there is no LG-VQ variant to compare")
+    if not config.tasks:
+        raise RunDirError(f"{path}: has no [[tasks]]; add the evaluation tasks the table should show")
+    text = path.read_text(encoding="utf-8")
+    name = config.run.name
+    variants = [
+        ("LG-VQ", [*overrides, f"run.name={name}"]),
+        ("baseline", [*overrides, "alignment=[]", f"run.name={name}-baseline"]),
+    ]
+    run_dirs = []
+    for label, variant in variants:
+        started = time.perf_counter()
+        print(f"== {label}: lgvq run {path} {' '.join('--set ' + o for o in variant)}", flush=True)
+        result = train(load_run_file(path, overrides=variant), source_text=text, overrides=variant)
+        print(describe_result(result), flush=True)
+        print(f"== {label}: {time.perf_counter() - started:.0f} s including evaluation", flush=True)
+        run_dirs.append(result.run_dir)
+    out = Path(config.run.output_dir) / f"{name}-comparison" / run_dirs[0].name
+    return run_dirs, [label for label, _ in variants], out

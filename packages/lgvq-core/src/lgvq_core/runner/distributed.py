@@ -80,7 +80,7 @@ def reduce_mean(values: dict[str, float], info: DistInfo, device: torch.device) 
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     tensor /= info.world_size
-    return dict(zip(keys, tensor.tolist()))
+    return dict(zip(keys, tensor.tolist(), strict=True))
 
 
 def reduce_sum_tensor(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

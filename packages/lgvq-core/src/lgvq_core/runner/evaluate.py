@@ -63,6 +63,7 @@ def load_trained(
         run_dir=run_dir,
         step=int(state.get("step", 0)),
         batch_size=config.train.batch_size,
+        extra={"train_data": parts["train_data"]},
     )
     return model, parts["val_data"], loaded
 
@@ -109,7 +110,9 @@ def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]]
         task_dir = out_dir / component.type
         metrics = task.run(model, data, task_dir)
         metrics = _json_safe(metrics)
-        ckpt.write_json_atomic(out_dir / f"{component.type}.json", {"task": component.type, "step": model.step, "metrics": metrics})
+        ckpt.write_json_atomic(
+            out_dir / f"{component.type}.json", {"task": component.type, "step": model.step, "metrics": metrics}
+        )
         results[component.type] = metrics
     return results
 
@@ -150,6 +153,7 @@ def evaluate_in_process(run) -> dict[str, Any]:
         run_dir=run.run_dir,
         step=run.step,
         batch_size=run.config.train.batch_size,
+        extra={"train_data": run.train_data},
     )
     tasks = [(f"$.tasks[{i}]", c) for i, c in enumerate(run.config.tasks)]
     with torch.no_grad():

@@ -23,7 +23,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
         resume_dir = Path(args.resume)
         resolved = resume_dir / "resolved.toml"
         if not resolved.exists():
-            raise RunDirError(f"{resume_dir}: not a run directory (no resolved.toml); give the directory `lgvq run` printed")
+            raise RunDirError(
+                f"{resume_dir}: not a run directory (no resolved.toml); give the directory `lgvq run` printed"
+            )
         resolve_checkpoint(resume_dir, "last")  # fail before building anything
         loaded = load_run_file(args.file or resolved, overrides=overrides)
     else:

@@ -7,7 +7,15 @@ import sys
 import time
 from typing import TextIO
 
-SHOWN_TERMS = ("loss", "rec_loss", "quantizer_loss", "semantic_nce_loss", "masked_text_loss", "relation_loss", "d_total")
+SHOWN_TERMS = (
+    "loss",
+    "rec_loss",
+    "quantizer_loss",
+    "semantic_nce_loss",
+    "masked_text_loss",
+    "relation_loss",
+    "d_total",
+)
 
 
 def _eta(seconds: float) -> str:
@@ -22,8 +30,16 @@ def _format_terms(metrics: dict[str, float]) -> str:
 class Progress:
     """Reports steps. ``mode``: "bar", "log" or "off" ("auto" picks bar on a TTY, else log)."""
 
-    def __init__(self, total: int, start: int, images_per_step: int, mode: str = "auto",
-                 log_every: int = 10, stream: TextIO | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        images_per_step: int,
+        mode: str = "auto",
+        log_every: int = 10,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"

@@ -67,9 +67,7 @@ def write_run_files(
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -98,7 +96,14 @@ def environment_report(device: Any, world_size: int) -> str:
     for dist in sorted(importlib.metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
         name = dist.metadata["Name"] or ""
         if name.lower().startswith("lgvq") or name.lower() in {
-            "open_clip_torch", "transformers", "torchvision", "torchmetrics", "pluggy", "attrs", "cattrs", "numpy",
+            "open_clip_torch",
+            "transformers",
+            "torchvision",
+            "torchmetrics",
+            "pluggy",
+            "attrs",
+            "cattrs",
+            "numpy",
         }:
             lines.append(f"package: {name} {dist.version}")
     for key, value in sorted(os.environ.items()):

@@ -111,7 +111,7 @@ def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
     values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
     if bool(torch.isfinite(values).all()):
         return
-    for name, value in zip(terms, values.tolist()):
+    for name, value in zip(terms, values.tolist(), strict=True):
         if not math.isfinite(value):
             raise NonFiniteLossError(step=step, term=name, value=value)
 
@@ -162,7 +162,7 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
         )
     names = list(sums)
     values = (torch.stack([sums[n] for n in names]) / count).tolist()
-    return dict(zip(names, values))
+    return dict(zip(names, values, strict=True))
 
 
 @hookimpl(trylast=True)

@@ -255,9 +255,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
     disc_module = DiscriminatorModule(tokenizer, discriminator) if discriminator is not None else None
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
-        generator = DistributedDataParallel(
-            generator, device_ids=ids, find_unused_parameters=guidance is not None
-        )
+        generator = DistributedDataParallel(generator, device_ids=ids, find_unused_parameters=guidance is not None)
         if disc_module is not None:
             disc_module = DistributedDataParallel(disc_module, device_ids=ids)
     run.generator_module = generator
@@ -293,8 +291,10 @@ def _checkpoint_state(run: RunContext) -> dict[str, Any]:
         "batches_seen": run.batches_seen,
         "best_value": run.best_value,
         "optimizers": {"generator": run.optimizers.generator.state_dict()},
-        "scalers": {"generator": run.scalers.generator.state_dict(),
-                    "discriminator": run.scalers.discriminator.state_dict()},
+        "scalers": {
+            "generator": run.scalers.generator.state_dict(),
+            "discriminator": run.scalers.discriminator.state_dict(),
+        },
         "rng": ckpt.rng_state(),
         "world_size": run.world_size,
         "skipped_items": [[i, m] for i, m in run.skipped_items],
@@ -309,7 +309,11 @@ def save(run: RunContext, pointers: list[str], metrics: dict[str, float] | None 
     if run.is_main:
         state = _checkpoint_state(run)
         run.plugin_manager.hook.lgvq_save_checkpoint(run=run, state=state)
-        info = {"metric": run.config.train.best_metric, "value": metrics.get(run.config.train.best_metric)} if metrics else None
+        info = (
+            {"metric": run.config.train.best_metric, "value": metrics.get(run.config.train.best_metric)}
+            if metrics
+            else None
+        )
         ckpt.save_checkpoint(run.run_dir / "checkpoints", run.step, _checkpoint_tensors(run), state, pointers, info)
 
 
@@ -468,7 +472,7 @@ def validate(run: RunContext, loader: DataLoader) -> dict[str, float]:
         packed = torch.stack([sums.get(n, zero) for n in names] + [count])
         dist.all_reduce(packed)
         dist.all_reduce(code_counts)
-        sums = dict(zip(names, packed[:-1]))
+        sums = dict(zip(names, packed[:-1], strict=True))
         count = packed[-1]
     if count.item() == 0:
         return {}
@@ -539,8 +543,12 @@ def _loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult:
     sample_images = _first_images(run, 8)
     images_per_step = train.batch_size * train.accumulate * run.world_size
     progress = Progress(
-        total=train.max_steps, start=run.step, images_per_step=images_per_step, mode=config.run.progress,
-        log_every=config.run.log_every, enabled=run.is_main,
+        total=train.max_steps,
+        start=run.step,
+        images_per_step=images_per_step,
+        mode=config.run.progress,
+        log_every=config.run.log_every,
+        enabled=run.is_main,
     )
     started = time.perf_counter()
     start_step = run.step
@@ -611,7 +619,11 @@ def _validate_and_keep_best(run, loader, metrics_writer, progress) -> dict[str, 
     if metrics:
         progress.write(
             f"validation @ step {run.step}: "
-            + " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "rec_loss", "psnr", "codebook_usage", "perplexity"))
+            + " ".join(
+                f"{k} {v:.4g}"
+                for k, v in metrics.items()
+                if k in ("loss", "rec_loss", "psnr", "codebook_usage", "perplexity")
+            )
         )
     key = run.config.train.best_metric
     value = metrics.get(key)
@@ -708,9 +720,7 @@ def _report_skipped(run: RunContext) -> None:
     for index, message in run.skipped_items:
         counts[index] = counts.get(index, 0) + 1
         messages[index] = message
-    run.log(
-        f"skipped {len(counts)} unreadable item(s) {len(run.skipped_items)} time(s) (train.skip_bad_items = true):"
-    )
+    run.log(f"skipped {len(counts)} unreadable item(s) {len(run.skipped_items)} time(s) (train.skip_bad_items = true):")
     for index in sorted(counts)[:20]:
         run.log(f"  item {index} ({counts[index]}x): {messages[index]}")
     if len(counts) > 20:
@@ -729,8 +739,13 @@ def _used_components(config) -> list[dict[str, Any]]:
     for kind, component in used:
         entry = registry.get(kind, component.type)
         records.append(
-            {"kind": kind, "name": entry.name, "plugin": entry.plugin, "distribution": entry.distribution,
-             "version": entry.version}
+            {
+                "kind": kind,
+                "name": entry.name,
+                "plugin": entry.plugin,
+                "distribution": entry.distribution,
+                "version": entry.version,
+            }
         )
     return records
 
@@ -747,7 +762,8 @@ def _register_callbacks(run: RunContext) -> list[Any]:
 
 def describe_result(result: RunResult) -> str:
     terms = " ".join(
-        f"{k} {v:.4g}" for k, v in result.final_metrics.items()
+        f"{k} {v:.4g}"
+        for k, v in result.final_metrics.items()
         if k == "loss" or k.endswith("_loss") or k in ("d_total",)
     )
     lines = [
@@ -757,8 +773,12 @@ def describe_result(result: RunResult) -> str:
     ]
     if result.val_metrics:
         lines.append(
-            "validation: " + " ".join(f"{k} {v:.4g}" for k, v in result.val_metrics.items()
-                                      if k in ("rec_loss", "psnr", "codebook_usage", "perplexity"))
+            "validation: "
+            + " ".join(
+                f"{k} {v:.4g}"
+                for k, v in result.val_metrics.items()
+                if k in ("rec_loss", "psnr", "codebook_usage", "perplexity")
+            )
         )
     lines.append(f"run directory: {result.run_dir}")
     return "\n".join(lines)

@@ -89,9 +89,7 @@ def build_tiny_text(config: TinyTextConfig, context=None) -> TinyText:
 class _TinyDiscriminator(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, hidden, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 1, 3, 1, 1)
-        )
+        self.net = nn.Sequential(nn.Conv2d(3, hidden, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
