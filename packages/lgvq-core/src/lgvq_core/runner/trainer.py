@@ -163,15 +163,7 @@ def build_components(config, info: distr.DistInfo, device: torch.device, log=pri
 
         text_encoder = registry.build("text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**base))
         text_encoder = text_encoder.freeze().to(device)
-        options = config.text_encoder.config
-        text_cache = TextFeatureCache(
-            text_encoder,
-            mode=options.cache,
-            directory=options.cache_dir,
-            dtype=options.cache_dtype,
-            batch_size=options.batch_size,
-            device=device,
-        )
+        text_cache = TextFeatureCache.from_config(text_encoder, config.text_encoder.config, device=device)
 
     from lgvq_core.text_cache import cache_root
 
