@@ -123,8 +123,9 @@ def lgvq_make_optimizers(run: Any) -> Any:
     Called once on every rank after the model is built and moved to its device, before any
     checkpoint is loaded.
 
-    :param run: the run context; ``run.model`` holds the tokenizer, ``run.guidance`` the alignment
-        module (or ``None``), ``run.config`` the validated run file.
+    :param run: the run context; ``run.generator_parameters`` (tokenizer + alignment heads) and
+        ``run.discriminator_parameters`` hold the trainable parameters, ``run.model`` the tokenizer,
+        ``run.guidance`` the alignment module (or ``None``), ``run.config`` the validated run file.
     :returns: a :class:`lgvq_core.runner.optim.Optimizers` (``generator`` and, when the backbone
         has a discriminator, ``discriminator``), or ``None`` to let the next implementation answer.
     """

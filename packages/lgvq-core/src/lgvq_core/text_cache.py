@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from typing import Literal
 
 import torch
 
+from lgvq_core.atomic import write_bytes_atomic
 from lgvq_core.text import TextEncoder, TextFeatures
 
 #: Version of the disk format; part of the folder name, so a new format never reads old shards.
@@ -244,7 +244,7 @@ class TextFeatureCache:
     def _write_identity_note(self) -> None:
         note = self.folder / "identity.txt"
         if not note.exists():
-            _atomic_write(note, (self.encoder.identity + "\n").encode("utf-8"))
+            write_bytes_atomic(note, (self.encoder.identity + "\n").encode("utf-8"))
 
     def _scan(self) -> None:
         """Index captions of shards not seen yet, from their headers only."""
@@ -321,32 +321,8 @@ class TextFeatureCache:
         }
         name = f"{_SHARD_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:12]}{_SHARD_SUFFIX}"
         path = self.folder / name
-        _atomic_write(path, save(chunk, metadata=metadata))
+        write_bytes_atomic(path, save(chunk, metadata=metadata))
         self._known_shards.add(name)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    try:
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
 
 
 def _warn_skipped(path: Path, exc: Exception) -> None:

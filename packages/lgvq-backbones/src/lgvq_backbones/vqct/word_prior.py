@@ -28,9 +28,8 @@ be inspected, edited and fed back through ``word_list``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from pathlib import Path
 import torch
 
 from lgvq_backbones.vqct.tagging import TaggedToken, load_tagger
+from lgvq_core.atomic import write_bytes_atomic, write_json_atomic
 
 #: Bump when the way a prior is built changes: cached priors of other versions are rebuilt.
 PRIOR_VERSION = 1
@@ -266,23 +266,6 @@ def _digest(parts: Iterable[str]) -> str:
     return hasher.hexdigest()
 
 
-def _save_atomic(obj, path: Path, write: Callable[[object, str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        write(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_json(obj, tmp: str) -> None:
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-
-
 def _load_cached(path: Path, key: str) -> WordPrior | None:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -386,8 +369,10 @@ def build_word_prior(
             "edges": [[a, n, w] for (a, n), w in graph.edges.items()],
             "vectors": vectors,
         }
-        _save_atomic(payload, cache_path, torch.save)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_bytes_atomic(cache_path, buffer.getvalue())
         words_path = cache_path.with_name(f"vqct-words-{key[:16]}.json")
-        _save_atomic(graph.to_json(), words_path, _write_json)
+        write_json_atomic(words_path, graph.to_json(), indent=1)
         log(f"vqct: word prior cached at {cache_path} (word list for review: {words_path})")
     return prior

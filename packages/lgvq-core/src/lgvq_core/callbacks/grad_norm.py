@@ -28,7 +28,7 @@ class GradNorm:
         # Gradients of the step just taken are still in .grad (they are cleared at the next step).
         run.extra_metrics["grad_norm/generator"] = _norm(run.generator_parameters, self.config.norm_type)
         if run.discriminator is not None:
-            run.extra_metrics["grad_norm/discriminator"] = _norm(run.discriminator.parameters(), self.config.norm_type)
+            run.extra_metrics["grad_norm/discriminator"] = _norm(run.discriminator_parameters, self.config.norm_type)
 
 
 def build(config: GradNormConfig, context=None) -> GradNorm:

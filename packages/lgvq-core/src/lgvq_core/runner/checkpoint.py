@@ -28,51 +28,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lgvq_core.atomic import fsync_dir, fsync_file, write_json_atomic
 from lgvq_core.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 FORMAT_VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def model_tensors(modules: dict[str, nn.Module | None], exclude: nn.Module | None = None) -> dict[str, torch.Tensor]:
@@ -165,8 +126,8 @@ def save_checkpoint(
         state = {**state, "checkpoint_id": checkpoint_id, "format_version": FORMAT_VERSION, "step": step}
         torch.save(state, tmp / STATE_FILE)
         for file in (MODEL_FILE, STATE_FILE):
-            _fsync_file(tmp / file)
-        _fsync_dir(tmp)
+            fsync_file(tmp / file)
+        fsync_dir(tmp)
         if final.exists():
             # Same step saved again (e.g. "best" then "last" at one step): replace it, keeping the
             # old copy until the new one is in place.
@@ -176,7 +137,7 @@ def save_checkpoint(
             shutil.rmtree(stale, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(checkpoint_dir)
+        fsync_dir(checkpoint_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

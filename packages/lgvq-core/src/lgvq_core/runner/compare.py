@@ -187,7 +187,7 @@ def compare_runs(
         "runs": [{"label": label, **info} for label, info in zip(columns, infos, strict=True)],
     }
     if out_dir is not None:
-        from lgvq_core.runner.checkpoint import write_json_atomic, write_text_atomic
+        from lgvq_core.atomic import write_json_atomic, write_text_atomic
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -83,12 +83,6 @@ def reduce_mean(values: dict[str, float], info: DistInfo, device: torch.device) 
     return dict(zip(keys, tensor.tolist(), strict=True))
 
 
-def reduce_sum_tensor(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on any rank (for coordinated stops)."""
     if not info.enabled:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from lgvq_core.atomic import write_json_atomic
 from lgvq_core.config.loader import LoadedRunFile, load_run_file
 from lgvq_core.config.schema import Component
 from lgvq_core.context import BuildContext
@@ -110,7 +111,7 @@ def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]]
         task_dir = out_dir / component.type
         metrics = task.run(model, data, task_dir)
         metrics = _json_safe(metrics)
-        ckpt.write_json_atomic(
+        write_json_atomic(
             out_dir / f"{component.type}.json", {"task": component.type, "step": model.step, "metrics": metrics}
         )
         results[component.type] = metrics

@@ -30,21 +30,16 @@ def effective_lr(train, world_size: int) -> float:
     return float(train.base_lr) * train.accumulate * world_size * train.batch_size
 
 
-def _trainable(module: torch.nn.Module | None) -> list[torch.nn.Parameter]:
-    if module is None:
-        return []
-    return [p for p in module.parameters() if p.requires_grad]
-
-
 @hookimpl(trylast=True)
 def lgvq_make_optimizers(run):
     """Default: Adam over tokenizer + alignment parameters, Adam over the discriminator."""
     train = run.config.train
-    params = _trainable(run.model) + _trainable(run.guidance)
-    generator = torch.optim.Adam(params, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+    generator = torch.optim.Adam(
+        run.generator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay
+    )
     discriminator = None
     if run.discriminator is not None:
         discriminator = torch.optim.Adam(
-            _trainable(run.discriminator), lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay
+            run.discriminator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay
         )
     return Optimizers(generator=generator, discriminator=discriminator)

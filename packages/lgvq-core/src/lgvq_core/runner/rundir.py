@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lgvq_core.atomic import write_json_atomic, write_text_atomic
 from lgvq_core.config.describe import dumps_toml, unstructure
 from lgvq_core.errors import RunDirError
-from lgvq_core.runner.checkpoint import write_json_atomic, write_text_atomic
 
 
 def create_run_dir(output_dir: str | Path, name: str) -> Path:

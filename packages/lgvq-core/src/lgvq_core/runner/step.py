@@ -157,7 +157,7 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
         _step_optimizer(
             optimizers.discriminator,
             run.scalers.discriminator,
-            list(run.discriminator.parameters()),
+            run.discriminator_parameters,
             run.config.train.grad_clip,
         )
     names = list(sums)

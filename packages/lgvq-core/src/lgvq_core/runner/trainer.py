@@ -80,6 +80,10 @@ class RunContext:
     last_output_stats: dict[str, torch.Tensor] = field(default_factory=dict)
     skipped_items: list[tuple[int, str]] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    #: Trainable tokenizer + alignment parameters (what the generator optimizer and clipping see).
+    generator_parameters: list[nn.Parameter] = field(default_factory=list)
+    #: Trainable discriminator parameters (empty without a discriminator).
+    discriminator_parameters: list[nn.Parameter] = field(default_factory=list)
 
     @property
     def rank(self) -> int:
@@ -92,13 +96,6 @@ class RunContext:
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
-
-    @property
-    def generator_parameters(self) -> list[nn.Parameter]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.guidance is not None:
-            params += [p for p in self.guidance.parameters() if p.requires_grad]
-        return params
 
     def autocast(self):
         precision = self.config.run.precision
@@ -238,6 +235,11 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         lr=optim_module.effective_lr(config.train, info.world_size),
         overrides=list(overrides or []),
     )
+    for module in (tokenizer, guidance):
+        if module is not None:
+            run.generator_parameters += [p for p in module.parameters() if p.requires_grad]
+    if discriminator is not None:
+        run.discriminator_parameters = [p for p in discriminator.parameters() if p.requires_grad]
 
     def on_quantize(output) -> None:
         run.last_output_stats = {k: v.detach() for k, v in output.stats.items()}
@@ -557,7 +559,10 @@ def _loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult:
                 if metrics is None:
                     raise LgvqError("no plugin answered lgvq_train_step")
                 run.step += 1
-                metrics.update({k: float(v) for k, v in run.last_output_stats.items()})
+                if run.last_output_stats:  # one device sync for every statistic
+                    names = list(run.last_output_stats)
+                    values = torch.stack([run.last_output_stats[n].float().reshape(()) for n in names]).tolist()
+                    metrics.update(zip(names, values, strict=True))
                 hook.lgvq_train_batch_end(run=run, metrics=metrics)
                 if run.step % config.run.log_every == 0 or run.step == train.max_steps:
                     metrics.update(run.extra_metrics)
