@@ -1,0 +1,44 @@
+"""What a model trained on a frozen tokenizer's codes sees of that tokenizer, and what it must offer.
+
+A downstream ("stage-2") model never runs the image encoder: the runner encodes each split once,
+caches the code indices on disk, and hands the model batches of cached codes plus whatever
+annotations its task needs. The model is built from its config and a :class:`FrozenTokenizer`.
+
+**Contract of a downstream model** (an ``nn.Module``):
+
+- ``__init__(config, tokenizer: FrozenTokenizer)``.
+- ``training_loss(batch: dict) -> dict[str, Tensor]``: scalar tensors; ``"loss"`` is what is
+  back-propagated, every other entry is logged. ``batch["codes"]`` is a ``LongTensor`` ``b h w``
+  (``b k h w`` when a position carries ``k`` indices); the other keys are the task's own and are
+  documented on the model. Random draws (dropout, condition dropout, diffusion time steps, masks)
+  use torch's global generator, which every checkpoint saves and restores, or a generator passed
+  in the batch as ``batch["generator"]``.
+- ``param_groups(weight_decay: float) -> list[dict]``: optimizer parameter groups (e.g. decay on
+  Linear weights only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FrozenTokenizer:
+    """The parts of a trained tokenizer a downstream model may depend on.
+
+    ``codebook`` is the frozen ``K x D`` float tensor of code vectors (detached, never trained by a
+    downstream model): visual tokens for language tasks are ``codebook[codes]``, since the codebook
+    is what differs between a baseline and a language-guided tokenizer.
+    """
+
+    codebook_size: int
+    grid: tuple[int, int]
+    code_dim: int
+    codebook: Any  # torch.Tensor, K x D
+    indices_per_position: int = 1
+
+    @property
+    def sequence_length(self) -> int:
+        """Number of code indices in one image's raster sequence."""
+        return self.grid[0] * self.grid[1] * self.indices_per_position
