@@ -431,8 +431,8 @@ def _run_file(**model):
 
 
 def test_vqct_backbone_defaults_to_the_vqct_quantizer_and_rejects_another(plugin_manager_with_backbones):
-    from lgvq_core.config.loader import validate
     from lgvq_core.errors import ConfigError
+    from lgvq_core.registry import validate_run_file as validate
 
     loaded = validate(_run_file(backbone={"type": "vqct"}))
     assert loaded.config.model.quantizer.type == "vqct"

@@ -9,14 +9,8 @@ import pytest
 
 from lgvq_core import hookimpl
 from lgvq_core.errors import DuplicateComponentError, PluginLoadError
-from lgvq_core.plugins import (
-    LgvqPluginManager,
-    disabled_from_env,
-    get_plugin_manager,
-    set_plugin_manager,
-    strict_from_env,
-)
-from lgvq_core.registry import Registry, get_registry
+from lgvq_core.plugins import LgvqPluginManager, disabled_from_env, strict_from_env
+from lgvq_core.registry import Registry, get_plugin_manager, get_registry, set_plugin_manager
 
 
 def test_builtin_plugins_load_through_entry_points_like_any_other(make_plugin_manager):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lgvq_core.config.loader import load_run_file
+from lgvq_core.registry import load_run_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RUN_FILES = sorted(p for p in EXAMPLES.rglob("*.toml") if "plugins" not in p.parts)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lgvq_core.config.describe import dumps_toml
-from lgvq_core.config.loader import load_run_file
+from lgvq_core.registry import load_run_file
+from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import read_metrics
-from lgvq_core.runner.trainer import train
 
 
 @pytest.mark.slow

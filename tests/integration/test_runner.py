@@ -16,12 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from lgvq_core.config.describe import dumps_toml
-from lgvq_core.config.loader import load_run_file
 from lgvq_core.errors import NonFiniteLossError
-from lgvq_core.plugins import get_plugin_manager, hookimpl
+from lgvq_core.plugins import hookimpl
+from lgvq_core.registry import get_plugin_manager, load_run_file
 from lgvq_core.runner.checkpoint import load_checkpoint, resolve_checkpoint
+from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import create_run_dir, read_metrics
-from lgvq_core.runner.trainer import train
 
 LG_TERMS = ("semantic_nce_loss", "masked_text_loss", "relation_loss")
 

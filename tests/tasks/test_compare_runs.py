@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lgvq_core.config.loader import load_run_file
 from lgvq_core.errors import RunDirError
+from lgvq_core.registry import load_run_file
 from lgvq_core.runner.compare import compare_runs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "compare.toml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lgvq_core.config.loader import Problem
+from lgvq_core.config.problems import Problem
 from lgvq_core.errors import ConfigError
 
 

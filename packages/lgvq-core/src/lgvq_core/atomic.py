@@ -32,12 +32,31 @@ def fsync_file(path: str | Path) -> None:
         os.fsync(handle.fileno())
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the platform allows (threads may be writing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (creating its folder if needed)."""
+    """Replace ``path`` with ``data`` atomically (creating its folder if needed).
+
+    The file gets the permissions of any file the user creates (0666 less the umask), not the
+    0600 of a temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()

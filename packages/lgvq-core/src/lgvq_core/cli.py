@@ -43,40 +43,8 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def plugins_report() -> dict:
-    """Plugins, their components, failures, disabled plugins and name conflicts, as plain data."""
-    from lgvq_core.specs import KINDS
-
-    registry = _registry()
-    manager = registry.manager
-    plugins = []
-    for name, info in sorted(manager.infos.items()):
-        components = {
-            kind.replace("_", "-"): [e.name for e in registry.entries(kind) if e.plugin == name] for kind in KINDS
-        }
-        plugins.append(
-            {
-                "name": name,
-                "distribution": info.distribution,
-                "version": info.version,
-                "module": info.module,
-                "components": {k: v for k, v in components.items() if v},
-            }
-        )
-    failed = [
-        {"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error}
-        for f in registry.failures
-    ]
-    return {
-        "plugins": plugins,
-        "failed": failed,
-        "disabled": sorted(manager.disabled),
-        "conflicts": registry.conflict_messages(),
-    }
-
-
 def cmd_plugins(args: argparse.Namespace) -> int:
-    report = plugins_report()
+    report = _registry().report()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -115,7 +83,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from lgvq_core.config.loader import load_run_file
+    from lgvq_core.registry import load_run_file
 
     try:
         loaded = load_run_file(args.file, overrides=args.set)

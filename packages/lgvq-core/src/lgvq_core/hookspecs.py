@@ -22,6 +22,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterable
 
+    from lgvq_core.runner.context import RunContext
     from lgvq_core.specs import BackboneSpec, ComponentSpec
 
 PROJECT = "lgvq"
@@ -117,7 +118,7 @@ def lgvq_callbacks() -> Iterable[ComponentSpec]:
 
 
 @hookspec(firstresult=True)
-def lgvq_make_optimizers(run: Any) -> Any:
+def lgvq_make_optimizers(run: RunContext) -> Any:
     """Create the optimizers for a run.
 
     Called once on every rank after the model is built and moved to its device, before any
@@ -132,7 +133,7 @@ def lgvq_make_optimizers(run: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def lgvq_train_step(run: Any, batch: Any) -> Any:
+def lgvq_train_step(run: RunContext, batch: Any) -> Any:
     """Run one optimisation step.
 
     Called on every rank, once per optimizer step. The default implementation computes, for each
@@ -157,7 +158,7 @@ def lgvq_train_step(run: Any, batch: Any) -> Any:
 
 
 @hookspec
-def lgvq_train_start(run: Any) -> None:
+def lgvq_train_start(run: RunContext) -> None:
     """Called on every rank once the model, optimizers and data are ready, before the first step.
 
     After a resume, ``run.step`` is the step the checkpoint was written at.
@@ -167,7 +168,7 @@ def lgvq_train_start(run: Any) -> None:
 
 
 @hookspec
-def lgvq_after_quantize(run: Any, output: Any) -> None:
+def lgvq_after_quantize(run: RunContext, output: Any) -> None:
     """Called on every rank in each training step, right after the tokenizer's forward pass.
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
@@ -178,7 +179,7 @@ def lgvq_after_quantize(run: Any, output: Any) -> None:
 
 
 @hookspec
-def lgvq_train_batch_end(run: Any, metrics: Any) -> None:
+def lgvq_train_batch_end(run: RunContext, metrics: Any) -> None:
     """Called on every rank after each optimisation step (after gradient accumulation completes).
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
@@ -188,7 +189,7 @@ def lgvq_train_batch_end(run: Any, metrics: Any) -> None:
 
 
 @hookspec
-def lgvq_validation_end(run: Any, metrics: Any) -> None:
+def lgvq_validation_end(run: RunContext, metrics: Any) -> None:
     """Called on **every rank** after each validation pass.
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
@@ -198,7 +199,7 @@ def lgvq_validation_end(run: Any, metrics: Any) -> None:
 
 
 @hookspec
-def lgvq_save_checkpoint(run: Any, state: Any) -> None:
+def lgvq_save_checkpoint(run: RunContext, state: Any) -> None:
     """Called on rank 0 while a checkpoint is assembled, before it is written.
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
@@ -209,7 +210,7 @@ def lgvq_save_checkpoint(run: Any, state: Any) -> None:
 
 
 @hookspec
-def lgvq_load_checkpoint(run: Any, state: Any) -> None:
+def lgvq_load_checkpoint(run: RunContext, state: Any) -> None:
     """Called on every rank after a checkpoint was loaded for ``--resume``.
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
@@ -218,7 +219,7 @@ def lgvq_load_checkpoint(run: Any, state: Any) -> None:
 
 
 @hookspec
-def lgvq_train_end(run: Any) -> None:
+def lgvq_train_end(run: RunContext) -> None:
     """Called on every rank when training ends normally or is interrupted by SIGINT/SIGTERM.
 
     :param run: the run context; ``run.stop_reason`` says why training ended: ``"max_steps"``,
@@ -227,7 +228,7 @@ def lgvq_train_end(run: Any) -> None:
 
 
 @hookspec
-def lgvq_exception(run: Any, exc: Any) -> None:
+def lgvq_exception(run: RunContext, exc: Any) -> None:
     """Called on every rank when training fails with an exception, before it propagates.
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).

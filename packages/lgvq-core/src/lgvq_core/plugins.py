@@ -174,25 +174,3 @@ def _distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
     if dist is None:
         return "?", "?"
     return dist.metadata["Name"] or "?", dist.version or "?"
-
-
-_GLOBAL: LgvqPluginManager | None = None
-
-
-def get_plugin_manager() -> LgvqPluginManager:
-    """The process-wide plugin manager, loading entry points on first use."""
-    global _GLOBAL
-    if _GLOBAL is None:
-        manager = LgvqPluginManager()
-        manager.load_entry_points()
-        _GLOBAL = manager
-    return _GLOBAL
-
-
-def set_plugin_manager(manager: LgvqPluginManager | None) -> None:
-    """Replace (or with ``None`` forget) the process-wide plugin manager; used by tests."""
-    global _GLOBAL
-    _GLOBAL = manager
-    from lgvq_core import registry
-
-    registry.forget_registry()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
-from lgvq_core.plugins import LgvqPluginManager, PluginFailure, get_plugin_manager
+from lgvq_core.plugins import LgvqPluginManager, PluginFailure
 from lgvq_core.specs import (
     HOOK_FOR_KIND,
     KINDS,
@@ -89,6 +89,34 @@ class Registry:
     def failures(self) -> list[PluginFailure]:
         return self.manager.failures
 
+    def report(self) -> dict[str, Any]:
+        """Plugins, their components, failures, disabled plugins and name conflicts, as plain data
+        (``lgvq plugins --json`` and a run directory's ``plugins.json``)."""
+        plugins = []
+        for name, info in sorted(self.manager.infos.items()):
+            components = {
+                display_kind(kind): [e.name for e in self.entries(kind) if e.plugin == name] for kind in KINDS
+            }
+            plugins.append(
+                {
+                    "name": name,
+                    "distribution": info.distribution,
+                    "version": info.version,
+                    "module": info.module,
+                    "components": {k: v for k, v in components.items() if v},
+                }
+            )
+        failed = [
+            {"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error}
+            for f in self.failures
+        ]
+        return {
+            "plugins": plugins,
+            "failed": failed,
+            "disabled": sorted(self.manager.disabled),
+            "conflicts": self.conflict_messages(),
+        }
+
     def conflict_messages(self) -> list[str]:
         return [self._conflict_message(kind, key) for kind in KINDS for key in self.conflicts[kind]]
 
@@ -140,29 +168,43 @@ class Registry:
 
         Raises :class:`~lgvq_core.errors.ConfigError` listing every problem of the table.
         """
-        from lgvq_core.config.loader import Component, structure_component
+        from lgvq_core.config import loader
 
         component = table
-        if not isinstance(table, Component):
-            component = structure_component(kind, table, path, registry=self)
+        if not isinstance(table, loader.Component):
+            component = loader.structure_component(kind, table, path, registry=self)
         spec = self.get_spec(kind, component.type, f"{path}.type")
         factory = spec.load_factory()
         return factory(component.config, context)
 
 
+# The process-wide plugin manager and its registry: one pair, one accessor each.
+_MANAGER: LgvqPluginManager | None = None
 _REGISTRY: Registry | None = None
 
 
+def get_plugin_manager() -> LgvqPluginManager:
+    """The process-wide plugin manager, loading the ``lgvq`` entry points on first use."""
+    global _MANAGER
+    if _MANAGER is None:
+        manager = LgvqPluginManager()
+        manager.load_entry_points()
+        _MANAGER = manager
+    return _MANAGER
+
+
 def get_registry() -> Registry:
-    """The registry of the process-wide plugin manager."""
+    """The registry of the process-wide plugin manager (built on first use)."""
     global _REGISTRY
     if _REGISTRY is None:
         _REGISTRY = Registry(get_plugin_manager())
     return _REGISTRY
 
 
-def forget_registry() -> None:
-    global _REGISTRY
+def set_plugin_manager(manager: LgvqPluginManager | None) -> None:
+    """Replace (or with ``None`` forget) the process-wide plugin manager and its registry."""
+    global _MANAGER, _REGISTRY
+    _MANAGER = manager
     _REGISTRY = None
 
 
@@ -179,3 +221,24 @@ def get_spec(kind: str, name: str, path: str = "$") -> ComponentSpec:
 def build(kind: str, table: Mapping[str, Any] | Any, path: str = "$", context: Any = None) -> Any:
     """Validate ``table`` against the component's config class and call its factory."""
     return get_registry().build(kind, table, path, context)
+
+
+def load_run_file(path, overrides: list[str] | None = None):
+    """Read, override and validate a run file against the installed plugins; creates nothing."""
+    from lgvq_core.config import loader
+
+    return loader.load_run_file(path, overrides, registry=get_registry())
+
+
+def validate_run_file(raw: Mapping[str, Any], source: str = "<run file>"):
+    """Structure and check a parsed run file against the installed plugins."""
+    from lgvq_core.config import loader
+
+    return loader.validate(raw, registry=get_registry(), source=source)
+
+
+def structure_component(kind: str, table: Mapping[str, Any], path: str = "$"):
+    """Validate one component table against the installed plugins."""
+    from lgvq_core.config import loader
+
+    return loader.structure_component(kind, table, path, registry=get_registry())

@@ -15,20 +15,12 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
+from lgvq_core.image_quality import psnr_per_image
 from lgvq_core.runner.samples import save_reconstruction_grid
 from lgvq_tasks.config import ReconstructionConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.split import LOCAL_METRIC, split_batches
 from lgvq_tasks.usage import CodeUsage
-
-#: PSNR of an exact reconstruction is capped here (MSE floor 1e-10), as in training validation.
-MSE_FLOOR = 1e-10
-
-
-def psnr_per_image(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """b: 10·log10(1 / MSE) of each image pair on [0, 1]."""
-    mse = (images.double() - recon.double()).pow(2).flatten(1).mean(1).clamp_min(MSE_FLOOR)
-    return 10 * torch.log10(1.0 / mse)
 
 
 class MeanPSNR(Metric):

@@ -9,7 +9,7 @@ import attrs
 
 from lgvq_backbones.vqgan.config import VQGANConfig
 from lgvq_core.config.fields import non_negative, option, positive
-from lgvq_core.config.loader import Problem
+from lgvq_core.config.problems import Problem
 
 
 def _open_unit_interval(instance: Any, attribute: attrs.Attribute, value: float) -> None:

@@ -12,7 +12,7 @@ import attrs
 from lgvq_backbones.vqct.tagging import BUILTIN_TAGGERS
 from lgvq_backbones.vqgan.config import VQGANConfig
 from lgvq_core.config.fields import non_negative, option, positive, probability
-from lgvq_core.config.loader import Problem
+from lgvq_core.config.problems import Problem
 
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 

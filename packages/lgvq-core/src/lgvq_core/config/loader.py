@@ -20,21 +20,10 @@ import attrs
 import cattrs
 import tomli
 
+from lgvq_core.config.problems import Problem
 from lgvq_core.config.schema import Component, RunFile
 from lgvq_core.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 from lgvq_core.specs import BackboneSpec, normalize_kind
-
-
-@attrs.frozen
-class Problem:
-    """One problem of a run file. ``warning`` problems are reported but do not fail a check."""
-
-    path: str
-    message: str
-    warning: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.path}: {'warning: ' if self.warning else ''}{self.message}"
 
 
 @attrs.frozen
@@ -108,7 +97,7 @@ def config_fields(cls: type) -> tuple[attrs.Attribute, ...]:
     return _fields(cls)
 
 
-def _is_optional(tp: Any) -> tuple[bool, Any]:
+def split_optional(tp: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -120,7 +109,7 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 
 def describe_type(tp: Any) -> str:
     """A short human name for a field type (``int``, ``"a" | "b"``, ``list[float]``)."""
-    optional, inner = _is_optional(tp)
+    optional, inner = split_optional(tp)
     suffix = " | None" if optional else ""
     if typing.get_origin(inner) is Literal:
         return " | ".join(repr(v) if not isinstance(v, str) else f'"{v}"' for v in typing.get_args(inner)) + suffix
@@ -130,7 +119,7 @@ def describe_type(tp: Any) -> str:
 
 
 def _structure_leaf(value: Any, tp: Any, path: str) -> tuple[Any, list[Problem]]:
-    optional, inner = _is_optional(tp)
+    optional, inner = split_optional(tp)
     if value is None:
         if optional:
             return None, []
@@ -240,7 +229,7 @@ class _Walker:
 
     def value(self, field: attrs.Attribute, value: Any, path: str) -> Any:
         kind = field.metadata.get("component")
-        optional, inner = _is_optional(field.type)
+        optional, inner = split_optional(field.type)
         if kind is not None:
             if typing.get_origin(inner) is list:
                 if not isinstance(value, list):
@@ -284,12 +273,11 @@ class _Walker:
         return Component(type=entry.spec.name, config=config)
 
 
-def structure_component(kind: str, table: Mapping[str, Any], path: str = "$", registry: Any = None) -> Component:
-    """Validate one component table; raise :class:`ConfigError` with every problem."""
-    if registry is None:
-        from lgvq_core.registry import get_registry
+def structure_component(kind: str, table: Mapping[str, Any], path: str = "$", *, registry: Any) -> Component:
+    """Validate one component table against ``registry``; raise :class:`ConfigError` with every problem.
 
-        registry = get_registry()
+    ``lgvq_core.registry.structure_component`` does this against the installed plugins.
+    """
     walker = _Walker(registry)
     component = walker.component(normalize_kind(kind), table, path)
     if walker.problems or component is None:
@@ -345,12 +333,8 @@ def parse_toml(text: str) -> dict[str, Any]:
         raise ConfigError([f"$: invalid TOML at {where}: {msg}"]) from None
 
 
-def validate(raw: Mapping[str, Any], registry: Any = None, source: str = "<run file>") -> LoadedRunFile:
+def validate(raw: Mapping[str, Any], *, registry: Any, source: str = "<run file>") -> LoadedRunFile:
     """Structure and check a parsed run file; raise :class:`ConfigError` listing every problem."""
-    if registry is None:
-        from lgvq_core.registry import get_registry
-
-        registry = get_registry()
     raw = dict(raw)
     walker = _Walker(registry)
     _fill_default_quantizer(raw, registry)
@@ -391,9 +375,13 @@ def _fill_default_quantizer(raw: dict[str, Any], registry: Any) -> None:
 def load_run_file(
     path: str | Path,
     overrides: list[str] | None = None,
-    registry: Any = None,
+    *,
+    registry: Any,
 ) -> LoadedRunFile:
-    """Read, override and validate a run file. Creates nothing on disk."""
+    """Read, override and validate a run file against ``registry``. Creates nothing on disk.
+
+    ``lgvq_core.registry.load_run_file`` does this against the installed plugins.
+    """
     from lgvq_core.config.overrides import apply_overrides
 
     path = Path(path)
@@ -408,9 +396,5 @@ def load_run_file(
     except ConfigError as exc:
         raise ConfigError(exc.problems, source=str(path)) from None
     if overrides:
-        if registry is None:
-            from lgvq_core.registry import get_registry
-
-            registry = get_registry()
         raw = apply_overrides(raw, overrides, registry, source=str(path))
     return validate(raw, registry=registry, source=str(path))

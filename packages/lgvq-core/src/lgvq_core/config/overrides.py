@@ -16,7 +16,7 @@ from typing import Any, Literal
 import attrs
 import tomli
 
-from lgvq_core.config.loader import _is_optional, config_fields
+from lgvq_core.config.loader import config_fields, split_optional
 from lgvq_core.config.schema import RunFile
 from lgvq_core.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 
@@ -54,7 +54,7 @@ def _is_string_field(parts: list[str | int], raw: Mapping[str, Any], registry: A
             return False
         node = node.get(part) if isinstance(node, Mapping) else None
         kind = field.metadata.get("component")
-        _, tp = _is_optional(field.type)
+        _, tp = split_optional(field.type)
         if kind is not None:
             if typing.get_origin(tp) is list:
                 i += 1

@@ -222,8 +222,8 @@ def _train_both(path: Path, overrides: list[str]) -> tuple[list[Path], list[str]
     """Train ``path`` as given and without its alignment losses, same seed; evaluate both."""
     import time
 
-    from lgvq_core.config.loader import load_run_file
-    from lgvq_core.runner.trainer import describe_result, train
+    from lgvq_core.registry import load_run_file
+    from lgvq_core.runner.loop import describe_result, train
 
     loaded = load_run_file(path, overrides=overrides)
     config = loaded.config

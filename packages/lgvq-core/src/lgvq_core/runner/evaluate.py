@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from lgvq_core.atomic import write_json_atomic
-from lgvq_core.config.loader import LoadedRunFile, load_run_file
+from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.config.schema import Component
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError, RunDirError
-from lgvq_core.registry import get_registry
+from lgvq_core.registry import get_registry, load_run_file
 from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
 from lgvq_core.tasks import TrainedModel
@@ -32,7 +32,7 @@ def load_trained(
     overrides: list[str] | None = None,
 ) -> tuple[TrainedModel, Any, LoadedRunFile]:
     """Rebuild a run's tokenizer (and alignment heads) and load a checkpoint; returns the val split too."""
-    from lgvq_core.runner.trainer import build_components
+    from lgvq_core.runner.components import build_components
 
     run_dir = Path(run_dir)
     resolved = run_dir / "resolved.toml"
@@ -44,29 +44,28 @@ def load_trained(
     loaded = load_run_file(resolved, overrides=overrides)
     config = loaded.config
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
-    info = distr.DistInfo()
-    torch_device = distr.resolve_device(config.run.device, info)
-    parts = build_components(config, info, torch_device, log=lambda m: print(m, flush=True))
+    torch_device = distr.resolve_device(config.run.device, distr.DistInfo())
+    parts = build_components(config, torch_device, log=lambda m: print(m, flush=True))
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
-    tokenizer = parts["tokenizer"]
+    tokenizer = parts.tokenizer
     ckpt.load_module(tokenizer, tensors, "tokenizer", path)
-    guidance = parts["guidance"]
+    guidance = parts.guidance
     if guidance is not None:
         ckpt.load_module(guidance, tensors, "guidance", path)
         guidance = guidance.to(torch_device).eval()
     model = TrainedModel(
         tokenizer=tokenizer.to(torch_device).eval(),
         guidance=guidance,
-        text_encoder=parts["text_encoder"],
-        text_cache=parts["text_cache"],
+        text_encoder=parts.text_encoder,
+        text_cache=parts.text_cache,
         device=torch_device,
         config=config,
         run_dir=run_dir,
         step=int(state.get("step", 0)),
         batch_size=config.train.batch_size,
-        extra={"train_data": parts["train_data"]},
+        extra={"train_data": parts.train_data},
     )
-    return model, parts["val_data"], loaded
+    return model, parts.val_data, loaded
 
 
 def task_components(loaded: LoadedRunFile, names: list[str] | None) -> list[tuple[str, Component]]:
@@ -83,7 +82,7 @@ def task_components(loaded: LoadedRunFile, names: list[str] | None) -> list[tupl
         if canonical in configured:
             chosen.append(configured[canonical])
         else:
-            chosen.append(("--tasks", structure_component("task", {"type": canonical}, "--tasks", registry)))
+            chosen.append(("--tasks", structure_component("task", {"type": canonical}, "--tasks", registry=registry)))
     return chosen
 
 
@@ -142,8 +141,18 @@ def _flatten(metrics: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return []
 
 
-def evaluate_in_process(run) -> dict[str, Any]:
-    """The run file's ``[[tasks]]`` on the model just trained (rank 0, end of ``lgvq run``)."""
+def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
+    """The run file's ``[[tasks]]`` at the end of ``lgvq run`` (rank 0).
+
+    The tasks see the weights of ``checkpoint`` (``best``, falling back to ``last``), the same
+    checkpoint ``lgvq eval`` uses by default, so both give the same numbers. The run is over, so
+    the weights are loaded into the run's own modules.
+    """
+    path = ckpt.resolve_checkpoint(run.run_dir, checkpoint)
+    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
+    ckpt.load_module(run.model, tensors, "tokenizer", path)
+    if run.guidance is not None:
+        ckpt.load_module(run.guidance, tensors, "guidance", path)
     model = TrainedModel(
         tokenizer=run.model.eval(),
         guidance=run.guidance.eval() if run.guidance is not None else None,
@@ -152,11 +161,12 @@ def evaluate_in_process(run) -> dict[str, Any]:
         device=run.device,
         config=run.config,
         run_dir=run.run_dir,
-        step=run.step,
+        step=int(state.get("step", run.step)),
         batch_size=run.config.train.batch_size,
         extra={"train_data": run.train_data},
     )
     tasks = [(f"$.tasks[{i}]", c) for i, c in enumerate(run.config.tasks)]
+    print(f"evaluating {path.name} ({checkpoint})", flush=True)
     with torch.no_grad():
         results = run_tasks(model, run.val_data, tasks, run.run_dir / "eval")
     print(format_table(results), flush=True)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from lgvq_core.config.loader import load_run_file
 from lgvq_core.errors import ConfigError, RunDirError
+from lgvq_core.registry import load_run_file
 from lgvq_core.runner.checkpoint import resolve_checkpoint
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.trainer import describe_result, train
+    from lgvq_core.runner.loop import describe_result, train
 
     overrides = list(args.set or [])
     if args.device:
@@ -43,9 +42,3 @@ def _is_main() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from lgvq_core.cli import main
-
-    sys.exit(main(["run", *sys.argv[1:]]))

@@ -31,9 +31,10 @@ from typing import Any
 import attrs
 import pytest
 
-from lgvq_core import plugins as lgvq_plugins
+from lgvq_core import registry as lgvq_registry
 from lgvq_core.config.describe import dumps_toml
-from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager, set_plugin_manager
+from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager
+from lgvq_core.registry import set_plugin_manager
 
 #: The run file of ``tiny_run_config``, without ``run.output_dir`` (the fixture sets it).
 #: The tiny-ae backbone with a small ``vq`` codebook on 32-pixel ``shapes`` images, the tiny-text
@@ -92,7 +93,7 @@ def make_plugin_manager() -> Iterator[Callable[..., LgvqPluginManager]]:
 
     The previous process-wide manager comes back when the test ends.
     """
-    previous = lgvq_plugins._GLOBAL
+    previous = lgvq_registry._MANAGER
     installed = False
 
     def make(

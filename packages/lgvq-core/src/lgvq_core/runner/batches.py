@@ -1,0 +1,91 @@
+"""The training stream and the validation loader.
+
+Data order, crops, flips and caption choice are a function of (seed, epoch, index) (see
+:class:`~lgvq_core.runner.sampling.TrainKeySampler`), and every loader has its own generator, so
+no loader draws from the global RNG that the model's random draws use: resuming is exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from lgvq_core.data.base import collate
+from lgvq_core.errors import DataError
+from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.sampling import ShardSampler, TrainKeySampler
+
+
+def train_loader(run: RunContext) -> tuple[DataLoader, TrainKeySampler]:
+    train = run.config.train
+    sampler = TrainKeySampler(run.train_data, run.config.run.seed, run.rank, run.world_size)
+    if len(sampler) < train.batch_size:
+        raise DataError(
+            f"the training split has {len(run.train_data)} items, fewer than one global batch "
+            f"({train.batch_size} x {run.world_size} processes); lower train.batch_size"
+        )
+    loader = DataLoader(
+        run.train_data,
+        batch_size=train.batch_size,
+        sampler=sampler,
+        num_workers=train.num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(run.config.run.seed),
+    )
+    return loader, sampler
+
+
+def val_loader(run: RunContext) -> DataLoader:
+    return DataLoader(
+        run.val_data,
+        batch_size=run.config.train.batch_size,
+        sampler=ShardSampler(len(run.val_data), run.rank, run.world_size),
+        num_workers=run.config.train.num_workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(run.config.run.seed),
+    )
+
+
+class BatchStream:
+    """Endless micro-batches in (epoch, position) order, resumable from ``run.batches_seen``."""
+
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.loader, self.sampler = train_loader(run)
+        self.per_epoch = len(self.sampler) // run.config.train.batch_size
+        self.iterator = None
+
+    def _start(self) -> None:
+        epoch, offset = divmod(self.run.batches_seen, self.per_epoch)
+        self.sampler.set_position(epoch, offset * self.run.config.train.batch_size)
+        self.iterator = iter(self.loader)
+
+    def next(self) -> dict[str, Any]:
+        while True:
+            if self.iterator is None:
+                self._start()
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                self.iterator = None
+                continue
+            self.run.batches_seen += 1
+            if self.run.batches_seen % self.per_epoch == 0:
+                self.iterator = None  # the epoch is complete; the next one reshuffles
+            self.run.skipped_items.extend(batch.get("skipped", []))
+            if batch["image"] is None:
+                continue  # every item of the batch was skipped (and reported)
+            batch["image"] = batch["image"].to(self.run.device, non_blocking=True)
+            return batch
+
+
+def first_images(run: RunContext, count: int) -> torch.Tensor | None:
+    """The first ``count`` validation images (rank 0), for sample grids."""
+    if not run.is_main or len(run.val_data) == 0:
+        return None
+    items = [run.val_data[i] for i in range(min(count, len(run.val_data)))]
+    return collate(items)["image"]

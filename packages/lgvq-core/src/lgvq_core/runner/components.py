@@ -1,0 +1,175 @@
+"""Building a run: data, text encoder and cache, tokenizer, alignment heads, discriminator, DDP.
+
+:func:`build_components` builds the parts from a validated run file (``lgvq eval`` uses it too);
+:func:`build_run` moves them to the device, wraps them for DistributedDataParallel, asks the
+plugins for optimizers and returns the :class:`~lgvq_core.runner.context.RunContext`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.context import BuildContext
+from lgvq_core.errors import ConfigError, DataError, LgvqError
+from lgvq_core.registry import get_registry
+from lgvq_core.runner import distributed as distr
+from lgvq_core.runner import optim as optim_module
+from lgvq_core.runner import step as step_module
+from lgvq_core.runner.context import RunContext, Scalers
+from lgvq_core.runner.step import DiscriminatorModule, GeneratorModule
+
+
+@dataclass
+class Components:
+    """The built parts of a run, on the CPU, before device placement and DDP wrapping."""
+
+    train_data: Any
+    val_data: Any
+    text_encoder: nn.Module | None
+    text_cache: Any
+    tokenizer: nn.Module
+    guidance: nn.Module | None
+    discriminator: nn.Module | None
+
+
+def build_components(config, device: torch.device, log=print) -> Components:
+    """Build data, text encoder + cache, quantizer, backbone, alignment heads and discriminator."""
+    registry = get_registry()
+    base = dict(device=str(device), seed=config.run.seed, log=log, skip_bad_items=config.train.skip_bad_items)
+    train_data = registry.build("dataset", config.data, "$.data", BuildContext(split="train", **base))
+    val_data = registry.build("dataset", config.data, "$.data", BuildContext(split="val", **base))
+    if len(train_data) == 0:
+        raise DataError("the training split of [data] is empty")
+    image_size = getattr(train_data, "image_size", None)
+
+    text_encoder = text_cache = None
+    if config.text_encoder is not None:
+        from lgvq_core.text_cache import TextFeatureCache
+
+        text_encoder = registry.build("text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**base))
+        text_encoder = text_encoder.freeze().to(device)
+        text_cache = TextFeatureCache.from_config(text_encoder, config.text_encoder.config, device=device)
+
+    from lgvq_core.text_cache import cache_root
+
+    context = BuildContext(
+        image_size=image_size,
+        text_encoder=text_encoder,
+        train_captions=train_data.all_captions,
+        cache_dir=str(cache_root() / "components"),
+        **base,
+    )
+    torch.manual_seed(config.run.seed)
+    quantizer = registry.build("quantizer", config.model.quantizer, "$.model.quantizer", context)
+    context.quantizer = quantizer
+    tokenizer = registry.build("backbone", config.model.backbone, "$.model.backbone", context)
+    guidance = _build_alignment(config, tokenizer, text_encoder, image_size, context, log) if config.alignment else None
+    return Components(
+        train_data=train_data,
+        val_data=val_data,
+        text_encoder=text_encoder,
+        text_cache=text_cache,
+        tokenizer=tokenizer,
+        guidance=guidance,
+        discriminator=tokenizer.make_discriminator(),
+    )
+
+
+def _build_alignment(config, tokenizer, text_encoder, image_size, context: BuildContext, log) -> nn.Module:
+    """The shared code ViT and every ``[[alignment]]`` loss, as one module."""
+    from lgvq_core.alignment.guidance import build_guidance
+
+    registry = get_registry()
+    if image_size is None:
+        raise ConfigError(["$.data: the dataset does not report image_size, which the code ViT needs"])
+    side = image_size // tokenizer.downsample
+    context.code_dim = tokenizer.code_dim
+    context.latent_size = (side, side)
+    losses = []
+    for i, component in enumerate(config.alignment):
+        module = registry.build("alignment_loss", component, f"$.alignment[{i}]", context)
+        losses.append((component.type, module, component.config.weight))
+        warning = getattr(module, "leak_warning", None)
+        declared = getattr(config.text_encoder.config, "causal", None)
+        message = warning(text_encoder) if callable(warning) and declared is None else None
+        if message:  # configs that declare `causal` were already warned about by the check
+            log(f"warning: $.alignment[{i}]: {message}")
+    return build_guidance(losses, config.code_vit.layers, config.code_vit.heads, context)
+
+
+def _register_defaults(manager) -> None:
+    """The default training step and optimizers are plugins like any other (tried last)."""
+    for module, name in ((step_module, "lgvq-default-step"), (optim_module, "lgvq-default-optimizers")):
+        if not manager.is_registered(module) and manager.get_plugin(name) is None:
+            manager.register(module, name=name)
+
+
+def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunContext:
+    """Everything a run needs, on its device, wrapped for DDP under ``torchrun``, with optimizers."""
+    config = loaded.config
+    info = distr.init_distributed(config.run.device)
+    device = distr.resolve_device(config.run.device, info)
+    if config.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def log(message: str) -> None:
+        if info.is_main:
+            print(message, flush=True)
+
+    parts = build_components(config, device, log)
+    tokenizer = parts.tokenizer.to(device)
+    guidance = parts.guidance.to(device) if parts.guidance is not None else None
+    discriminator = parts.discriminator.to(device) if parts.discriminator is not None else None
+    run = RunContext(
+        config=config,
+        loaded=loaded,
+        dist=info,
+        device=device,
+        model=tokenizer,
+        guidance=guidance,
+        discriminator=discriminator,
+        text_encoder=parts.text_encoder,
+        text_cache=parts.text_cache,
+        train_data=parts.train_data,
+        val_data=parts.val_data,
+        lr=optim_module.effective_lr(config.train, info.world_size),
+        overrides=list(overrides or []),
+    )
+    for module in (tokenizer, guidance):
+        if module is not None:
+            run.generator_parameters += [p for p in module.parameters() if p.requires_grad]
+    if discriminator is not None:
+        run.discriminator_parameters = [p for p in discriminator.parameters() if p.requires_grad]
+
+    def on_quantize(output) -> None:
+        run.last_output_stats = {k: v.detach() for k, v in output.stats.items()}
+        run.plugin_manager.hook.lgvq_after_quantize(run=run, output=output)
+
+    generator = GeneratorModule(tokenizer, guidance, run.text_encoder, on_quantize)
+    disc_module = DiscriminatorModule(tokenizer, discriminator) if discriminator is not None else None
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        generator = DistributedDataParallel(generator, device_ids=ids, find_unused_parameters=guidance is not None)
+        if disc_module is not None:
+            disc_module = DistributedDataParallel(disc_module, device_ids=ids)
+    run.generator_module = generator
+    run.discriminator_module = disc_module
+
+    manager = get_registry().manager
+    _register_defaults(manager)
+    run.plugin_manager = manager
+    run.optimizers = manager.hook.lgvq_make_optimizers(run=run)
+    if run.optimizers is None:
+        raise LgvqError("no plugin answered lgvq_make_optimizers")
+    fp16 = config.run.precision == "fp16"
+    run.scalers = Scalers(
+        generator=torch.amp.GradScaler(device.type, enabled=fp16),
+        discriminator=torch.amp.GradScaler(device.type, enabled=fp16),
+    )
+    return run

@@ -1,0 +1,113 @@
+"""The run context: everything a training run holds, as plugins see it.
+
+Every training-loop hook receives it as ``run``. New information is added here as a field, never as
+a hook parameter. The loop (:mod:`lgvq_core.runner.loop`) owns it; callbacks read it and may ask it
+to stop (:meth:`RunContext.request_stop`) or add numbers to the next metrics line
+(:attr:`RunContext.extra_metrics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.runner.distributed import DistInfo
+
+if TYPE_CHECKING:
+    from lgvq_core.config.schema import RunFile
+    from lgvq_core.runner.optim import Optimizers
+    from lgvq_core.text_cache import TextFeatureCache
+
+_AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Scalers:
+    """Gradient scalers (active with ``precision = "fp16"`` only)."""
+
+    generator: torch.amp.GradScaler
+    discriminator: torch.amp.GradScaler
+
+
+@dataclass
+class RunContext:
+    """Everything a run holds; the ``run`` argument of every training-loop hook.
+
+    ``model`` is the tokenizer (unwrapped); ``generator_module`` / ``discriminator_module`` are what
+    DistributedDataParallel wraps under ``torchrun`` (the plain modules otherwise).
+    """
+
+    config: RunFile
+    loaded: LoadedRunFile
+    dist: DistInfo
+    device: torch.device
+    model: nn.Module
+    guidance: nn.Module | None
+    discriminator: nn.Module | None
+    text_encoder: nn.Module | None
+    text_cache: TextFeatureCache | None
+    train_data: Any
+    val_data: Any
+    lr: float
+    run_dir: Path | None = None
+    generator_module: nn.Module | None = None
+    discriminator_module: nn.Module | None = None
+    optimizers: Optimizers | None = None
+    scalers: Scalers | None = None
+    plugin_manager: Any = None
+    #: Optimizer steps taken (a step may accumulate several micro-batches).
+    step: int = 0
+    #: Micro-batches drawn from the training stream (its resumable position).
+    batches_seen: int = 0
+    #: Why the loop stopped or will stop after this step: ``"max_steps"``, ``"signal"``, or a
+    #: callback's reason such as ``"early-stopping"``.
+    stop_reason: str | None = None
+    #: Best value of ``train.best_metric`` so far (lower is better).
+    best_value: float = math.inf
+    #: Callbacks may add numbers here; they are logged with the next metrics line.
+    extra_metrics: dict[str, float] = field(default_factory=dict)
+    last_output_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    skipped_items: list[tuple[int, str]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    #: Trainable tokenizer + alignment parameters (what the generator optimizer and clipping see).
+    generator_parameters: list[nn.Parameter] = field(default_factory=list)
+    #: Trainable discriminator parameters (empty without a discriminator).
+    discriminator_parameters: list[nn.Parameter] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def autocast(self):
+        """The autocast context of ``run.precision`` (a no-op for fp32)."""
+        precision = self.config.run.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPE[precision])
+
+    def text_features(self, captions: list[str]):
+        return self.text_cache.get(list(captions))
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step (``last`` is saved first)."""
+        self.stop_reason = reason
+
+    def log(self, message: str) -> None:
+        """Print on rank 0 only."""
+        if self.is_main:
+            print(message, flush=True)

@@ -1,0 +1,230 @@
+"""``lgvq run``: run file in, trained tokenizer and a complete run directory out.
+
+Reading order: :func:`train` builds the run (:mod:`~lgvq_core.runner.components`), writes the run
+directory, registers the run file's callbacks, restores ``last`` when resuming
+(:mod:`~lgvq_core.runner.state`), then :func:`run_loop` takes steps, logs, validates, saves
+samples and checkpoints until ``train.max_steps``, a signal, a callback's stop request, or an
+error. Finally the run file's ``[[tasks]]`` evaluate the checkpoint ``lgvq eval`` would use.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.context import BuildContext
+from lgvq_core.errors import LgvqError
+from lgvq_core.registry import get_registry
+from lgvq_core.runner import distributed as distr
+from lgvq_core.runner.batches import BatchStream, first_images, val_loader
+from lgvq_core.runner.components import build_run
+from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.progress import Progress
+from lgvq_core.runner.reporting import RunResult, describe_result, report_skipped, train_record, used_components
+from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, write_run_files
+from lgvq_core.runner.state import restore, save
+from lgvq_core.runner.validation import save_samples, validate_and_keep_best
+
+#: Stop reasons after which the run file's tasks evaluate the result (a signal skips them).
+EVALUATED_STOPS = ("max_steps", "early-stopping")
+
+
+class SignalGuard:
+    """SIGINT/SIGTERM request a clean stop (``last`` is saved); a second SIGINT aborts."""
+
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.previous: dict[int, Any] = {}
+        self.received = 0
+
+    def _handle(self, signum, frame) -> None:
+        self.received += 1
+        if self.received > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.run.request_stop("signal")
+        self.run.log(f"received {signal.Signals(signum).name}: saving checkpoints/last and stopping")
+
+    def __enter__(self) -> SignalGuard:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult:
+    """Take steps until ``train.max_steps`` or a stop request; ``last`` is saved at the end."""
+    config = run.config
+    train = config.train
+    stream = BatchStream(run)
+    validation_loader = val_loader(run)
+    sample_images = first_images(run, 8)
+    images_per_step = train.batch_size * train.accumulate * run.world_size
+    progress = Progress(
+        total=train.max_steps,
+        start=run.step,
+        images_per_step=images_per_step,
+        mode=config.run.progress,
+        log_every=config.run.log_every,
+        enabled=run.is_main,
+    )
+    started = time.perf_counter()
+    start_step = run.step
+    last_metrics: dict[str, float] = {}
+    val_metrics: dict[str, float] = {}
+    last_saved_step = run.step
+    hook = run.plugin_manager.hook
+    hook.lgvq_train_start(run=run)
+    try:
+        with SignalGuard(run):
+            while run.step < train.max_steps and run.stop_reason is None:
+                micro_batches = [stream.next() for _ in range(train.accumulate)]
+                metrics = hook.lgvq_train_step(run=run, batch=micro_batches)
+                if metrics is None:
+                    raise LgvqError("no plugin answered lgvq_train_step")
+                run.step += 1
+                if run.last_output_stats:  # one device sync for every statistic
+                    names = list(run.last_output_stats)
+                    values = torch.stack([run.last_output_stats[n].float().reshape(()) for n in names]).tolist()
+                    metrics.update(zip(names, values, strict=True))
+                hook.lgvq_train_batch_end(run=run, metrics=metrics)
+                if run.step % config.run.log_every == 0 or run.step == train.max_steps:
+                    metrics.update(run.extra_metrics)
+                    run.extra_metrics = {}
+                    metrics = distr.reduce_mean(metrics, run.dist, run.device)
+                    if metrics_writer is not None:
+                        metrics_writer.write(train_record(run, metrics, started, images_per_step))
+                last_metrics = metrics
+                progress.update(run.step, metrics)
+                is_last = run.step >= train.max_steps
+                if run.step % train.val_every == 0 or is_last:
+                    val_metrics = validate_and_keep_best(run, validation_loader, metrics_writer, progress)
+                if sample_images is not None and (run.step % train.sample_every == 0 or is_last):
+                    save_samples(run, sample_images)
+                if run.step % train.checkpoint_every == 0 and not is_last:
+                    save(run, ["last"])
+                    last_saved_step = run.step
+                if distr.any_rank(run.stop_reason is not None, run.dist, run.device) and run.stop_reason is None:
+                    run.stop_reason = "signal"
+    except BaseException as exc:
+        progress.close()
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        hook.lgvq_exception(run=run, exc=exc)
+        raise
+    progress.close()
+    if run.stop_reason is None:
+        run.stop_reason = "max_steps"
+    if run.step != last_saved_step or not (run.run_dir / "checkpoints" / "last.json").exists():
+        save(run, ["last"])
+    hook.lgvq_train_end(run=run)
+    seconds = time.perf_counter() - started
+    done = run.step - start_step
+    return RunResult(
+        run_dir=run.run_dir,
+        step=run.step,
+        stop_reason=run.stop_reason,
+        final_metrics=last_metrics,
+        images_per_second=done * images_per_step / seconds if seconds > 0 else 0.0,
+        seconds=seconds,
+        val_metrics=val_metrics,
+        skipped_items=list(run.skipped_items),
+    )
+
+
+def register_callbacks(run: RunContext) -> list[Any]:
+    """Build the run file's ``[[callbacks]]`` and register them like plugins (unknown hooks fail)."""
+    registry = get_registry()
+    plugins = []
+    for i, component in enumerate(run.config.callbacks):
+        path = f"$.callbacks[{i}]"
+        entry = registry.get("callback", component.type, f"{path}.type")
+        plugin = registry.build("callback", component, path, BuildContext(device=str(run.device)))
+        try:
+            run.plugin_manager.register_plugin(
+                plugin, f"callback-{i}-{component.type}", entry.distribution, entry.version
+            )
+        except ValueError as exc:
+            raise LgvqError(f"{path}: callback {component.type!r} ({entry.distribution}): {exc}") from None
+        plugins.append(plugin)
+    return plugins
+
+
+def _write_run_directory(run: RunContext, source_text: str, resuming: bool) -> MetricsWriter | None:
+    if not run.is_main:
+        return None
+    plugins = get_registry().report()
+    plugins["components"] = used_components(run.config)
+    write_run_files(
+        run.run_dir,
+        source_text,
+        run.config,
+        run.overrides,
+        run.lr,
+        plugins,
+        environment_report(run.device, run.world_size),
+        keep_config=resuming,
+    )
+    metrics_writer = MetricsWriter(run.run_dir / "metrics.jsonl")
+    if resuming:
+        metrics_writer.truncate_after(run.step)
+    run.log(f"run directory: {run.run_dir}  (lr {run.lr:.3g}, {run.world_size} process(es), {run.device})")
+    return metrics_writer
+
+
+def train(
+    loaded: LoadedRunFile,
+    source_text: str = "",
+    overrides: list[str] | None = None,
+    resume_dir: str | Path | None = None,
+) -> RunResult:
+    """Train from a validated run file; with ``resume_dir``, continue that run from ``last``."""
+    config = loaded.config
+    torch.manual_seed(config.run.seed)
+    run = build_run(loaded, overrides)
+    callbacks: list[Any] = []
+    try:
+        for warning in loaded.warnings:
+            run.log(str(warning))
+        if resume_dir is not None:
+            run.run_dir = Path(resume_dir)
+        elif run.is_main:
+            run.run_dir = create_run_dir(config.run.output_dir, config.run.name)
+        run.run_dir = Path(distr.broadcast_object(str(run.run_dir) if run.run_dir else None, run.dist))
+
+        if run.text_cache is not None and run.text_cache.mode != "off":
+            captions = sorted(set(run.train_data.all_captions()))
+            run.log(f"encoding {len(captions)} training captions once (text feature cache: {run.text_cache.mode})")
+            run.text_cache.warm(captions)
+
+        callbacks = register_callbacks(run)  # before restore: their lgvq_load_checkpoint sees their state
+        if resume_dir is not None:
+            restore(run, run.run_dir)
+            run.log(f"resumed {run.run_dir} at step {run.step}")
+        metrics_writer = _write_run_directory(run, source_text, resuming=resume_dir is not None)
+
+        result = run_loop(run, metrics_writer)
+        if run.skipped_items:
+            report_skipped(run)
+        if run.is_main and config.tasks and result.stop_reason in EVALUATED_STOPS:
+            from lgvq_core.runner.evaluate import evaluate_in_process
+
+            evaluate_in_process(run)
+        return result
+    finally:
+        for plugin in callbacks:
+            run.plugin_manager.unregister(plugin)
+        distr.shutdown_distributed()
+
+
+__all__ = ["RunContext", "RunResult", "build_run", "describe_result", "restore", "run_loop", "save", "train"]

@@ -1,0 +1,86 @@
+"""What a run checkpoint holds beyond the weights, and how a run is put back from one.
+
+:func:`save` gathers the run's weights (never the frozen text encoder) and its state (optimizers,
+scalers, RNG, data position, best value, callback state added through ``lgvq_save_checkpoint``)
+and hands them to :mod:`lgvq_core.runner.checkpoint`, which writes them atomically.
+:func:`restore` is the inverse; callbacks are registered before it runs, so their
+``lgvq_load_checkpoint`` sees their saved state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.runner.context import RunContext
+
+
+def checkpoint_tensors(run: RunContext) -> dict[str, torch.Tensor]:
+    return ckpt.model_tensors(
+        {"tokenizer": run.model, "guidance": run.guidance, "discriminator": run.discriminator},
+        exclude=run.text_encoder,
+    )
+
+
+def checkpoint_state(run: RunContext) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "step": run.step,
+        "batches_seen": run.batches_seen,
+        "best_value": run.best_value,
+        "optimizers": {"generator": run.optimizers.generator.state_dict()},
+        "scalers": {
+            "generator": run.scalers.generator.state_dict(),
+            "discriminator": run.scalers.discriminator.state_dict(),
+        },
+        "rng": ckpt.rng_state(),
+        "world_size": run.world_size,
+        "skipped_items": [[i, m] for i, m in run.skipped_items],
+    }
+    if run.optimizers.discriminator is not None:
+        state["optimizers"]["discriminator"] = run.optimizers.discriminator.state_dict()
+    return state
+
+
+def save(run: RunContext, pointers: list[str], metrics: dict[str, float] | None = None) -> None:
+    """Write a checkpoint on rank 0 (every rank may call it: hooks run on rank 0 only)."""
+    if not run.is_main:
+        return
+    state = checkpoint_state(run)
+    run.plugin_manager.hook.lgvq_save_checkpoint(run=run, state=state)
+    info = None
+    if metrics:
+        info = {"metric": run.config.train.best_metric, "value": metrics.get(run.config.train.best_metric)}
+    ckpt.save_checkpoint(run.run_dir / "checkpoints", run.step, checkpoint_tensors(run), state, pointers, info)
+
+
+def restore(run: RunContext, run_dir: Path) -> None:
+    """Load ``checkpoints/last`` into the run: weights, optimizers, scalers, RNG, position, callbacks."""
+    path = ckpt.resolve_checkpoint(run_dir, "last")
+    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
+    ckpt.load_module(run.model, tensors, "tokenizer", path)
+    if run.guidance is not None:
+        ckpt.load_module(run.guidance, tensors, "guidance", path)
+    if run.discriminator is not None:
+        ckpt.load_module(run.discriminator, tensors, "discriminator", path)
+    try:
+        run.optimizers.generator.load_state_dict(state["optimizers"]["generator"])
+        if run.optimizers.discriminator is not None:
+            run.optimizers.discriminator.load_state_dict(state["optimizers"]["discriminator"])
+    except (KeyError, ValueError) as exc:
+        raise ckpt.CheckpointError(f"{path}: optimizer state does not match this run ({exc})") from None
+    run.scalers.generator.load_state_dict(state["scalers"]["generator"])
+    run.scalers.discriminator.load_state_dict(state["scalers"]["discriminator"])
+    ckpt.restore_rng_state(state["rng"])
+    run.step = int(state["step"])
+    run.batches_seen = int(state["batches_seen"])
+    run.best_value = float(state["best_value"])
+    run.skipped_items = [(int(i), str(m)) for i, m in state.get("skipped_items", [])]
+    if int(state.get("world_size", run.world_size)) != run.world_size:
+        run.log(
+            f"warning: resuming a run trained on {state['world_size']} processes with {run.world_size}; "
+            "data order after the resume differs from an uninterrupted run"
+        )
+    run.plugin_manager.hook.lgvq_load_checkpoint(run=run, state=state)
