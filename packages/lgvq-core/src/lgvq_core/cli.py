@@ -100,7 +100,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from lgvq_core.config.describe import format_schema
-    from lgvq_core.config.schema import CodeViTSection, RunFile, RunSection, TrainSection
+    from lgvq_core.config.schema import (
+        CodesSection,
+        CodeViTSection,
+        DownstreamRunFile,
+        RunFile,
+        RunSection,
+        TokenizerSection,
+        TrainSection,
+    )
 
     if args.kind == "run":
         for title, cls in (
@@ -108,6 +116,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
             ("[train]", TrainSection),
             ("[code_vit]", CodeViTSection),
             ("run file", RunFile),
+            ("[tokenizer] (downstream runs)", TokenizerSection),
+            ("[codes] (downstream runs)", CodesSection),
+            ("downstream run file", DownstreamRunFile),
         ):
             print(format_schema("section", title, (cls.__doc__ or "").strip().splitlines()[0], cls))
             print()

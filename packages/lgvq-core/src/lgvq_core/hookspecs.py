@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterable
 
     from lgvq_core.runner.context import RunContext
-    from lgvq_core.specs import BackboneSpec, ComponentSpec
+    from lgvq_core.specs import BackboneSpec, ComponentSpec, DownstreamSpec
 
 PROJECT = "lgvq"
 
@@ -105,6 +105,18 @@ def lgvq_callbacks() -> Iterable[ComponentSpec]:
     :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns an object
         implementing any of the training-loop hooks below. A ``[[callbacks]]`` table in the run
         file builds one and registers it with the plugin manager for that run only.
+    """
+
+
+@hookspec
+def lgvq_downstream_models() -> Iterable[DownstreamSpec]:
+    """Return the models trained on frozen codes ("stage 2") this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.DownstreamSpec` records. The factory is called as
+        ``factory(config, context)``; ``context.frozen_tokenizer`` is a
+        :class:`lgvq_core.downstream.FrozenTokenizer`. It returns a module implementing the
+        downstream-model contract of :mod:`lgvq_core.downstream`. A ``[downstream]`` table names
+        one; the runner trains it on cached codes with the same loop as a tokenizer.
     """
 
 

@@ -23,6 +23,7 @@ KINDS: tuple[str, ...] = (
     "dataset",
     "task",
     "callback",
+    "downstream",
 )
 
 #: Registration hook name for each kind.
@@ -34,6 +35,7 @@ HOOK_FOR_KIND: dict[str, str] = {
     "dataset": "lgvq_datasets",
     "task": "lgvq_tasks",
     "callback": "lgvq_callbacks",
+    "downstream": "lgvq_downstream_models",
 }
 
 
@@ -104,6 +106,17 @@ class BackboneSpec(ComponentSpec):
     """
 
     default_quantizer: Mapping[str, Any] | None = None
+
+
+@attrs.frozen
+class DownstreamSpec(ComponentSpec):
+    """A model trained on a frozen tokenizer's codes, with the ``[train]`` keys it changes by default.
+
+    ``default_train`` fills keys the run file's ``[train]`` does not give (e.g. AdamW betas
+    ``[0.9, 0.95]`` for a transformer prior); ``resolved.toml`` shows the effective values.
+    """
+
+    default_train: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -20,17 +20,18 @@ import attrs
 import cattrs
 import tomli
 
+from lgvq_core.config.downstream import fill_from_tokenizer_run, is_downstream
 from lgvq_core.config.problems import Problem
-from lgvq_core.config.schema import Component, RunFile
+from lgvq_core.config.schema import Component, DownstreamRunFile, RunFile
 from lgvq_core.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 from lgvq_core.specs import BackboneSpec, normalize_kind
 
 
 @attrs.frozen
 class LoadedRunFile:
-    """A validated run file: the structured config, the raw tables and any warnings."""
+    """A validated run file: the structured config (a tokenizer or a downstream run), the raw tables, warnings."""
 
-    config: RunFile
+    config: RunFile | DownstreamRunFile
     raw: dict[str, Any]
     source: str
     warnings: tuple[Problem, ...] = ()
@@ -288,24 +289,27 @@ def structure_component(kind: str, table: Mapping[str, Any], path: str = "$", *,
 # ------------------------------------------------------------------------------------------
 # cross-field checks
 # ------------------------------------------------------------------------------------------
-def _component_paths(run: RunFile) -> list[tuple[str, Component]]:
-    found = [("$.model.backbone", run.model.backbone), ("$.data", run.data)]
-    if run.model.quantizer is not None:
-        found.append(("$.model.quantizer", run.model.quantizer))
+def _component_paths(run: RunFile | DownstreamRunFile) -> list[tuple[str, Component]]:
+    if isinstance(run, DownstreamRunFile):
+        found = [("$.downstream", run.downstream), ("$.data", run.data)]
+    else:
+        found = [("$.model.backbone", run.model.backbone), ("$.data", run.data)]
+        if run.model.quantizer is not None:
+            found.append(("$.model.quantizer", run.model.quantizer))
     if run.text_encoder is not None:
         found.append(("$.text_encoder", run.text_encoder))
     for section in ("alignment", "tasks", "callbacks"):
-        found.extend((f"$.{section}[{i}]", c) for i, c in enumerate(getattr(run, section)))
+        found.extend((f"$.{section}[{i}]", c) for i, c in enumerate(getattr(run, section, ())))
     return found
 
 
-def cross_check(run: RunFile) -> list[Problem]:
+def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
     """Checks that need more than one table. Components add their own with ``cross_check``."""
     problems: list[Problem] = []
-    if run.alignment and run.text_encoder is None:
+    if isinstance(run, RunFile) and run.alignment and run.text_encoder is None:
         problems.append(Problem("$.text_encoder", "missing: the [[alignment]] losses need a text encoder"))
     seen: dict[str, int] = {}
-    for i, loss in enumerate(run.alignment):
+    for i, loss in enumerate(getattr(run, "alignment", ())):
         if loss.type in seen:
             problems.append(
                 Problem(f"$.alignment[{i}].type", f"{loss.type!r} is already given as $.alignment[{seen[loss.type]}]")
@@ -337,9 +341,14 @@ def validate(raw: Mapping[str, Any], *, registry: Any, source: str = "<run file>
     """Structure and check a parsed run file; raise :class:`ConfigError` listing every problem."""
     raw = dict(raw)
     walker = _Walker(registry)
-    _fill_default_quantizer(raw, registry)
-    config = walker.table(RunFile, raw, "$")
-    problems = walker.problems
+    if is_downstream(raw):
+        early = fill_from_tokenizer_run(raw, registry)
+        config = walker.table(DownstreamRunFile, raw, "$")
+    else:
+        early = []
+        _fill_default_quantizer(raw, registry)
+        config = walker.table(RunFile, raw, "$")
+    problems = early + walker.problems
     if config is not None:
         problems = problems + cross_check(config)
     errors = [p for p in problems if not p.warning]

@@ -115,3 +115,56 @@ class RunFile:
     code_vit: CodeViTSection = option(factory=CodeViTSection, doc="The code ViT shared by the alignment losses.")
     tasks: list[Component] = option(factory=list, doc="Evaluation tasks run at the end.", component="task")
     callbacks: list[Component] = option(factory=list, doc="Run callbacks.", component="callback")
+
+
+# ------------------------------------------------------------------------------------------
+# downstream runs: a model trained on a frozen tokenizer's codes
+# ------------------------------------------------------------------------------------------
+@attrs.define
+class TokenizerSection:
+    """The frozen tokenizer a downstream run trains on: a run directory written by ``lgvq run``."""
+
+    run_dir: str = option(doc="Run directory of the trained tokenizer (the folder `lgvq run` printed).")
+    checkpoint: str = option(
+        "best",
+        'Which checkpoint: "best", "last", or the path of a checkpoint directory (resolved.toml records the path).',
+    )
+    sha256: str | None = option(
+        None,
+        "SHA-256 of the checkpoint's model.safetensors. resolved.toml records it; when given, a checkpoint with "
+        "other content is refused.",
+    )
+
+
+@attrs.define
+class CodesSection:
+    """How the frozen tokenizer's codes of each split are computed and cached."""
+
+    flip: bool = option(
+        False,
+        "Also encode every image flipped left-right; a training item then uses the flipped codes with "
+        "probability 0.5 (drawn from the item's seed, so resuming stays exact).",
+    )
+    batch_size: int = option(32, "Images per batch while encoding a split once.", positive)
+
+
+@attrs.define
+class DownstreamRunFile:
+    """A run file that trains a model on the frozen codes of a trained tokenizer ([tokenizer] + [downstream]).
+
+    ``[data]`` and ``[text_encoder]`` default to the tokenizer run's own.
+    """
+
+    tokenizer: TokenizerSection = option(doc="The frozen tokenizer: a run directory and a checkpoint.")
+    downstream: Component = option(doc="The model trained on the codes.", component="downstream")
+    data: Component = option(doc="The dataset (default: the tokenizer run's [data]).", component="dataset")
+    run: RunSection = option(factory=RunSection, doc="Name, seed, device, precision.")
+    train: TrainSection = option(factory=TrainSection, doc="Optimisation schedule.")
+    codes: CodesSection = option(factory=CodesSection, doc="The code cache.")
+    text_encoder: Component | None = option(
+        None,
+        "Frozen text encoder for text conditions (default: the tokenizer run's [text_encoder]).",
+        component="text_encoder",
+    )
+    tasks: list[Component] = option(factory=list, doc="Evaluation tasks run at the end.", component="task")
+    callbacks: list[Component] = option(factory=list, doc="Run callbacks.", component="callback")

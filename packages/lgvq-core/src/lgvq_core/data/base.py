@@ -183,7 +183,7 @@ class CaptionedImages(Dataset):
         generator = item_generator(seed)
         try:
             captions = self.captions_of(index)
-            caption = self._choose_caption(index, captions, generator)
+            caption = self.sample_caption(index, captions, generator)
             image = self._load_image(index)
         except DataError as error:
             if not self.skip_bad_items:
@@ -194,7 +194,7 @@ class CaptionedImages(Dataset):
         image = apply_transform(image, transform, self.image_size, generator)
         return {"image": to_tensor(image), "caption": caption, "captions": captions, "index": index}
 
-    def _choose_caption(self, index: int, captions: list[str], generator: torch.Generator | None) -> str:
+    def sample_caption(self, index: int, captions: list[str], generator: torch.Generator | None) -> str:
         """The caption rule: sample among short enough captions (first one when unseeded)."""
         limit = self.max_caption_words
         pool = [c for c in captions if word_count(c) <= limit] if limit else captions

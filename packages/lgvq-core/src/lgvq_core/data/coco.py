@@ -82,11 +82,11 @@ class CocoCaptions(ListedImages):
                 "caption and are left out"
             )
 
-    def _choose_caption(self, index: int, captions: list[str], generator: torch.Generator | None) -> str:
+    def sample_caption(self, index: int, captions: list[str], generator: torch.Generator | None) -> str:
         """With ``per_caption`` the item's own caption (official: no length rule); else the caption rule."""
         if self.item_captions is not None:
             return captions[self.item_captions[index]]
-        return super()._choose_caption(index, captions, generator)
+        return super().sample_caption(index, captions, generator)
 
 
 def build_coco_captions(config: CocoCaptionsConfig, context: Any) -> CocoCaptions:

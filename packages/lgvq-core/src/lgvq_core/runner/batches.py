@@ -31,7 +31,7 @@ def train_loader(run: RunContext) -> tuple[DataLoader, TrainKeySampler]:
         batch_size=train.batch_size,
         sampler=sampler,
         num_workers=train.num_workers,
-        collate_fn=collate,
+        collate_fn=getattr(run.train_data, "collate", collate),
         drop_last=True,
         pin_memory=run.device.type == "cuda",
         generator=torch.Generator().manual_seed(run.config.run.seed),
@@ -45,7 +45,7 @@ def val_loader(run: RunContext) -> DataLoader:
         batch_size=run.config.train.batch_size,
         sampler=ShardSampler(len(run.val_data), run.rank, run.world_size),
         num_workers=run.config.train.num_workers,
-        collate_fn=collate,
+        collate_fn=getattr(run.val_data, "collate", collate),
         generator=torch.Generator().manual_seed(run.config.run.seed),
     )
 
@@ -77,15 +77,19 @@ class BatchStream:
             if self.run.batches_seen % self.per_epoch == 0:
                 self.iterator = None  # the epoch is complete; the next one reshuffles
             self.run.skipped_items.extend(batch.get("skipped", []))
-            if batch["image"] is None:
+            if not batch["index"]:
                 continue  # every item of the batch was skipped (and reported)
-            batch["image"] = batch["image"].to(self.run.device, non_blocking=True)
-            return batch
+            return to_device(batch, self.run.device)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch with every tensor moved to ``device``."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def first_images(run: RunContext, count: int) -> torch.Tensor | None:
     """The first ``count`` validation images (rank 0), for sample grids."""
-    if not run.is_main or len(run.val_data) == 0:
+    if not run.is_main or len(run.val_data) == 0 or run.kind != "tokenizer":
         return None
     items = [run.val_data[i] for i in range(min(count, len(run.val_data)))]
     return collate(items)["image"]

@@ -15,10 +15,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.config.schema import DownstreamRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError, DataError, LgvqError
 from lgvq_core.registry import get_registry
 from lgvq_core.runner import distributed as distr
+from lgvq_core.runner import downstream_step as downstream_step_module
 from lgvq_core.runner import optim as optim_module
 from lgvq_core.runner import step as step_module
 from lgvq_core.runner.context import RunContext, Scalers
@@ -104,8 +106,13 @@ def _build_alignment(config, tokenizer, text_encoder, image_size, context: Build
 
 
 def _register_defaults(manager) -> None:
-    """The default training step and optimizers are plugins like any other (tried last)."""
-    for module, name in ((step_module, "lgvq-default-step"), (optim_module, "lgvq-default-optimizers")):
+    """The default training steps and optimizers are plugins like any other (tried last)."""
+    defaults = (
+        (step_module, "lgvq-default-step"),
+        (downstream_step_module, "lgvq-default-downstream-step"),
+        (optim_module, "lgvq-default-optimizers"),
+    )
+    for module, name in defaults:
         if not manager.is_registered(module) and manager.get_plugin(name) is None:
             manager.register(module, name=name)
 
@@ -122,6 +129,15 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         if info.is_main:
             print(message, flush=True)
 
+    if isinstance(config, DownstreamRunFile):
+        from lgvq_core.runner.downstream import build_downstream_run
+
+        run = build_downstream_run(loaded, overrides, info, device, log)
+        # resolved.toml pins the exact tokenizer checkpoint the run trained on
+        config.tokenizer.run_dir = run.tokenizer_identity["run_dir"]
+        config.tokenizer.checkpoint = run.tokenizer_identity["checkpoint"]
+        config.tokenizer.sha256 = run.tokenizer_identity["sha256"]
+        return _finish(run)
     parts = build_components(config, device, log)
     tokenizer = parts.tokenizer.to(device)
     guidance = parts.guidance.to(device) if parts.guidance is not None else None
@@ -160,16 +176,20 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
             disc_module = DistributedDataParallel(disc_module, device_ids=ids)
     run.generator_module = generator
     run.discriminator_module = disc_module
+    return _finish(run)
 
+
+def _finish(run: RunContext) -> RunContext:
+    """Optimizers (from the plugins) and gradient scalers."""
     manager = get_registry().manager
     _register_defaults(manager)
     run.plugin_manager = manager
     run.optimizers = manager.hook.lgvq_make_optimizers(run=run)
     if run.optimizers is None:
         raise LgvqError("no plugin answered lgvq_make_optimizers")
-    fp16 = config.run.precision == "fp16"
+    fp16 = run.config.run.precision == "fp16"
     run.scalers = Scalers(
-        generator=torch.amp.GradScaler(device.type, enabled=fp16),
-        discriminator=torch.amp.GradScaler(device.type, enabled=fp16),
+        generator=torch.amp.GradScaler(run.device.type, enabled=fp16),
+        discriminator=torch.amp.GradScaler(run.device.type, enabled=fp16),
     )
     return run

@@ -21,7 +21,8 @@ from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.runner.distributed import DistInfo
 
 if TYPE_CHECKING:
-    from lgvq_core.config.schema import RunFile
+    from lgvq_core.config.schema import DownstreamRunFile, RunFile
+    from lgvq_core.downstream import FrozenTokenizer
     from lgvq_core.runner.optim import Optimizers
     from lgvq_core.text_cache import TextFeatureCache
 
@@ -40,11 +41,13 @@ class Scalers:
 class RunContext:
     """Everything a run holds; the ``run`` argument of every training-loop hook.
 
-    ``model`` is the tokenizer (unwrapped); ``generator_module`` / ``discriminator_module`` are what
+    ``kind`` is ``"tokenizer"`` (a stage-1 run) or ``"downstream"`` (a model trained on a frozen
+    tokenizer's cached codes). ``model`` is what the run trains (the tokenizer, or the downstream
+    model), unwrapped; ``generator_module`` / ``discriminator_module`` are what
     DistributedDataParallel wraps under ``torchrun`` (the plain modules otherwise).
     """
 
-    config: RunFile
+    config: RunFile | DownstreamRunFile
     loaded: LoadedRunFile
     dist: DistInfo
     device: torch.device
@@ -56,6 +59,12 @@ class RunContext:
     train_data: Any
     val_data: Any
     lr: float
+    kind: str = "tokenizer"
+    #: Downstream runs: the frozen tokenizer (never trained, never saved) and what the model sees of it.
+    tokenizer: nn.Module | None = None
+    frozen_tokenizer: FrozenTokenizer | None = None
+    #: Downstream runs: where the tokenizer came from (run_dir, checkpoint, sha256), for resolved.toml.
+    tokenizer_identity: dict[str, str] = field(default_factory=dict)
     run_dir: Path | None = None
     generator_module: nn.Module | None = None
     discriminator_module: nn.Module | None = None
@@ -80,6 +89,12 @@ class RunContext:
     generator_parameters: list[nn.Parameter] = field(default_factory=list)
     #: Trainable discriminator parameters (empty without a discriminator).
     discriminator_parameters: list[nn.Parameter] = field(default_factory=list)
+
+    def saved_modules(self) -> dict[str, nn.Module | None]:
+        """What a checkpoint holds, by weight prefix (never the text encoder, never a frozen tokenizer)."""
+        if self.kind == "downstream":
+            return {"downstream": self.model}
+        return {"tokenizer": self.model, "guidance": self.guidance, "discriminator": self.discriminator}
 
     @property
     def rank(self) -> int:

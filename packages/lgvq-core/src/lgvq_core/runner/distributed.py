@@ -63,6 +63,12 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait until every rank gets here (a no-op in a single process)."""
+    if info.enabled:
+        dist.barrier()
+
+
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
     """``obj`` from rank 0 on every rank."""
     if not info.enabled:

@@ -182,6 +182,14 @@ def _write_run_directory(run: RunContext, source_text: str, resuming: bool) -> M
     return metrics_writer
 
 
+def _uses_text(run: RunContext) -> bool:
+    if run.kind == "tokenizer":
+        return True
+    from lgvq_core.runner.downstream import needs_text
+
+    return needs_text(run)
+
+
 def train(
     loaded: LoadedRunFile,
     source_text: str = "",
@@ -202,7 +210,7 @@ def train(
             run.run_dir = create_run_dir(config.run.output_dir, config.run.name)
         run.run_dir = Path(distr.broadcast_object(str(run.run_dir) if run.run_dir else None, run.dist))
 
-        if run.text_cache is not None and run.text_cache.mode != "off":
+        if run.text_cache is not None and run.text_cache.mode != "off" and _uses_text(run):
             captions = sorted(set(run.train_data.all_captions()))
             run.log(f"encoding {len(captions)} training captions once (text feature cache: {run.text_cache.mode})")
             run.text_cache.warm(captions)

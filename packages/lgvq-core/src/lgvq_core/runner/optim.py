@@ -32,8 +32,12 @@ def effective_lr(train, world_size: int) -> float:
 
 @hookimpl(trylast=True)
 def lgvq_make_optimizers(run):
-    """Default: Adam over tokenizer + alignment parameters, Adam over the discriminator."""
+    """Default: Adam over tokenizer + alignment parameters, Adam over the discriminator; for a
+    downstream run, AdamW over the model's own parameter groups (``param_groups(weight_decay)``)."""
     train = run.config.train
+    if run.kind == "downstream":
+        groups = run.model.param_groups(train.weight_decay)
+        return Optimizers(generator=torch.optim.AdamW(groups, lr=run.lr, betas=tuple(train.betas)))
     generator = torch.optim.Adam(
         run.generator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay
     )

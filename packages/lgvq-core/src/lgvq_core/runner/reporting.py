@@ -55,10 +55,13 @@ def report_skipped(run: RunContext) -> None:
 def used_components(config) -> list[dict[str, Any]]:
     """Which plugin and distribution provided each component the run file names (for plugins.json)."""
     registry = get_registry()
-    used = [("backbone", config.model.backbone), ("quantizer", config.model.quantizer), ("dataset", config.data)]
+    if hasattr(config, "downstream"):
+        used = [("downstream", config.downstream), ("dataset", config.data)]
+    else:
+        used = [("backbone", config.model.backbone), ("quantizer", config.model.quantizer), ("dataset", config.data)]
     if config.text_encoder is not None:
         used.append(("text_encoder", config.text_encoder))
-    used += [("alignment_loss", c) for c in config.alignment]
+    used += [("alignment_loss", c) for c in getattr(config, "alignment", ())]
     used += [("task", c) for c in config.tasks]
     used += [("callback", c) for c in config.callbacks]
     records = []

@@ -19,10 +19,7 @@ from lgvq_core.runner.context import RunContext
 
 
 def checkpoint_tensors(run: RunContext) -> dict[str, torch.Tensor]:
-    return ckpt.model_tensors(
-        {"tokenizer": run.model, "guidance": run.guidance, "discriminator": run.discriminator},
-        exclude=run.text_encoder,
-    )
+    return ckpt.model_tensors(run.saved_modules(), exclude=run.text_encoder)
 
 
 def checkpoint_state(run: RunContext) -> dict[str, Any]:
@@ -60,11 +57,9 @@ def restore(run: RunContext, run_dir: Path) -> None:
     """Load ``checkpoints/last`` into the run: weights, optimizers, scalers, RNG, position, callbacks."""
     path = ckpt.resolve_checkpoint(run_dir, "last")
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
-    ckpt.load_module(run.model, tensors, "tokenizer", path)
-    if run.guidance is not None:
-        ckpt.load_module(run.guidance, tensors, "guidance", path)
-    if run.discriminator is not None:
-        ckpt.load_module(run.discriminator, tensors, "discriminator", path)
+    for prefix, module in run.saved_modules().items():
+        if module is not None:
+            ckpt.load_module(module, tensors, prefix, path)
     try:
         run.optimizers.generator.load_state_dict(state["optimizers"]["generator"])
         if run.optimizers.discriminator is not None:

@@ -100,7 +100,8 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _no_sync(module: nn.Module, skip_sync: bool):
+def no_sync(module: nn.Module, skip_sync: bool):
+    """DDP's ``no_sync`` for all but the last micro-batch of an accumulated step."""
     if skip_sync and hasattr(module, "no_sync"):
         return module.no_sync()
     return contextlib.nullcontext()
@@ -116,7 +117,8 @@ def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
             raise NonFiniteLossError(step=step, term=name, value=value)
 
 
-def _step_optimizer(optimizer, scaler, parameters, grad_clip) -> None:
+def step_optimizer(optimizer, scaler, parameters, grad_clip) -> None:
+    """Unscale and clip (when ``grad_clip`` is set), step, update the scaler."""
     if grad_clip is not None:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
@@ -137,13 +139,13 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
         skip_sync = i < count - 1
         images = batch["image"]
         text = run.text_features(batch["caption"]) if run.guidance is not None else None
-        with _no_sync(run.generator_module, skip_sync), frozen(run.discriminator):
+        with no_sync(run.generator_module, skip_sync), frozen(run.discriminator):
             with run.autocast():
                 terms, recon = run.generator_module(images, text, run.step, run.discriminator)
             check_finite(terms, run.step + 1)
             run.scalers.generator.scale(terms["loss"] / count).backward()
         if disc_active:
-            with _no_sync(run.discriminator_module, skip_sync):
+            with no_sync(run.discriminator_module, skip_sync):
                 with run.autocast():
                     d_terms = run.discriminator_module(images, recon.detach(), run.step)
                 check_finite(d_terms, run.step + 1)
@@ -152,9 +154,9 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
         for name, value in terms.items():
             value = value.detach().float()
             sums[name] = sums[name] + value if name in sums else value
-    _step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, run.config.train.grad_clip)
+    step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, run.config.train.grad_clip)
     if disc_active:
-        _step_optimizer(
+        step_optimizer(
             optimizers.discriminator,
             run.scalers.discriminator,
             run.discriminator_parameters,
@@ -167,5 +169,7 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
 
 @hookimpl(trylast=True)
 def lgvq_train_step(run, batch):
-    """Default step (lgvq-core): see :func:`run_train_step`."""
+    """Default step of a tokenizer run (lgvq-core): see :func:`run_train_step`."""
+    if run.kind != "tokenizer":
+        return None
     return run_train_step(run, batch)

@@ -17,7 +17,7 @@ from lgvq_core.runner.samples import save_reconstruction_grid
 from lgvq_core.runner.state import save
 
 #: Validation metrics shown on the progress line.
-SHOWN = ("loss", "rec_loss", "psnr", "codebook_usage", "perplexity")
+SHOWN = ("loss", "rec_loss", "psnr", "codebook_usage", "perplexity", "bits_per_code")
 
 
 @torch.no_grad()
@@ -69,7 +69,12 @@ def validate(run: RunContext, loader: DataLoader) -> dict[str, float]:
 
 def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, progress) -> dict[str, float]:
     """Validate, log, fire ``lgvq_validation_end``, and save ``best`` when the metric improved."""
-    metrics = validate(run, loader)
+    if run.kind == "downstream":
+        from lgvq_core.runner.downstream import validate_downstream
+
+        metrics = validate_downstream(run, loader)
+    else:
+        metrics = validate(run, loader)
     run.plugin_manager.hook.lgvq_validation_end(run=run, metrics=metrics)
     if metrics_writer is not None and metrics:
         metrics_writer.write({"step": run.step, "split": "val", **metrics})

@@ -27,3 +27,16 @@ class TinyTextConfig(TextEncoderConfig):
     vocab_size: int = option(1024, "Vocabulary size V (words are hashed into it).", positive)
     causal: bool = option(False, "Causal attention (like CLIP) instead of bidirectional (like MiniLM).")
     seed: int = option(0, "Seed of the frozen random weights.")
+
+
+@attrs.define
+class TinyPriorConfig:
+    """A next-code model (embedding, dropout, one linear layer): a downstream model for runner tests."""
+
+    width: int = option(16, "Embedding width.", positive)
+    dropout: float = option(0.1, "Dropout on the embeddings (exercises the restored RNG).", non_negative)
+    text: bool = option(False, "Condition on the mean text-encoder state (exercises text inputs).")
+    codebook_size: int | None = option(None, "Vocabulary; must equal the tokenizer's codebook when given.", positive)
+
+    def uses_text(self) -> bool:
+        return self.text

@@ -334,6 +334,16 @@ def default_context(entry: RegisteredComponent, registry: Registry, cache_dir: s
         context.text_encoder = registry.build("text_encoder", {"type": "tiny-text"}, "$.text_encoder", context)
         context.code_dim = 16
         context.latent_size = (4, 4)
+    elif entry.kind == "downstream":
+        import torch
+
+        from lgvq_core.downstream import FrozenTokenizer
+
+        context.text_encoder = registry.build("text_encoder", {"type": "tiny-text"}, "$.text_encoder", context)
+        generator = torch.Generator().manual_seed(0)
+        context.frozen_tokenizer = FrozenTokenizer(
+            codebook_size=32, grid=(4, 4), code_dim=16, codebook=torch.randn(32, 16, generator=generator)
+        )
     return context
 
 
@@ -463,10 +473,36 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
     elif kind == "task":
         if not callable(getattr(component, "run", None)):
             raise ContractError(f"a task must have run(model, data, out_dir); {component!r} has none")
+    elif kind == "downstream":
+        _exercise_downstream(component, context)
     elif kind == "callback":
         problems = hook_problems(component)
         if problems:
             raise ContractError("the callback's hooks are wrong:\n" + "\n".join(problems))
+
+
+def _exercise_downstream(model: Any, context: BuildContext) -> None:
+    """One loss on random codes (with text states when a text encoder exists), its gradient, its groups."""
+    import torch
+
+    frozen = context.frozen_tokenizer
+    codes = torch.randint(frozen.codebook_size, (2, *frozen.grid), generator=torch.Generator().manual_seed(0))
+    batch: dict[str, Any] = {"codes": codes, "caption": list(CAPTIONS[:2]), "index": [0, 1]}
+    if context.text_encoder is not None:
+        features = context.text_encoder.encode(list(CAPTIONS[:2]))
+        batch.update(text_states=features.token_states, text_pad=features.pad_mask)
+    terms = model.training_loss(batch)
+    if not isinstance(terms, dict) or "loss" not in terms:
+        raise ContractError(f"training_loss must return a dict with 'loss'; got {type(terms).__name__}")
+    for name, value in terms.items():
+        _finite_scalar(value, f"training_loss()[{name!r}]")
+    terms["loss"].backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not any(p.grad is not None for p in trainable):
+        raise ContractError("training_loss()['loss'] gives no gradient to any parameter")
+    grouped = [p for group in model.param_groups(0.01) for p in group["params"]]
+    if len(grouped) != len({id(p) for p in grouped}) or {id(p) for p in grouped} != {id(p) for p in trainable}:
+        raise ContractError("param_groups() must hold every trainable parameter exactly once")
 
 
 def _expect_type(component: Any, base: type) -> None:

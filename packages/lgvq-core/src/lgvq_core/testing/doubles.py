@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 import torch
@@ -154,3 +155,39 @@ def build_tiny_autoencoder(config: TinyAutoencoderConfig, context) -> TinyAutoen
     if context is None or context.quantizer is None:
         raise ValueError("tiny-ae needs a quantizer in the build context")
     return TinyAutoencoder(config, context.quantizer)
+
+
+class TinyPrior(nn.Module):
+    """Predicts each code from the previous one (and the mean text state): the downstream contract, tiny."""
+
+    def __init__(self, config, tokenizer, text_width: int | None = None) -> None:
+        super().__init__()
+        size = tokenizer.codebook_size
+        self.start = size  # its own token, past the codebook
+        self.embed = nn.Embedding(size + 1, config.width)
+        self.dropout = nn.Dropout(config.dropout)
+        self.text = nn.Linear(text_width, config.width) if config.text else None
+        self.head = nn.Linear(config.width, size)
+
+    def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        codes = batch["codes"].flatten(1)  # b (h w)
+        inputs = torch.cat([torch.full_like(codes[:, :1], self.start), codes[:, :-1]], dim=1)
+        hidden = self.dropout(self.embed(inputs))
+        if self.text is not None:
+            states = batch["text_states"].float() * batch["text_pad"].unsqueeze(-1)
+            mean = states.sum(1) / batch["text_pad"].sum(1, keepdim=True).clamp_min(1)
+            hidden = hidden + self.text(mean).unsqueeze(1)
+        loss = nn.functional.cross_entropy(self.head(hidden).flatten(0, 1).float(), codes.flatten())
+        return {"loss": loss, "bits_per_code": loss.detach() / math.log(2)}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        decay = [p for n, p in self.named_parameters() if n.endswith("weight") and p.dim() == 2 and "embed" not in n]
+        rest = [p for n, p in self.named_parameters() if not any(p is d for d in decay)]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def build_tiny_prior(config, context) -> TinyPrior:
+    width = context.text_encoder.width if context.text_encoder is not None else None
+    if config.text and width is None:
+        raise ValueError("tiny-prior with text = true needs a text encoder")
+    return TinyPrior(config, context.frozen_tokenizer, width)

@@ -1,0 +1,134 @@
+"""Run files of downstream runs: defaults taken from the tokenizer run, and the checks ``lgvq check`` makes.
+
+A downstream run file names a trained tokenizer run (``[tokenizer] run_dir``). Before the file is
+structured, :func:`fill_from_tokenizer_run` reads that run's ``resolved.toml`` (plain TOML, no
+torch) and fills what the downstream file leaves out: ``[data]`` and ``[text_encoder]`` from the
+tokenizer run, and ``[train]`` keys from the model's :class:`~lgvq_core.specs.DownstreamSpec`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tomli
+
+from lgvq_core.config.problems import Problem
+from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
+from lgvq_core.specs import DownstreamSpec
+
+#: ``[train]`` defaults of every downstream run (a model's spec may change them further).
+DOWNSTREAM_TRAIN_DEFAULTS: Mapping[str, Any] = {"best_metric": "loss"}
+
+
+def is_downstream(raw: Mapping[str, Any]) -> bool:
+    """A run file with a ``[downstream]`` table trains a model on frozen codes."""
+    return "downstream" in raw
+
+
+def tokenizer_run_file(raw: Mapping[str, Any]) -> tuple[Path | None, dict[str, Any] | None, list[Problem]]:
+    """The tokenizer run directory and its parsed ``resolved.toml``, or the problems that prevent reading it."""
+    section = raw.get("tokenizer")
+    if not isinstance(section, Mapping) or not isinstance(section.get("run_dir"), str):
+        return None, None, []  # reported by the structuring walker
+    run_dir = Path(section["run_dir"]).expanduser()
+    resolved = run_dir / "resolved.toml"
+    if not run_dir.is_dir():
+        return run_dir, None, [Problem("$.tokenizer.run_dir", f"no such run directory: {run_dir}")]
+    if not resolved.is_file():
+        return (
+            run_dir,
+            None,
+            [Problem("$.tokenizer.run_dir", f"{run_dir} is not a run directory of `lgvq run` (no resolved.toml)")],
+        )
+    try:
+        parsed = tomli.loads(resolved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
+        return run_dir, None, [Problem("$.tokenizer.run_dir", f"cannot read {resolved}: {exc}")]
+    if "downstream" in parsed or "model" not in parsed:
+        return (
+            run_dir,
+            None,
+            [Problem("$.tokenizer.run_dir", f"{run_dir} is not a tokenizer run (its run file has no [model])")],
+        )
+    return run_dir, parsed, []
+
+
+def checkpoint_problems(run_dir: Path, which: str) -> list[Problem]:
+    """Whether ``which`` (best, last or a path) names a checkpoint of ``run_dir``; no file is loaded."""
+    if which in ("best", "last"):
+        pointers = [which] if which == "last" else ["best", "last"]  # best falls back to last
+        if not any((run_dir / "checkpoints" / f"{p}.json").is_file() for p in pointers):
+            return [
+                Problem(
+                    "$.tokenizer.checkpoint",
+                    f"{run_dir} has no {which!r} checkpoint yet (checkpoints/{which}.json is missing); "
+                    "train the tokenizer first or name a checkpoint directory",
+                )
+            ]
+        return []
+    path = Path(which).expanduser()
+    if not (path / "model.safetensors").is_file():
+        return [Problem("$.tokenizer.checkpoint", f"{path} is not a checkpoint directory (no model.safetensors in it)")]
+    return []
+
+
+def fill_from_tokenizer_run(raw: dict[str, Any], registry: Any) -> list[Problem]:
+    """Fill ``[data]``, ``[text_encoder]`` and ``[train]`` defaults of a downstream run file in place."""
+    run_dir, tokenizer_raw, problems = tokenizer_run_file(raw)
+    if run_dir is not None and tokenizer_raw is not None:
+        checkpoint = raw["tokenizer"].get("checkpoint", "best")
+        if isinstance(checkpoint, str):
+            problems += checkpoint_problems(run_dir, checkpoint)
+        for section in ("data", "text_encoder"):
+            if section not in raw and section in tokenizer_raw:
+                raw[section] = tokenizer_raw[section]
+        problems += _codebook_fit(raw, tokenizer_raw)
+    train = dict(DOWNSTREAM_TRAIN_DEFAULTS)
+    spec = _downstream_spec(raw, registry)
+    if spec is not None:
+        train.update(spec.default_train)
+    given = raw.get("train")
+    if given is None or isinstance(given, Mapping):
+        raw["train"] = {**train, **dict(given or {})}
+    return problems
+
+
+def _downstream_spec(raw: Mapping[str, Any], registry: Any) -> DownstreamSpec | None:
+    table = raw.get("downstream")
+    if not isinstance(table, Mapping) or not isinstance(table.get("type"), str):
+        return None
+    try:
+        spec = registry.get_spec("downstream", table["type"])
+    except (UnknownComponentError, DuplicateComponentError):
+        return None  # reported by the walker
+    return spec if isinstance(spec, DownstreamSpec) else None
+
+
+def _codebook_fit(raw: Mapping[str, Any], tokenizer_raw: Mapping[str, Any]) -> list[Problem]:
+    """A model that states its vocabulary (``codebook_size``) must match the tokenizer's codebook."""
+    table = raw.get("downstream")
+    quantizer = tokenizer_raw.get("model", {}).get("quantizer", {})
+    size = quantizer.get("codebook_size") if isinstance(quantizer, Mapping) else None
+    if not isinstance(table, Mapping) or not isinstance(size, int):
+        return []
+    wanted = table.get("codebook_size")
+    if isinstance(wanted, int) and wanted != size:
+        return [
+            Problem(
+                "$.downstream.codebook_size",
+                f"{wanted} does not fit the tokenizer's codebook of {size} codes ({raw['tokenizer']['run_dir']}); "
+                "leave it out to use the tokenizer's",
+            )
+        ]
+    return []
+
+
+def read_pointer(run_dir: Path, which: str) -> str | None:
+    """The checkpoint directory name a pointer file names, or ``None``."""
+    try:
+        return json.loads((run_dir / "checkpoints" / f"{which}.json").read_text())["dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,220 @@
+"""Downstream runs: a model trained on the frozen codes of a trained tokenizer ("stage 2").
+
+:func:`build_downstream_run` loads the tokenizer run's checkpoint frozen (it is never trained and
+never saved again), encodes each split once into the code cache, builds the model from
+``[downstream]`` and returns a :class:`~lgvq_core.runner.context.RunContext` with
+``kind = "downstream"``. From there the run goes through the same loop as a tokenizer run:
+progress, metrics.jsonl, atomic checkpoints, exact resume, signals, the NaN stop, DDP, precision.
+The model only supplies ``training_loss`` and ``param_groups`` (see :mod:`lgvq_core.downstream`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lgvq_core.config.describe import unstructure
+from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.context import BuildContext
+from lgvq_core.data.codes import CodeDataset
+from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.errors import CheckpointError, DataError
+from lgvq_core.registry import get_registry
+from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.runner import distributed as distr
+from lgvq_core.runner.context import RunContext
+
+
+class DownstreamModule(nn.Module):
+    """The model as DistributedDataParallel sees it: ``forward(batch)`` is ``training_loss(batch)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model.training_loss(batch)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_frozen_tokenizer(config, device: torch.device, log) -> tuple[Any, dict[str, str]]:
+    """The tokenizer run's checkpoint, frozen, and its identity (run dir, checkpoint dir, SHA-256)."""
+    from lgvq_core.runner.evaluate import load_trained
+
+    section = config.tokenizer
+    run_dir = Path(section.run_dir).expanduser()
+    path = ckpt.resolve_checkpoint(run_dir, section.checkpoint)
+    digest = file_sha256(path / ckpt.MODEL_FILE)
+    if section.sha256 is not None and section.sha256 != digest:
+        raise CheckpointError(
+            f"{path / ckpt.MODEL_FILE}: SHA-256 {digest} differs from $.tokenizer.sha256 = {section.sha256}; "
+            "the tokenizer changed since this run file was written. Remove tokenizer.sha256 to accept it"
+        )
+    trained, _, _ = load_trained(run_dir, str(path), device=str(device))
+    for parameter in trained.tokenizer.parameters():
+        parameter.requires_grad_(False)
+    log(f"tokenizer: {path} (sha256 {digest[:12]}..., step {trained.step})")
+    identity = {"run_dir": str(run_dir.resolve()), "checkpoint": str(path.resolve()), "sha256": digest}
+    return trained, identity
+
+
+def cached_codes(run_config, trained, identity, dataset, split: str, device, info, log) -> dict[str, torch.Tensor]:
+    """The split's code indices from the cache, encoding them once (rank 0; the others wait)."""
+    from lgvq_core.code_cache import CodeCache, cache_key, encode_split
+    from lgvq_core.text_cache import cache_root
+
+    data_table = {"type": run_config.data.type, **unstructure(run_config.data.config)}
+    key = cache_key(identity["sha256"], data_table, split, run_config.codes.flip)
+    cache = CodeCache(cache_root() / "codes")
+    metadata = {"tokenizer": identity["checkpoint"], "sha256": identity["sha256"], "split": split}
+
+    def encode() -> dict[str, torch.Tensor]:
+        log(f"codes: encoding the {split} split ({len(dataset)} images) once with the frozen tokenizer")
+        return encode_split(trained.tokenizer, dataset, device, run_config.codes.batch_size, run_config.codes.flip)
+
+    if info.is_main:
+        codes = cache.get_or_encode(key, encode, metadata, log)
+    distr.barrier(info)
+    if not info.is_main:
+        codes = cache.load(key)
+        if codes is None:
+            raise DataError(f"{cache.path(key)}: rank 0 did not write the code cache")
+    return codes
+
+
+def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, info, device, log) -> RunContext:
+    """Everything a downstream run needs (see the module docstring)."""
+    from lgvq_core.runner import optim as optim_module
+
+    config = loaded.config
+    registry = get_registry()
+    trained, identity = load_frozen_tokenizer(config, device, log)
+    tokenizer = trained.tokenizer
+    base = dict(device=str(device), seed=config.run.seed, log=log, skip_bad_items=config.train.skip_bad_items)
+    splits = {}
+    for split in ("train", "val"):
+        images = registry.build("dataset", config.data, "$.data", BuildContext(split=split, **base))
+        codes = cached_codes(config, trained, identity, images, split, device, info, log)
+        splits[split] = CodeDataset(codes, images)
+    if len(splits["train"]) == 0:
+        raise DataError("the training split of [data] is empty")
+    sample = splits["train"].indices
+    grid = tuple(sample.shape[-2:])
+    frozen = FrozenTokenizer(
+        codebook_size=tokenizer.quantizer.codebook_size,
+        grid=grid,
+        code_dim=tokenizer.quantizer.codebook.shape[1],
+        codebook=tokenizer.quantizer.codebook.detach().to(device),
+        indices_per_position=int(sample.shape[1]) if sample.dim() == 4 else 1,
+    )
+    text_encoder, text_cache = trained.text_encoder, trained.text_cache
+    if config.text_encoder is not None and trained.config.text_encoder != config.text_encoder:
+        from lgvq_core.text_cache import TextFeatureCache
+
+        text_encoder = registry.build("text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**base))
+        text_encoder = text_encoder.freeze().to(device)
+        text_cache = TextFeatureCache.from_config(text_encoder, config.text_encoder.config, device=device)
+    torch.manual_seed(config.run.seed)
+    context = BuildContext(frozen_tokenizer=frozen, text_encoder=text_encoder, **base)
+    model = registry.build("downstream", config.downstream, "$.downstream", context).to(device)
+    run = RunContext(
+        config=config,
+        loaded=loaded,
+        dist=info,
+        device=device,
+        model=model,
+        guidance=None,
+        discriminator=None,
+        text_encoder=text_encoder,
+        text_cache=text_cache,
+        train_data=splits["train"],
+        val_data=splits["val"],
+        lr=optim_module.effective_lr(config.train, info.world_size),
+        overrides=list(overrides or []),
+        kind="downstream",
+        tokenizer=tokenizer,
+        frozen_tokenizer=frozen,
+        tokenizer_identity=identity,
+    )
+    run.generator_parameters = [p for p in model.parameters() if p.requires_grad]
+    module: nn.Module = DownstreamModule(model)
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        module = DistributedDataParallel(module, device_ids=ids)
+    run.generator_module = module
+    return run
+
+
+def needs_text(run: RunContext) -> bool:
+    """Whether the model asks for text-encoder states (``uses_text`` on its config)."""
+    uses = getattr(run.config.downstream.config, "uses_text", None)
+    return bool(uses() if callable(uses) else uses)
+
+
+def model_inputs(run: RunContext, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
+    """A batch as the model's ``training_loss`` takes it: codes, text states when needed, a generator."""
+    inputs = dict(batch)
+    if needs_text(run):
+        if run.text_cache is None:
+            raise DataError("the downstream model uses text but the run has no [text_encoder]")
+        features = run.text_features(batch["caption"])
+        inputs["text_states"] = features.token_states
+        inputs["text_pad"] = features.pad_mask
+    if generator is not None:
+        inputs["generator"] = generator
+    return inputs
+
+
+@torch.no_grad()
+def validate_downstream(run: RunContext, loader) -> dict[str, float]:
+    """Mean of every ``training_loss`` term over the validation split, in eval mode.
+
+    Random draws of the loss (time steps, condition dropout) come from a generator seeded by the
+    run seed, so validation neither depends on nor changes the training RNG.
+    """
+    from lgvq_core.runner.batches import to_device
+
+    run.model.eval()
+    generator = torch.Generator(device=run.device).manual_seed(run.config.run.seed)
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), dtype=torch.float64, device=run.device)
+    limit = run.config.train.val_batches
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        if not batch["index"]:
+            continue
+        batch = to_device(batch, run.device)
+        with run.autocast():
+            terms = run.model.training_loss(model_inputs(run, batch, generator))
+        n = len(batch["index"])
+        for name, value in terms.items():
+            value = value.detach().double() * n
+            sums[name] = sums[name] + value if name in sums else value
+        count += n
+    run.model.train()
+    names = sorted(sums)
+    if run.dist.enabled:
+        import torch.distributed as dist
+
+        names = distr.broadcast_object(names, run.dist)
+        zero = torch.zeros((), dtype=torch.float64, device=run.device)
+        packed = torch.stack([sums.get(n, zero) for n in names] + [count])
+        dist.all_reduce(packed)
+        sums = dict(zip(names, packed[:-1], strict=True))
+        count = packed[-1]
+    if count.item() == 0:
+        return {}
+    return {name: float(sums[name] / count) for name in names}
