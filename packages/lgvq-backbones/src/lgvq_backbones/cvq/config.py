@@ -47,6 +47,16 @@ class CVQConfig:
     decay: float = option(
         0.99, "EMA decay gamma of the code-usage statistics that drive the re-initialisation.", _open_unit_interval
     )
+    update_in_discriminator_pass: bool = option(
+        True,
+        "Official quirk: LG-VQ's LG_cvq (PyTorch Lightning 1.x, two optimizers) runs the model forward in "
+        "train mode in both optimizer passes of a batch, so the usage EMA decays twice and unused codes are "
+        "re-anchored twice per batch, the second time on encoder features after the generator update, and the "
+        "discriminator trains on that second pass's reconstructions. true reproduces this (one extra no-grad "
+        "forward per step, on every step, as the official discriminator pass runs before disc_start too; only "
+        "with a backbone that has a discriminator). false: one update per batch, and the discriminator trains on "
+        "the generator pass's reconstructions.",
+    )
 
 
 @attrs.define

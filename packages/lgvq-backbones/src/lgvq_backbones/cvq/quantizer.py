@@ -138,6 +138,7 @@ class CVQQuantizer(Quantizer):
         first_batch: bool = False,
         contras_loss: bool = True,
         decay: float = 0.99,
+        update_in_discriminator_pass: bool = True,
     ) -> None:
         super().__init__()
         if distance not in ("l2", "cos"):
@@ -156,6 +157,9 @@ class CVQQuantizer(Quantizer):
         self.first_batch = first_batch
         self.contras_loss = contras_loss
         self.decay = decay
+        #: Read by the training step: re-run the tokenizer (train mode, no grad) in the discriminator
+        #: pass, after the generator update, as the official two-optimizer loop does (see CVQConfig).
+        self.update_in_discriminator_pass = update_in_discriminator_pass
         self.embedding = nn.Embedding(codebook_size, dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         #: p_k: EMA of the fraction of positions assigned to each code (starts at 0: all "dead").
@@ -236,7 +240,8 @@ class CVQQuantizer(Quantizer):
     def extra_repr(self) -> str:
         return (
             f"codebook_size={self.codebook_size}, dim={self.dim}, distance={self.distance!r}, "
-            f"anchor={self.anchor!r}, contras_loss={self.contras_loss}, first_batch={self.first_batch}"
+            f"anchor={self.anchor!r}, contras_loss={self.contras_loss}, first_batch={self.first_batch}, "
+            f"update_in_discriminator_pass={self.update_in_discriminator_pass}"
         )
 
 
@@ -251,4 +256,5 @@ def build_cvq_quantizer(config: CVQConfig, context: BuildContext | None = None) 
         first_batch=config.first_batch,
         contras_loss=config.contras_loss,
         decay=config.decay,
+        update_in_discriminator_pass=config.update_in_discriminator_pass,
     )
