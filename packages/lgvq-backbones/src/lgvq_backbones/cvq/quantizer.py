@@ -88,9 +88,11 @@ def contrastive_loss(d: torch.Tensor, codebook_size: int) -> torch.Tensor:
 class FeaturePool(nn.Module):
     """A size-K store of past latents, the source of ``anchor = "random"``.
 
-    While filling, a batch smaller than the free space is appended; a batch larger than the pool
+    While filling, a batch that fits in the free space is appended; a batch larger than the pool
     replaces it with a random draw (with replacement) of the batch. Once full, a small batch
-    overwrites random slots and a large one again replaces the whole pool.
+    overwrites random slots and a large one again replaces the whole pool. A batch that fits in
+    the pool but not in its free space crashes the official pool (it assigns the batch to a
+    slice that is too short); here what fits is appended and the rest overwrites random slots.
     """
 
     def __init__(self, size: int, dim: int) -> None:
@@ -110,8 +112,8 @@ class FeaturePool(nn.Module):
             self.features.copy_(features[draw])
             self.filled.fill_(self.size)
         elif filled < self.size:
-            # Official behaviour: a batch that overflows the free space is written at the end
-            # of the pool and the rest wraps onto random slots.
+            # The official pool raises on a batch that overflows the free space (shape mismatch);
+            # here the part that fits fills the pool and the rest overwrites random slots.
             room = self.size - filled
             self.features[filled : filled + min(n, room)] = features[:room]
             if n > room:

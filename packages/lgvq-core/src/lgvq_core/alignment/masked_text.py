@@ -21,7 +21,8 @@ from lgvq_core.alignment.configs import MaskedTextConfig
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
 from lgvq_core.text import TextFeatures
 
-#: Score given to masked-out keys (the official decoder fills, rather than adds, this value).
+#: Score given to masked-out keys with ``attend_padding = false`` (filled, not added, as the official
+#: decoder's ``masked_fill`` would, though its collapsed mask never selects a key).
 MASKED_SCORE = -10000.0
 #: Keeps the loss finite when no token of the batch is masked.
 EMPTY_MASK_EPS = 5e-6
