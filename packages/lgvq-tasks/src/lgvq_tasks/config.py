@@ -95,8 +95,8 @@ class ReconstructionConfig(TaskConfig):
     lpips_weights: list[str] = option(
         factory=list,
         doc="LPIPS (VGG16) weight files, merged in order (e.g. the lpips package's vgg.pth heads and a torchvision "
-        "vgg16 state dict; layouts as lgvq_backbones.vqgan.lpips reads them). Empty: LPIPS is skipped, since no "
-        "weights can be downloaded offline. Needs lgvq-backbones (pip install lgvq-tasks[lpips]).",
+        "vgg16 state dict; layouts as lgvq_core.lpips reads them). Empty: LPIPS is skipped, since no "
+        "weights can be downloaded offline.",
     )
     grid_images: int = option(
         8, "Originals and reconstructions shown in reconstructions.png (0: none).", in_range(0, 64)
