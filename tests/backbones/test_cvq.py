@@ -1,4 +1,4 @@
-"""cvq (SPEC 4.4): similarity, usage EMA, online re-initialisation, anchors, contrastive term, backbone."""
+"""cvq (docs/method.md: CVQ): similarity, usage EMA, online re-initialisation, anchors, contrastive term, backbone."""
 
 from __future__ import annotations
 

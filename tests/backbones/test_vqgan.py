@@ -1,4 +1,4 @@
-"""The `vqgan` backbone: taming f16 encoder/decoder, LPIPS, PatchGAN and the GAN loss (SPEC 4.3)."""
+"""The `vqgan` backbone: taming f16 encoder/decoder, LPIPS, PatchGAN and the GAN loss (docs/method.md: VQ-GAN)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""masked-text (SPEC 2.3): mask sampling, decoder inputs (and the official leak), decoder, head, loss."""
+"""masked-text (docs/method.md: Masked text prediction).
+
+Mask sampling, decoder inputs (and the official leak), decoder, head, loss.
+"""
 
 from __future__ import annotations
 

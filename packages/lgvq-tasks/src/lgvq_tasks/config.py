@@ -1,4 +1,4 @@
-"""Run-file options of the evaluation tasks, ``[[tasks]] type = ...`` (SPEC section 6; no torch).
+"""Run-file options of the evaluation tasks, ``[[tasks]] type = ...`` (docs/method.md: Evaluation protocols; no torch).
 
 Every task walks the validation split in batches (``batch_size``, ``max_images``) and prints a
 progress line every ``progress_every`` batches. Tasks that need a code ViT (retrieval, masked
@@ -51,7 +51,8 @@ class TaskConfig:
 class ProbeConfig:
     """A code ViT with the LG heads, trained on the FROZEN codes of the train split.
 
-    Baselines have no semantic head; the probe gives them one (SPEC 6, [proj]) so that retrieval,
+    Baselines have no semantic head; the probe gives them one (a project decision; docs/method.md:
+    Evaluation protocols) so that retrieval,
     masked words and relation compare like with like. The tokenizer never changes.
     """
 

@@ -1,4 +1,4 @@
-"""``masked-words``: masked word prediction from the codes (SPEC 6, the paper's Table 3).
+"""``masked-words``: masked word prediction from the codes (docs/method.md: Evaluation protocols, the paper's Table 3).
 
 Mask-k hides k distinct random word tokens among the first min(n, 28) word tokens of a caption
 (captions with fewer than k such tokens are skipped); the masked-text head predicts them from the

@@ -1,4 +1,6 @@
-"""``reconstruction``: how well the tokenizer reproduces the validation images (SPEC 6, Table 1).
+"""``reconstruction``: how well the tokenizer reproduces the validation images (the paper's Table 1).
+
+docs/method.md: Evaluation protocols.
 
 rFID (reconstructions vs originals, Inception pool3), PSNR per image on [0, 1] averaged, SSIM
 (11×11 Gaussian, σ 1.5), LPIPS when weights are given, and codebook usage / perplexity over the

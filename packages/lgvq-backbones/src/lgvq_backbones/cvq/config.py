@@ -19,7 +19,7 @@ def _open_unit_interval(instance: Any, attribute: attrs.Attribute, value: float)
 
 @attrs.define
 class CVQConfig:
-    """CVQ: nearest-code lookup with online re-initialisation of unused codes (SPEC 4.4).
+    """CVQ: nearest-code lookup with online re-initialisation of unused codes (docs/method.md: CVQ).
 
     Defaults are LG-VQ's copy of CVQ (distance l2, anchor probrandom, contrastive term on).
     """
@@ -61,7 +61,7 @@ class CVQConfig:
 
 @attrs.define
 class CVQBackboneConfig(VQGANConfig):
-    """VQ-GAN (taming f16) with the CVQ quantizer, as in LG-VQ's ``LG_cvq`` (SPEC 4.4)."""
+    """VQ-GAN (taming f16) with the CVQ quantizer, as in LG-VQ's ``LG_cvq`` (docs/method.md: CVQ)."""
 
     def cross_check(self, run: Any, path: str) -> Iterable[Problem]:
         yield from super().cross_check(run, path)

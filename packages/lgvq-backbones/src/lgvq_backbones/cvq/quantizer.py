@@ -1,4 +1,4 @@
-"""The CVQ quantizer (Zheng & Vedaldi 2023, as copied into LG-VQ's ``LG_cvq``; SPEC 4.4).
+"""The CVQ quantizer (Zheng & Vedaldi 2023, as copied into LG-VQ's ``LG_cvq``; docs/method.md: CVQ).
 
 A nearest-code quantizer whose rarely used ("dead") codes are pulled onto encoder features at every
 training step, so the whole codebook stays in use:

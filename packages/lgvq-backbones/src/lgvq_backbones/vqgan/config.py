@@ -1,4 +1,4 @@
-"""Config of the `vqgan` backbone (no torch). Defaults: taming f16 as used by LG-VQ (SPEC 4.3)."""
+"""Config of the `vqgan` backbone (no torch). Defaults: taming f16 as used by LG-VQ (docs/method.md: VQ-GAN)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `vqgan` backbone: taming's VQModel + VQLPIPSWithDiscriminator as one Tokenizer (SPEC 4.3).
+"""The `vqgan` backbone: taming's VQModel + VQLPIPSWithDiscriminator as one Tokenizer (docs/method.md: VQ-GAN).
 
 Generator step: L1 + perceptual_weight·LPIPS (the reconstruction term), + codebook_weight·L_vq,
 + d_w·disc_factor·(-mean D(x̂)) from ``disc_start`` on, with the adaptive weight d_w taken at

@@ -1,4 +1,6 @@
-"""Run-file options of the three LG-VQ alignment losses (SPEC 2.2-2.4; no torch).
+"""Run-file options of the three LG-VQ alignment losses (no torch).
+
+docs/method.md: Global semantic alignment, Masked text prediction, Relationship alignment.
 
 Every default is the official code's behaviour; the ``paper`` and improved variants are options.
 """

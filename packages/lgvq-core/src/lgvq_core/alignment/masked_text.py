@@ -1,4 +1,4 @@
-"""Masked text prediction, ``type = "masked-text"`` (SPEC 2.3).
+"""Masked text prediction, ``type = "masked-text"`` (paper Eq. 6; docs/method.md: Masked text prediction).
 
 Words of the caption are hidden; a small post-norm transformer reads the remaining text and
 cross-attends to the code ViT tokens; a vocabulary head tied to the frozen text encoder's token
@@ -162,7 +162,7 @@ class MaskedTextLoss(AlignmentLoss):
         return self.masked_loss(inputs, self.draw_mask(inputs.text, inputs.text_encoder))
 
     def draw_mask(self, text: TextFeatures, text_encoder=None) -> torch.Tensor:
-        """B×L bool: the tokens to hide this step (SPEC 2.3 masking)."""
+        """B×L bool: the tokens to hide this step (docs/method.md: Masked text prediction, masking)."""
         config = self.config
         count = 1 if config.mask_ratio_per == "batch" else len(text)
         ratio = sample_mask_ratio(config.mask_ratio, count, device=text.ids.device)
