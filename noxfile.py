@@ -186,7 +186,7 @@ COMBO_MODELS = {
     },
 }
 
-#: The three LG-VQ losses at the official CelebA-HQ weights (SPEC section 3).
+#: The three LG-VQ losses at the official CelebA-HQ weights (docs/method.md: Training objective).
 LANGUAGE_GUIDANCE = {
     "text_encoder": {"type": "minilm"},
     "alignment": [

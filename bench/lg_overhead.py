@@ -32,7 +32,7 @@ from lgvq_core.alignment.guidance import build_guidance  # noqa: E402
 from lgvq_core.context import BuildContext  # noqa: E402
 from lgvq_core.registry import get_registry  # noqa: E402
 
-#: LG weights of the official CelebA-HQ / TextCaps configs (SPEC section 3).
+#: LG weights of the official CelebA-HQ / TextCaps configs (docs/method.md: Training objective).
 WEIGHTS = {"semantic-nce": 0.001, "masked-text": 0.01, "relation": 0.0001}
 
 ADJECTIVES = ["red", "small", "smiling", "young", "bright", "dark", "striped", "tall", "wooden", "curly"]

@@ -1,4 +1,4 @@
-"""cvq (SPEC 4.4): similarity, usage EMA, online re-initialisation, anchors, contrastive term, backbone."""
+"""cvq (docs/method.md: CVQ): similarity, usage EMA, online re-initialisation, anchors, contrastive term, backbone."""
 
 from __future__ import annotations
 
@@ -226,6 +226,18 @@ def test_random_anchor_fills_the_feature_pool_then_overwrites_random_slots():
     assert (out == 9.0).all(1).sum() == 1  # one random slot overwritten, the rest kept
     kept = out[~(out == 9.0).all(1)]
     assert all(any(torch.equal(row, old) for old in torch.cat([first, second])) for row in kept)
+
+
+def test_a_batch_overflowing_the_free_space_fills_the_pool_and_overwrites_random_slots():
+    """The official pool raises here (a 3-row batch assigned to a 1-row slice); lgvq keeps going."""
+    torch.manual_seed(0)
+    pool = FeaturePool(4, 1)
+    pool.query(torch.tensor([[1.0], [2.0], [3.0]]))
+    out = pool.query(torch.tensor([[7.0], [8.0], [9.0]]))
+    assert int(pool.filled) == 4
+    values = out.flatten().tolist()
+    assert 8.0 in values and 9.0 in values  # the rest overwrites random slots (7 filled slot 3, maybe overwritten)
+    assert sum(v in (1.0, 2.0, 3.0) for v in values) >= 2 and sum(v in (7.0, 8.0, 9.0) for v in values) >= 2
 
 
 def test_random_anchor_pool_is_resampled_from_a_batch_larger_than_the_pool():

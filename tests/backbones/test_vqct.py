@@ -1,4 +1,4 @@
-"""vqct (SPEC 4.5): word prior, tagging, GCN codebook, two-half quantisation, backbone."""
+"""vqct (docs/method.md: VQCT): word prior, tagging, GCN codebook, two-half quantisation, backbone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `vqgan` backbone: taming f16 encoder/decoder, LPIPS, PatchGAN and the GAN loss (SPEC 4.3)."""
+"""The `vqgan` backbone: taming f16 encoder/decoder, LPIPS, PatchGAN and the GAN loss (docs/method.md: VQ-GAN)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from torch import nn
 from lgvq_backbones.vqgan.adversarial import adaptive_weight, hinge_d_loss, vanilla_d_loss
 from lgvq_backbones.vqgan.config import VQGANConfig
 from lgvq_backbones.vqgan.discriminator import PatchDiscriminator
-from lgvq_backbones.vqgan.lpips import LPIPS, load_lpips
 from lgvq_backbones.vqgan.model import VQGAN
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import CheckpointError, ConfigError
+from lgvq_core.lpips import LPIPS, load_lpips
 from lgvq_core.quantizers.vq import VectorQuantizer
 from lgvq_core.registry import build, get_spec
 

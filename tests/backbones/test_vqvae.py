@@ -1,4 +1,4 @@
-"""The `vqvae` backbone (SPEC 4.2)."""
+"""The `vqvae` backbone (docs/method.md: VQ-VAE)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shared code ViT (SPEC 2.1): layout, initialisation and forward pass."""
+"""The shared code ViT (docs/method.md: Code ViT): layout, initialisation and forward pass."""
 
 from __future__ import annotations
 

@@ -1,7 +1,11 @@
-"""masked-text (SPEC 2.3): mask sampling, decoder inputs (and the official leak), decoder, head, loss."""
+"""masked-text (docs/method.md: Masked text prediction).
+
+Mask sampling, decoder inputs (and the official leak), decoder, head, loss.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from types import SimpleNamespace
 
@@ -187,16 +191,20 @@ def _attention(p, prefix, query, source, mask=None):
     return (weights @ v) @ p[prefix + "w_out.weight"].T + p[prefix + "w_out.bias"]
 
 
-def _reference_loss(loss, h0, codes, pad, targets, ids, embedding, smoothing):
-    """Fused post-norm decoder, vocabulary head and label-smoothed CE in numpy (dropout off)."""
+def _reference_loss(loss, h0, codes, pad, targets, ids, embedding, smoothing, attend_padding):
+    """Fused post-norm decoder, vocabulary head and label-smoothed CE in numpy (dropout off).
+
+    ``attend_padding``: every row attends to all L rows (the official decoder); else padding keys are masked.
+    """
     p = {k: v.detach().double().numpy() for k, v in loss.state_dict().items()}
     total, count = 0.0, 0
     for b in range(h0.shape[0]):
         x = h0[b]
+        key_mask = None if attend_padding else pad[b][:, None] & pad[b][None, :]
         for i in range(len(loss.decoder.layers)):
             lp = f"decoder.layers.{i}."
             x = _ln(
-                x + _attention(p, lp + "self_attention.", x, x, pad[b][:, None] & pad[b][None, :]),
+                x + _attention(p, lp + "self_attention.", x, x, key_mask),
                 p[lp + "norm1.weight"],
                 p[lp + "norm1.bias"],
                 1e-12,
@@ -225,13 +233,13 @@ def _reference_loss(loss, h0, codes, pad, targets, ids, embedding, smoothing):
     return total / (count + 5e-6)
 
 
+@pytest.mark.parametrize("attend_padding", [True, False], ids=["official-all-rows", "pad-keys-masked"])
 @pytest.mark.parametrize("smoothing", [0.1, 0.0])
-def test_loss_matches_a_numpy_decoder_head_and_label_smoothed_ce(smoothing):
+def test_loss_matches_a_numpy_decoder_head_and_label_smoothed_ce(smoothing, attend_padding):
     torch.manual_seed(0)
     width, vocab, length, batch = 8, 12, 6, 2
-    loss = MaskedTextLoss(
-        MaskedTextConfig(decoder_layers=2, dropout=0.0, label_smoothing=smoothing), width, vocab, length
-    )
+    config = MaskedTextConfig(decoder_layers=2, dropout=0.0, label_smoothing=smoothing, attend_padding=attend_padding)
+    loss = MaskedTextLoss(config, width, vocab, length)
     with torch.no_grad():
         for parameter in loss.parameters():  # every weight and bias visible, incl. head bias b
             parameter.normal_(0, 0.4)
@@ -244,7 +252,7 @@ def test_loss_matches_a_numpy_decoder_head_and_label_smoothed_ce(smoothing):
     codes = torch.randn(batch, 5, width)
     masked = torch.tensor([[False, True, False, True, False, True], [False, False, True, False, False, False]])
     # position 5 of caption 0 is padding (never a target) although the mask says so; column 5 is padding in
-    # both captions, so the module drops it before the decoder while the reference keeps it
+    # both captions: with masked padding keys the module drops it before the decoder while the reference keeps it
     value = loss.masked_loss(inputs_for(text, encoder, codes), masked)
 
     targets = (masked & words).numpy()
@@ -253,9 +261,89 @@ def test_loss_matches_a_numpy_decoder_head_and_label_smoothed_ce(smoothing):
     )
     h0 = h0 * pad.numpy()[..., None]
     expected = _reference_loss(
-        loss, h0, codes.double().numpy(), pad.numpy(), targets, ids.numpy(), embedding.double().numpy(), smoothing
+        loss,
+        h0,
+        codes.double().numpy(),
+        pad.numpy(),
+        targets,
+        ids.numpy(),
+        embedding.double().numpy(),
+        smoothing,
+        attend_padding,
     )
     assert value.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_official_decoder_attends_to_padding_rows_as_a_hand_built_all_rows_computation():
+    """One layer, width 3, one real token and one padding row, every weight chosen by hand.
+
+    Self-attention: q = k = x, v = x + b (identity weights, value bias b), out = identity. The padding
+    row enters as zeros, so its key is 0 and its value is b: the real row's attention output is
+    w (x + b) + (1 - w) b with w = softmax([x.x / sqrt(3), 0])[0]. Masking the padding key gives x + b.
+    Cross-attention and the FFN are set to add nothing, so LN2 and LN3 keep LN1's output.
+    """
+    width = 3
+    config = MaskedTextConfig(decoder_layers=1, dropout=0.0)
+    assert config.attend_padding  # the official default
+    loss = MaskedTextLoss(config, width, vocab_size=3, context_length=2)
+    layer = loss.decoder.layers[0]
+    value_bias = torch.tensor([0.0, 1.0, 0.0])
+    with torch.no_grad():
+        for attention in (layer.self_attention, layer.cross_attention):
+            for linear in (attention.w_q, attention.w_k, attention.w_v, attention.w_out):
+                linear.weight.copy_(torch.eye(width))
+                linear.bias.zero_()
+        layer.self_attention.w_v.bias.copy_(value_bias)
+        layer.cross_attention.w_v.weight.zero_()
+        layer.ffn.linear2.weight.zero_()
+        layer.ffn.linear2.bias.zero_()
+    x = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])  # b=1, l=2: a real row, then a padding row (zeroed)
+    pad = torch.tensor([[True, False]])
+    codes = torch.zeros(1, 4, width)
+
+    def ln(v: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(v, (width,), eps=1e-12)
+
+    official = loss.decode(x, codes, pad)
+    w = math.exp(3**-0.5) / (math.exp(3**-0.5) + 1.0)
+    real = x[0, 0]
+    torch.testing.assert_close(official[0, 0], ln(real + w * (real + value_bias) + (1 - w) * value_bias))
+    # the padding row's query is 0: equal weights on both rows, output (x + b) / 2 + b / 2
+    torch.testing.assert_close(official[0, 1], ln(0.5 * real + value_bias))
+
+    loss.config.attend_padding = False
+    masked = loss.decode(x, codes, pad)  # the padding column is dropped: the real row sees itself only
+    assert masked.shape == (1, 1, width)
+    torch.testing.assert_close(masked[0, 0], ln(real + real + value_bias))
+    assert (masked[0, 0] - official[0, 0]).abs().max() > 0.05  # the padding row changed the real token's output
+
+
+def _padded(text: TextFeatures, extra: int) -> TextFeatures:
+    """The same captions with ``extra`` more padding columns."""
+
+    def grow(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], dim=1)
+
+    return TextFeatures(
+        grow(text.ids), grow(text.pad_mask), grow(text.word_mask), grow(text.token_states), text.sentence
+    )
+
+
+@pytest.mark.parametrize("attend_padding", [True, False])
+def test_only_the_official_loss_depends_on_the_number_of_padding_rows(attend_padding):
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    text = encoder.encode(CAPTIONS)  # 8 and 8 real tokens of 10
+    codes = torch.randn(2, 5, 16)
+    loss = MaskedTextLoss(MaskedTextConfig(dropout=0.0, attend_padding=attend_padding), 16, 1024, 14)
+    longer = loss.masked_loss(inputs_for(_padded(text, 4), encoder, codes), F.pad(MASK, (0, 4)))
+    shorter = MaskedTextLoss(loss.config, 16, 1024, 10)
+    shorter.load_state_dict({**loss.state_dict(), "mask_embedding": loss.mask_embedding[:10]})
+    value = shorter.masked_loss(inputs_for(text, encoder, codes), MASK)
+    if attend_padding:
+        assert abs(value.item() - longer.item()) > 1e-4 * value.item()
+    else:
+        assert value.item() == pytest.approx(longer.item(), rel=1e-6)
 
 
 def test_label_smoothing_is_the_official_formula():

@@ -1,4 +1,4 @@
-"""relation (SPEC 2.4): the official steps 1-6 and the options."""
+"""relation (docs/method.md: Relationship alignment): the official steps 1-6 and the options."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_negative_match_flips_the_code_only_with_scale_by_match():
 
 
 def _reference(loss: RelationLoss, states, vit, quant, pad) -> float:
-    """Steps 1-6 of SPEC 2.4 in numpy, one token at a time."""
+    """The six official steps (docs/method.md: Relationship alignment) in numpy, one token at a time."""
     p = {k: v.detach().double().numpy() for k, v in loss.state_dict().items()}
     total = 0.0
     batch, length, _ = states.shape

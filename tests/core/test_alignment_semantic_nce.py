@@ -1,4 +1,4 @@
-"""semantic-nce (SPEC 2.2): the official InfoNCE and its options."""
+"""semantic-nce (docs/method.md: Global semantic alignment): the official InfoNCE and its options."""
 
 from __future__ import annotations
 

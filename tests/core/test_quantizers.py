@@ -1,4 +1,4 @@
-"""The built-in quantizers `vq`, `vq-ema` and `cosine` (SPEC 4.1, 4.2)."""
+"""The built-in quantizers `vq`, `vq-ema` and `cosine` (docs/method.md: Quantizers and β placement)."""
 
 from __future__ import annotations
 

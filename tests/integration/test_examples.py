@@ -12,7 +12,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RUN_FILES = sorted(p for p in EXAMPLES.rglob("*.toml") if "plugins" not in p.parts)
 PRESETS = sorted((EXAMPLES / "paper").rglob("*.toml"))
 
-# SPEC 3: LG-VQ weights (semantic-nce, masked-text, relation) of the official configs.
+# LG-VQ weights (semantic-nce, masked-text, relation) of the official configs (docs/method.md: Training objective).
 WEIGHTS = {
     "celeba-hq": (0.001, 0.01, 0.0001),
     "textcaps": (0.001, 0.01, 0.0001),

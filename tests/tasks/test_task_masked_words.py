@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from task_doubles import IdentityTokenizer, ListData, id_images, image_ids, trained_model
 from torch import nn
 
+from lgvq_core.alignment.configs import MaskedTextConfig
+from lgvq_core.alignment.masked_text import MaskedTextLoss
 from lgvq_core.text import TextFeatures
 from lgvq_tasks.config import MaskedWordsConfig
 from lgvq_tasks.errors import TaskError
-from lgvq_tasks.masked_words import MaskedWordsTask, choose_masks, visible_rows
+from lgvq_tasks.masked_words import MaskedWordsTask, choose_masks, masked_predictions, visible_rows
 
 
 def word_masks(word_counts: list[int], length: int) -> torch.Tensor:
@@ -90,7 +92,7 @@ class CodeReadingHead(nn.Module):
         super().__init__()
         self.config = SimpleNamespace(text_input="unmasked-contextual")
         self.mask_embedding = nn.Parameter(torch.zeros(length, width))
-        self.decoder = lambda hidden, codes, pair_mask: codes[:, 1 : 1 + hidden.shape[1]]
+        self.decode = lambda hidden, codes, pad_mask: codes[:, 1 : 1 + hidden.shape[1]]
         self.head = lambda hidden, table: F.normalize(hidden, dim=-1) @ F.normalize(table, dim=-1).T
 
 
@@ -150,3 +152,24 @@ def test_model_matcher_without_a_masked_text_head_is_an_error(text_encoder, tmp_
     model = trained_model(IdentityTokenizer(), None, text_encoder)
     with pytest.raises(TaskError, match="masked-text"):
         MaskedWordsTask(MaskedWordsConfig(matcher="model")).run(model, ListData(id_images(2), [["a"], ["b"]]), tmp_path)
+
+
+@pytest.mark.parametrize("attend_padding", [True, False])
+def test_predictions_decode_padding_rows_as_the_head_was_trained(attend_padding):
+    torch.manual_seed(0)
+    width, vocab, length = 8, 20, 6
+    head = MaskedTextLoss(MaskedTextConfig(dropout=0.0, attend_padding=attend_padding), width, vocab, length).eval()
+    with torch.no_grad():
+        head.head.bias.normal_(0, 3.0)  # predictions that depend on more than the decoder's sign
+    ids = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 2, 0]])
+    pad = ids != 0
+    masked = torch.tensor([[False, True, False, False, False, False], [False, False, True, True, False, False]])
+    rows, codes = torch.randn(2, length, width), torch.randn(2, 4, width)
+    encoder = SimpleNamespace(token_embedding=torch.randn(vocab, width))
+    predicted = masked_predictions(head, codes, rows, masked, pad, encoder)
+
+    hidden = torch.where(masked.unsqueeze(-1), head.mask_embedding, rows) * pad.unsqueeze(-1)
+    pair_mask = None if attend_padding else pad.unsqueeze(2) & pad.unsqueeze(1)
+    decoded = head.decoder(hidden, codes, pair_mask)  # all 6 rows; masked keys when pair_mask is set
+    expected = head.head(decoded[masked], encoder.token_embedding).argmax(-1)
+    assert torch.equal(predicted, expected)

@@ -11,6 +11,7 @@ from task_doubles import IdentityTokenizer, ListData, id_images, trained_model
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
 
+from lgvq_core.lpips import LPIPS
 from lgvq_tasks.config import ReconstructionConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.fid import InceptionFeatures, SmallSplitFID, frechet_distance_from_features, tf_bilinear_resize
@@ -82,7 +83,6 @@ def test_task_on_a_perfect_and_an_offset_reconstruction(tmp_path):
 
 
 def test_lpips_is_skipped_without_weights_and_zero_for_identical_images(tmp_path, capsys):
-    lpips = pytest.importorskip("lgvq_backbones.vqgan.lpips")
     data = ListData(id_images(2, size=16), [["x"]] * 2)
     model = trained_model(IdentityTokenizer())
     results = ReconstructionTask(ReconstructionConfig(metrics=["lpips"], grid_images=0)).run(model, data, tmp_path)
@@ -91,7 +91,7 @@ def test_lpips_is_skipped_without_weights_and_zero_for_identical_images(tmp_path
 
     weights = tmp_path / "lpips.pth"
     torch.manual_seed(0)
-    torch.save(lpips.LPIPS().state_dict(), weights)
+    torch.save(LPIPS().state_dict(), weights)
     config = ReconstructionConfig(metrics=["lpips"], lpips_weights=[str(weights)], grid_images=0)
     assert ReconstructionTask(config).run(model, data, tmp_path)["lpips"] == pytest.approx(0.0, abs=1e-6)
 

@@ -1,4 +1,4 @@
-"""The text-encoder contract (SPEC section 5) and the features every encoder returns."""
+"""The text-encoder contract (docs/method.md: Text encoders) and the features every encoder returns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Frozen text features computed once per caption and reused (SPEC section 3, "lgvq [proj]").
+"""Frozen text features computed once per caption and reused.
+
+docs/method.md: Training objective, "Computed once, not twice".
 
 The text encoder never trains, so a caption's features never change: :class:`TextFeatureCache`
 runs the encoder once per distinct caption and serves every later request from memory, and, in

@@ -1,4 +1,6 @@
-"""``codebook``: what each code looks like and how often it is used (SPEC 6, the paper's Fig. 7).
+"""``codebook``: what each code looks like and how often it is used (the paper's Fig. 7).
+
+docs/method.md: Evaluation protocols.
 
 Each code e_k is decoded on its own as a 1×1 latent (``tokenizer.decode_indices`` on a k×1×1 index
 grid, so the quantizer's own lookup and post-processing apply) into an f×f patch; the K patches are

@@ -1,4 +1,4 @@
-"""Run-file options of the evaluation tasks, ``[[tasks]] type = ...`` (SPEC section 6; no torch).
+"""Run-file options of the evaluation tasks, ``[[tasks]] type = ...`` (docs/method.md: Evaluation protocols; no torch).
 
 Every task walks the validation split in batches (``batch_size``, ``max_images``) and prints a
 progress line every ``progress_every`` batches. Tasks that need a code ViT (retrieval, masked
@@ -51,7 +51,8 @@ class TaskConfig:
 class ProbeConfig:
     """A code ViT with the LG heads, trained on the FROZEN codes of the train split.
 
-    Baselines have no semantic head; the probe gives them one (SPEC 6, [proj]) so that retrieval,
+    Baselines have no semantic head; the probe gives them one (a project decision; docs/method.md:
+    Evaluation protocols) so that retrieval,
     masked words and relation compare like with like. The tokenizer never changes.
     """
 
@@ -95,8 +96,8 @@ class ReconstructionConfig(TaskConfig):
     lpips_weights: list[str] = option(
         factory=list,
         doc="LPIPS (VGG16) weight files, merged in order (e.g. the lpips package's vgg.pth heads and a torchvision "
-        "vgg16 state dict; layouts as lgvq_backbones.vqgan.lpips reads them). Empty: LPIPS is skipped, since no "
-        "weights can be downloaded offline. Needs lgvq-backbones (pip install lgvq-tasks[lpips]).",
+        "vgg16 state dict; layouts as lgvq_core.lpips reads them). Empty: LPIPS is skipped, since no "
+        "weights can be downloaded offline.",
     )
     grid_images: int = option(
         8, "Originals and reconstructions shown in reconstructions.png (0: none).", in_range(0, 64)

@@ -1,4 +1,4 @@
-"""``masked-words``: masked word prediction from the codes (SPEC 6, the paper's Table 3).
+"""``masked-words``: masked word prediction from the codes (docs/method.md: Evaluation protocols, the paper's Table 3).
 
 Mask-k hides k distinct random word tokens among the first min(n, 28) word tokens of a caption
 (captions with fewer than k such tokens are skipped); the masked-text head predicts them from the
@@ -75,14 +75,14 @@ def masked_predictions(
     """Top-1 token id at each masked position (flattened in row-major order), from the masked-text head.
 
     ``vit_tokens`` B×(N+1)×W are the code-ViT tokens the decoder cross-attends to; masked rows get
-    the head's learned mask embeddings and padding rows are zeroed, as in training.
+    the head's learned mask embeddings and padding rows are zeroed, and the decoder treats padding
+    rows as the head was trained to (its ``attend_padding``; the official default attends to them).
     """
     pad = pad_mask.bool()
     mask_rows = head.mask_embedding[: rows.shape[1]].to(rows.dtype)  # l w
     hidden = torch.where(masked.unsqueeze(-1), mask_rows, rows) * pad.unsqueeze(-1).to(rows.dtype)
-    pair_mask = pad.unsqueeze(2) & pad.unsqueeze(1)  # b l l
-    hidden = head.decoder(hidden, vit_tokens.to(hidden.dtype), pair_mask)
-    logits = head.head(hidden[masked], encoder.token_embedding)  # m v
+    hidden = head.decode(hidden, vit_tokens, pad)  # b l' w (l' < l only when padding is masked)
+    logits = head.head(hidden[masked[:, : hidden.shape[1]]], encoder.token_embedding)  # m v
     return logits.argmax(-1)
 
 

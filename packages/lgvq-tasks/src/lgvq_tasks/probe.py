@@ -1,7 +1,8 @@
 """Where retrieval, masked words and relation get their code ViT and heads.
 
 ``matcher = "model"`` uses the run's trained alignment module. A baseline has none, so
-``matcher = "probe"`` trains one on the frozen codes of the train split first (SPEC 6, [proj]):
+``matcher = "probe"`` trains one on the frozen codes of the train split first (a project decision;
+docs/method.md: Evaluation protocols):
 a code ViT with the semantic-nce and masked-text heads, built by the same factories as in
 training, optimised on L = L_nce + L_mlm while the tokenizer stays frozen. One probe serves every
 task of an evaluation that asks for the same probe options (it is kept in ``model.extra``).

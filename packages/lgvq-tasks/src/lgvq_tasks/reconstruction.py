@@ -1,4 +1,6 @@
-"""``reconstruction``: how well the tokenizer reproduces the validation images (SPEC 6, Table 1).
+"""``reconstruction``: how well the tokenizer reproduces the validation images (the paper's Table 1).
+
+docs/method.md: Evaluation protocols.
 
 rFID (reconstructions vs originals, Inception pool3), PSNR per image on [0, 1] averaged, SSIM
 (11×11 Gaussian, σ 1.5), LPIPS when weights are given, and codebook usage / perplexity over the
@@ -18,7 +20,6 @@ from torchmetrics.aggregation import MeanMetric
 from lgvq_core.image_quality import psnr_per_image
 from lgvq_core.runner.samples import save_reconstruction_grid
 from lgvq_tasks.config import ReconstructionConfig
-from lgvq_tasks.errors import TaskError
 from lgvq_tasks.split import LOCAL_METRIC, split_batches
 from lgvq_tasks.usage import CodeUsage
 
@@ -43,14 +44,9 @@ class MeanPSNR(Metric):
 
 
 def load_lpips_metric(paths: list[str]) -> Any:
-    """The VQ-GAN backbone's LPIPS with the given weights (lgvq-backbones is an optional dependency)."""
-    try:
-        from lgvq_backbones.vqgan.lpips import load_lpips
-    except ImportError as exc:
-        raise TaskError(
-            "reconstruction: LPIPS uses the VGG16 LPIPS of lgvq-backbones, which is not installed; "
-            "pip install lgvq-tasks[lpips] (or lgvq-backbones), or leave lpips_weights empty"
-        ) from exc
+    """lgvq-core's LPIPS (the network VQ-GAN's perceptual loss uses) with the given weights."""
+    from lgvq_core.lpips import load_lpips
+
     return load_lpips(paths)
 
 

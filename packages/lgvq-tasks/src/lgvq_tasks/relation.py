@@ -1,4 +1,6 @@
-"""``relation``: do codes relate to each other as the words they align with? (SPEC 6, Table 4, Fig. 6)
+"""``relation``: do codes relate to each other as the words they align with? (Table 4, Fig. 6)
+
+docs/method.md: Evaluation protocols.
 
 For each caption of an image: every word token is matched to the image position whose code-ViT
 token is most similar (cosine), giving that position's code index. q = cosines between the word

@@ -1,4 +1,6 @@
-"""``retrieval``: image-to-text retrieval with the global semantic head (SPEC 6, the paper's Fig. 4).
+"""``retrieval``: image-to-text retrieval with the global semantic head (the paper's Fig. 4).
+
+docs/method.md: Evaluation protocols.
 
 Each validation image's global embedding (code ViT global token -> projection, the vector the
 semantic-nce loss trains) is compared by cosine with the sentence embedding of every distinct

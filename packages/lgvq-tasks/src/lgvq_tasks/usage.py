@@ -9,7 +9,10 @@ from lgvq_core.quantizers.base import usage_from_counts
 
 
 class CodeUsage(Metric):
-    """Counts of each code over every ``update``; :meth:`compute` gives usage and perplexity (SPEC 4.1)."""
+    """Counts of each code over every ``update``; :meth:`compute` gives usage and perplexity.
+
+    docs/method.md: Quantizers and β placement.
+    """
 
     full_state_update = False
 

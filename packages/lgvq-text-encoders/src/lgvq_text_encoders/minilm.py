@@ -3,7 +3,8 @@
 A 6-layer bidirectional BERT (W = E = 384) with a lower-cased WordPiece vocabulary of 30522.
 ``token_states`` is ``last_hidden_state`` at L tokens; ``sentence`` is the mean of the real tokens'
 states, L2-normalised, which is what sentence-transformers computes for this model. Being
-bidirectional, every visible token has seen the whole caption (see SPEC 2.3 on the masked-text leak).
+bidirectional, every visible token has seen the whole caption (the masked-text leak:
+docs/method.md: Masked text prediction).
 """
 
 from __future__ import annotations

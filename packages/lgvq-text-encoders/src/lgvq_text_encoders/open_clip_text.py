@@ -1,4 +1,4 @@
-"""The text tower of an open_clip CLIP model, run in parts at L tokens (SPEC section 5).
+"""The text tower of an open_clip CLIP model, run in parts at L tokens (docs/method.md: Text encoders).
 
 ``encode_text`` of open_clip adds all of its position rows (77) and fixes the sequence length, so
 the tower is run step by step: token embedding -> + the first L position rows -> transformer with
@@ -19,7 +19,7 @@ from lgvq_text_encoders.config import MIN_CONTEXT_LENGTH, OpenClipConfig
 from lgvq_text_encoders.identity import encoder_identity, weights_digest
 from lgvq_text_encoders.open_clip_weights import build_open_clip_model, check_supported, resolve
 
-#: CLIP has no mask token; masked captions carry ``*`` at masked positions (SPEC section 5).
+#: CLIP has no mask token; masked captions carry ``*`` at masked positions (docs/method.md: Text encoders).
 MASK_PLACEHOLDER = "*"
 _WORD_END = "</w>"
 

@@ -1,4 +1,4 @@
-"""The `cvq` backbone: VQ-GAN (taming f16) around the CVQ quantizer, as LG-VQ's ``LG_cvq`` (SPEC 4.4)."""
+"""The `cvq` backbone: VQ-GAN (taming f16) around the CVQ quantizer, as LG-VQ's ``LG_cvq`` (docs/method.md: CVQ)."""
 
 from __future__ import annotations
 

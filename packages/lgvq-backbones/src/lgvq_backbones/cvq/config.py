@@ -19,7 +19,7 @@ def _open_unit_interval(instance: Any, attribute: attrs.Attribute, value: float)
 
 @attrs.define
 class CVQConfig:
-    """CVQ: nearest-code lookup with online re-initialisation of unused codes (SPEC 4.4).
+    """CVQ: nearest-code lookup with online re-initialisation of unused codes (docs/method.md: CVQ).
 
     Defaults are LG-VQ's copy of CVQ (distance l2, anchor probrandom, contrastive term on).
     """
@@ -47,11 +47,21 @@ class CVQConfig:
     decay: float = option(
         0.99, "EMA decay gamma of the code-usage statistics that drive the re-initialisation.", _open_unit_interval
     )
+    update_in_discriminator_pass: bool = option(
+        True,
+        "Official quirk: LG-VQ's LG_cvq (PyTorch Lightning 1.x, two optimizers) runs the model forward in "
+        "train mode in both optimizer passes of a batch, so the usage EMA decays twice and unused codes are "
+        "re-anchored twice per batch, the second time on encoder features after the generator update, and the "
+        "discriminator trains on that second pass's reconstructions. true reproduces this (one extra no-grad "
+        "forward per step, on every step, as the official discriminator pass runs before disc_start too; only "
+        "with a backbone that has a discriminator). false: one update per batch, and the discriminator trains on "
+        "the generator pass's reconstructions.",
+    )
 
 
 @attrs.define
 class CVQBackboneConfig(VQGANConfig):
-    """VQ-GAN (taming f16) with the CVQ quantizer, as in LG-VQ's ``LG_cvq`` (SPEC 4.4)."""
+    """VQ-GAN (taming f16) with the CVQ quantizer, as in LG-VQ's ``LG_cvq`` (docs/method.md: CVQ)."""
 
     def cross_check(self, run: Any, path: str) -> Iterable[Problem]:
         yield from super().cross_check(run, path)

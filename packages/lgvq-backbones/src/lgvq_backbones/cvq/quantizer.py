@@ -1,4 +1,4 @@
-"""The CVQ quantizer (Zheng & Vedaldi 2023, as copied into LG-VQ's ``LG_cvq``; SPEC 4.4).
+"""The CVQ quantizer (Zheng & Vedaldi 2023, as copied into LG-VQ's ``LG_cvq``; docs/method.md: CVQ).
 
 A nearest-code quantizer whose rarely used ("dead") codes are pulled onto encoder features at every
 training step, so the whole codebook stays in use:
@@ -88,9 +88,11 @@ def contrastive_loss(d: torch.Tensor, codebook_size: int) -> torch.Tensor:
 class FeaturePool(nn.Module):
     """A size-K store of past latents, the source of ``anchor = "random"``.
 
-    While filling, a batch smaller than the free space is appended; a batch larger than the pool
+    While filling, a batch that fits in the free space is appended; a batch larger than the pool
     replaces it with a random draw (with replacement) of the batch. Once full, a small batch
-    overwrites random slots and a large one again replaces the whole pool.
+    overwrites random slots and a large one again replaces the whole pool. A batch that fits in
+    the pool but not in its free space crashes the official pool (it assigns the batch to a
+    slice that is too short); here what fits is appended and the rest overwrites random slots.
     """
 
     def __init__(self, size: int, dim: int) -> None:
@@ -110,8 +112,8 @@ class FeaturePool(nn.Module):
             self.features.copy_(features[draw])
             self.filled.fill_(self.size)
         elif filled < self.size:
-            # Official behaviour: a batch that overflows the free space is written at the end
-            # of the pool and the rest wraps onto random slots.
+            # The official pool raises on a batch that overflows the free space (shape mismatch);
+            # here the part that fits fills the pool and the rest overwrites random slots.
             room = self.size - filled
             self.features[filled : filled + min(n, room)] = features[:room]
             if n > room:
@@ -138,6 +140,7 @@ class CVQQuantizer(Quantizer):
         first_batch: bool = False,
         contras_loss: bool = True,
         decay: float = 0.99,
+        update_in_discriminator_pass: bool = True,
     ) -> None:
         super().__init__()
         if distance not in ("l2", "cos"):
@@ -156,6 +159,9 @@ class CVQQuantizer(Quantizer):
         self.first_batch = first_batch
         self.contras_loss = contras_loss
         self.decay = decay
+        #: Read by the training step: re-run the tokenizer (train mode, no grad) in the discriminator
+        #: pass, after the generator update, as the official two-optimizer loop does (see CVQConfig).
+        self.update_in_discriminator_pass = update_in_discriminator_pass
         self.embedding = nn.Embedding(codebook_size, dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         #: p_k: EMA of the fraction of positions assigned to each code (starts at 0: all "dead").
@@ -236,7 +242,8 @@ class CVQQuantizer(Quantizer):
     def extra_repr(self) -> str:
         return (
             f"codebook_size={self.codebook_size}, dim={self.dim}, distance={self.distance!r}, "
-            f"anchor={self.anchor!r}, contras_loss={self.contras_loss}, first_batch={self.first_batch}"
+            f"anchor={self.anchor!r}, contras_loss={self.contras_loss}, first_batch={self.first_batch}, "
+            f"update_in_discriminator_pass={self.update_in_discriminator_pass}"
         )
 
 
@@ -251,4 +258,5 @@ def build_cvq_quantizer(config: CVQConfig, context: BuildContext | None = None) 
         first_batch=config.first_batch,
         contras_loss=config.contras_loss,
         decay=config.decay,
+        update_in_discriminator_pass=config.update_in_discriminator_pass,
     )

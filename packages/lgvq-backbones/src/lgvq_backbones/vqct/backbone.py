@@ -1,4 +1,4 @@
-"""The `vqct` backbone: VQ-GAN (taming f16) around the VQCT quantizer (SPEC 4.5).
+"""The `vqct` backbone: VQ-GAN (taming f16) around the VQCT quantizer (docs/method.md: VQCT).
 
 VQGAN sizes ``quant_conv`` (z_channels -> 512) and ``post_quant_conv`` (512 -> z_channels) from the
 quantizer's ``dim``, so the VQCT model is the VQ-GAN module with the two-half GCN codebook.

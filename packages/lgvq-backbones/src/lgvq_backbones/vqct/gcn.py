@@ -1,4 +1,4 @@
-"""VQCT's codebook generator: a two-layer graph convolutional network in plain torch (SPEC 4.5).
+"""VQCT's codebook generator: a two-layer graph convolutional network in plain torch (docs/method.md: VQCT).
 
 Kipf & Welling's propagation ``H' = Â H W + b`` with ``Â = D̃^-½ (A + I) D̃^-½`` (self-loops added,
 symmetric normalisation, ``D̃`` the row sums of ``A + I``), as torch_geometric's ``GCNConv`` computes

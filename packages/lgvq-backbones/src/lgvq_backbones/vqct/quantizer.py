@@ -1,4 +1,4 @@
-"""The VQCT quantizer (Zhang et al. 2024, "Codebook Transfer"; SPEC 4.5).
+"""The VQCT quantizer (Zhang et al. 2024, "Codebook Transfer"; docs/method.md: VQCT).
 
 Codes are not free parameters: a two-layer GCN maps the word prior's vectors (adjective and noun
 nodes joined by adjective–noun edges) to code vectors, recomputed at every forward so every code

@@ -1,4 +1,4 @@
-"""VQCT's word prior: adjective and noun nodes, adjective–noun edges and a vector per word (SPEC 4.5).
+"""VQCT's word prior: adjective and noun nodes, adjective–noun edges and a vector per word (docs/method.md: VQCT).
 
 Built once per training set and cached:
 

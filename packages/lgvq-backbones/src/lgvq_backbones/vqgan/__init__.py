@@ -1,1 +1,1 @@
-"""The `vqgan` backbone (SPEC section 4)."""
+"""The `vqgan` backbone (docs/method.md: VQ-GAN)."""

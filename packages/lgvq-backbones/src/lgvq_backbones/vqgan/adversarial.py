@@ -1,4 +1,4 @@
-"""VQ-GAN's adversarial pieces: discriminator losses and the adaptive generator weight (SPEC 4.3)."""
+"""VQ-GAN's adversarial pieces: discriminator losses and the adaptive generator weight (docs/method.md: VQ-GAN)."""
 
 from __future__ import annotations
 

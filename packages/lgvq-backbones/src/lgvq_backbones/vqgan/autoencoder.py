@@ -1,4 +1,4 @@
-"""VQ-GAN encoder and decoder (taming f16: ch 128, ch_mult [1,1,2,2,4], attention at 16², SPEC 4.3).
+"""VQ-GAN encoder and decoder (taming f16: ch 128, ch_mult [1,1,2,2,4], attention at 16², docs/method.md: VQ-GAN).
 
 Level i works at ``image_size / 2**i``; a level whose side is listed in ``attn_resolutions`` follows
 each of its residual blocks with single-head attention. The encoder has ``num_res_blocks`` blocks

@@ -1,4 +1,4 @@
-"""Building blocks of the VQ-GAN encoder and decoder (taming's f16 architecture, SPEC 4.3).
+"""Building blocks of the VQ-GAN encoder and decoder (taming's f16 architecture, docs/method.md: VQ-GAN).
 
 Module and parameter names follow taming-transformers' ``diffusionmodules/model.py`` (``norm1``,
 ``conv1``, ``nin_shortcut``, ``q``/``k``/``v``/``proj_out``, ...) so its checkpoints map key for key.

@@ -1,4 +1,4 @@
-"""Config of the `vqgan` backbone (no torch). Defaults: taming f16 as used by LG-VQ (SPEC 4.3)."""
+"""Config of the `vqgan` backbone (no torch). Defaults: taming f16 as used by LG-VQ (docs/method.md: VQ-GAN)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class VQGANConfig:
     perceptual_weights: str | None = option(
         None,
         "LPIPS weights file (.safetensors or .pth state dict: VGG16 features + the five linear heads; layout in "
-        "lgvq_backbones.vqgan.lpips). Nothing is downloaded: without it the perceptual term is off.",
+        "lgvq_core.lpips). Nothing is downloaded: without it the perceptual term is off.",
     )
     perceptual_vgg_weights: str | None = option(
         None,

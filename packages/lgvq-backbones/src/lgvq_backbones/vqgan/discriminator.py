@@ -1,4 +1,4 @@
-"""PatchGAN discriminator of VQ-GAN (pix2pix's NLayerDiscriminator as taming uses it, SPEC 4.3).
+"""PatchGAN discriminator of VQ-GAN (pix2pix's NLayerDiscriminator as taming uses it, docs/method.md: VQ-GAN).
 
 With 3 layers and ndf 64: 4×4 convs 3→64→128→256→512→1 with strides 2, 2, 2, 1, 1, LeakyReLU 0.2,
 BatchNorm after every conv but the first and the last (those convs have no bias). It outputs one

@@ -1,4 +1,4 @@
-"""The `vqgan` backbone: taming's VQModel + VQLPIPSWithDiscriminator as one Tokenizer (SPEC 4.3).
+"""The `vqgan` backbone: taming's VQModel + VQLPIPSWithDiscriminator as one Tokenizer (docs/method.md: VQ-GAN).
 
 Generator step: L1 + perceptual_weight·LPIPS (the reconstruction term), + codebook_weight·L_vq,
 + d_w·disc_factor·(-mean D(x̂)) from ``disc_start`` on, with the adaptive weight d_w taken at
@@ -21,9 +21,9 @@ from lgvq_backbones.vqgan.adversarial import D_LOSSES, adaptive_weight
 from lgvq_backbones.vqgan.autoencoder import Decoder, Encoder
 from lgvq_backbones.vqgan.config import VQGANConfig
 from lgvq_backbones.vqgan.discriminator import PatchDiscriminator
-from lgvq_backbones.vqgan.lpips import LPIPS, load_lpips
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError
+from lgvq_core.lpips import LPIPS, load_lpips
 from lgvq_core.quantizers.base import Quantizer
 from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
 

@@ -1,1 +1,1 @@
-"""The `vqvae` backbone (SPEC section 4)."""
+"""The `vqvae` backbone (docs/method.md: VQ-VAE)."""

@@ -1,4 +1,4 @@
-"""The `vqvae` backbone: Oord et al. 2017's convolutional VQ-VAE (SPEC 4.2), laid out like sonnet's.
+"""The `vqvae` backbone: Oord et al. 2017's convolutional VQ-VAE (docs/method.md: VQ-VAE), laid out like sonnet's.
 
 Encoder: 4×4 stride-2 convs with ReLU (``log2 f`` of them; the first has hidden/2 channels), a
 3×3 conv, residual blocks (ReLU, 3×3 conv, ReLU, 1×1 conv, added to the input) and a final ReLU,

@@ -1,4 +1,4 @@
-"""The code ViT shared by the alignment losses (SPEC 2.1).
+"""The code ViT shared by the alignment losses (paper Eq. 4; docs/method.md: Code ViT).
 
 It reads the straight-through codes ``quant`` as a sequence of N tokens of width D, prepends a
 learned global token and returns all N+1 tokens projected to the text width W. Its blocks are
@@ -76,7 +76,7 @@ class CodeViT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """CLIP ViT initialisation (SPEC 2.1 init row)."""
+        """CLIP ViT initialisation (docs/method.md: Code ViT, initialisation)."""
         nn.init.normal_(self.class_embedding, std=0.01)
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.proj, std=0.01)

@@ -1,4 +1,6 @@
-"""Run-file options of the three LG-VQ alignment losses (SPEC 2.2-2.4; no torch).
+"""Run-file options of the three LG-VQ alignment losses (no torch).
+
+docs/method.md: Global semantic alignment, Masked text prediction, Relationship alignment.
 
 Every default is the official code's behaviour; the ``paper`` and improved variants are options.
 """
@@ -120,6 +122,13 @@ class MaskedTextConfig(AlignmentLossConfig):
         "fused",
         "fused: each layer is self-attention -> cross-attention -> FFN (official); two-stage: a self-attention "
         "stack over the text, then a cross-attention stack to the code ViT tokens (the paper's description).",
+    )
+    attend_padding: bool = option(
+        True,
+        "Decoder self-attention over all L rows, padding rows included, with no key mask (official: its "
+        "pad x pad^T mask collapses to a token count and masks nothing, so padding rows, which pick up image "
+        "information through cross-attention, feed the real tokens). false: padding keys are masked and "
+        "trailing all-padding columns are dropped (padding then changes nothing).",
     )
     decoder_layers: int = option(2, "Layers of the decoder (of each stack with two-stage).", positive)
     decoder_heads: int = option(1, "Attention heads of the decoder (must divide the text width W).", positive)

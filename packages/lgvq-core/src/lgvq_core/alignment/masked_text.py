@@ -1,4 +1,4 @@
-"""Masked text prediction, ``type = "masked-text"`` (SPEC 2.3).
+"""Masked text prediction, ``type = "masked-text"`` (paper Eq. 6; docs/method.md: Masked text prediction).
 
 Words of the caption are hidden; a small post-norm transformer reads the remaining text and
 cross-attends to the code ViT tokens; a vocabulary head tied to the frozen text encoder's token
@@ -21,7 +21,8 @@ from lgvq_core.alignment.configs import MaskedTextConfig
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
 from lgvq_core.text import TextFeatures
 
-#: Score given to masked-out keys (the official decoder fills, rather than adds, this value).
+#: Score given to masked-out keys with ``attend_padding = false`` (filled, not added, as the official
+#: decoder's ``masked_fill`` would, though its collapsed mask never selects a key).
 MASKED_SCORE = -10000.0
 #: Keeps the loss finite when no token of the batch is masked.
 EMPTY_MASK_EPS = 5e-6
@@ -85,7 +86,7 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(width, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, codes: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, codes: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
         if self.self_attention is not None:
             x = self.norm1(x + self.dropout(self.self_attention(x, x, pair_mask)))
         if self.cross_attention is not None:
@@ -106,8 +107,9 @@ class TextDecoder(nn.Module):
             raise ValueError(f'masked-text: decoder must be "fused" or "two-stage", got {layout!r}')
         self.layers = nn.ModuleList(DecoderLayer(width, heads, dropout, s, c) for s, c in specs)
 
-    def forward(self, text: torch.Tensor, codes: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
-        """``text`` B×L×W, ``codes`` B×(N+1)×W, ``pair_mask`` B×L×L (True: key visible to query)."""
+    def forward(self, text: torch.Tensor, codes: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
+        """``text`` B×L×W, ``codes`` B×(N+1)×W, ``pair_mask`` B×L×L (True: key visible to query) or
+        ``None`` (every row attends to every row)."""
         for layer in self.layers:
             text = layer(text, codes, pair_mask)
         return text
@@ -160,7 +162,7 @@ class MaskedTextLoss(AlignmentLoss):
         return self.masked_loss(inputs, self.draw_mask(inputs.text, inputs.text_encoder))
 
     def draw_mask(self, text: TextFeatures, text_encoder=None) -> torch.Tensor:
-        """B×L bool: the tokens to hide this step (SPEC 2.3 masking)."""
+        """B×L bool: the tokens to hide this step (docs/method.md: Masked text prediction, masking)."""
         config = self.config
         count = 1 if config.mask_ratio_per == "batch" else len(text)
         ratio = sample_mask_ratio(config.mask_ratio, count, device=text.ids.device)
@@ -197,6 +199,25 @@ class MaskedTextLoss(AlignmentLoss):
             states, _ = encoder.encode_ids(torch.where(masked, placeholder, text.ids), text.pad_mask)
             return states.detach()
 
+    def decode(self, hidden: torch.Tensor, vit_tokens: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """Decoder output B×L'×W for the rows ``hidden`` (B×L×W) and the code-ViT tokens B×(N+1)×W.
+
+        With ``attend_padding`` (official) every one of the L rows attends to every row, padding rows
+        included, and L' = L: the official decoder's mask masks nothing, so a padding row (zero at the
+        input, image information after the first cross-attention) changes the real tokens' outputs.
+        Without it padding keys are masked, and the trailing columns that are padding in every caption
+        are dropped first (L' <= L): they then change nothing, so the decoder runs on fewer rows.
+        """
+        codes = vit_tokens.to(hidden.dtype)
+        if self.config.attend_padding:
+            return self.decoder(hidden, codes, None)
+        pad = pad_mask.bool()
+        columns = torch.arange(1, pad.shape[1] + 1, device=pad.device)
+        used = max(1, int((pad.any(0) * columns).max()))
+        pad = pad[:, :used]
+        pair_mask = pad.unsqueeze(2) & pad.unsqueeze(1)  # b l l
+        return self.decoder(hidden[:, :used], codes, pair_mask)
+
     def masked_loss(self, inputs: AlignmentInputs, masked: torch.Tensor) -> torch.Tensor:
         """Sum of per-token losses over masked non-padding tokens / (their count + 5e-6)."""
         if inputs.vit_tokens is None:
@@ -204,15 +225,9 @@ class MaskedTextLoss(AlignmentLoss):
         text = inputs.text
         pad = text.pad_mask.bool()
         masked = masked & text.word_mask.bool()
-        hidden = self.decoder_inputs(inputs, masked)
-        # Drop the trailing positions that are padding in every caption: padding keys are masked and
-        # padding rows are never targets, so the loss is unchanged and the decoder runs on fewer rows.
-        columns = torch.arange(1, pad.shape[1] + 1, device=pad.device)
-        used = max(1, int((pad.any(0) * columns).max()))
-        hidden, pad, masked = hidden[:, :used], pad[:, :used], masked[:, :used]
-        pair_mask = pad.unsqueeze(2) & pad.unsqueeze(1)  # b l l
-        hidden = self.decoder(hidden, inputs.vit_tokens.to(hidden.dtype), pair_mask)
-        targets = masked & pad
+        hidden = self.decode(self.decoder_inputs(inputs, masked), inputs.vit_tokens, pad)  # b l' w
+        used = hidden.shape[1]
+        targets = (masked & pad)[:, :used]
         # Gather masked rows before the head: logits only where they count (m v, not b l v).
         logits = self.head(hidden[targets], inputs.text_encoder.token_embedding)
         per_token = label_smoothed_nll(logits, text.ids[:, :used][targets].long(), self.config.label_smoothing)

@@ -1,4 +1,4 @@
-"""Which caption tokens the masked-text loss hides (SPEC 2.3, masking)."""
+"""Which caption tokens the masked-text loss hides (docs/method.md: Masked text prediction, masking)."""
 
 from __future__ import annotations
 

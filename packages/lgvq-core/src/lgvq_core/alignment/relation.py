@@ -1,4 +1,4 @@
-"""Relationship alignment, ``type = "relation"`` (SPEC 2.4).
+"""Relationship alignment, ``type = "relation"`` (paper Eq. 7-8; docs/method.md: Relationship alignment).
 
 Each caption token is matched to the image position whose code-ViT token it is most similar to;
 the cosine relations between the matched (projected) codes are pulled towards the cosine

@@ -1,4 +1,4 @@
-"""Global semantic alignment, ``type = "semantic-nce"`` (SPEC 2.2).
+"""Global semantic alignment, ``type = "semantic-nce"`` (paper Eq. 5; docs/method.md: Global semantic alignment).
 
 Official loss, with v = normalize(global code-ViT token) and t = normalize(sentence) (detached)::
 

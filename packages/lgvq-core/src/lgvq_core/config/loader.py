@@ -359,16 +359,19 @@ def validate(raw: Mapping[str, Any], *, registry: Any, source: str = "<run file>
 
 
 def _fill_default_quantizer(raw: dict[str, Any], registry: Any) -> None:
-    """Use the backbone's default quantizer table where ``[model.quantizer]`` is absent or has no ``type``.
+    """Start ``[model.quantizer]`` from the backbone's default quantizer table where it applies.
 
-    A table without ``type`` (e.g. from ``--set model.quantizer.codebook_size=512``) overrides
-    keys of the default table.
+    It applies when the table is absent, has no ``type`` (e.g. from ``--set
+    model.quantizer.codebook_size=512``) or names the default's own type: the given keys then
+    override keys of the default table. So ``type = "vq"`` under ``vqgan`` keeps the backbone's
+    ``beta_placement = "codebook"`` unless the table sets it; a table of another type starts from
+    that quantizer's own defaults.
     """
     model = raw.get("model")
     if not isinstance(model, Mapping):
         return
     given = model.get("quantizer")
-    if given is not None and (not isinstance(given, Mapping) or "type" in given):
+    if given is not None and not isinstance(given, Mapping):
         return
     backbone = model.get("backbone")
     if not isinstance(backbone, Mapping) or not isinstance(backbone.get("type"), str):
@@ -377,8 +380,13 @@ def _fill_default_quantizer(raw: dict[str, Any], registry: Any) -> None:
         spec = registry.get_spec("backbone", backbone["type"])
     except (UnknownComponentError, DuplicateComponentError):
         return  # reported by the walker
-    if isinstance(spec, BackboneSpec) and spec.default_quantizer is not None:
-        raw["model"] = {**model, "quantizer": {**dict(spec.default_quantizer), **dict(given or {})}}
+    if not isinstance(spec, BackboneSpec) or spec.default_quantizer is None:
+        return
+    if given is not None and given.get("type", spec.default_quantizer.get("type")) != spec.default_quantizer.get(
+        "type"
+    ):
+        return
+    raw["model"] = {**model, "quantizer": {**dict(spec.default_quantizer), **dict(given or {})}}
 
 
 def load_run_file(

@@ -76,7 +76,7 @@ class TrainSection:
 
 @attrs.define
 class CodeViTSection:
-    """The code ViT shared by the alignment losses (SPEC 2.1): width = code dim."""
+    """The code ViT shared by the alignment losses (docs/method.md: Code ViT): width = code dim."""
 
     layers: int = option(2, "Transformer blocks.", positive)
     heads: int = option(1, "Attention heads (must divide the code dim).", positive)

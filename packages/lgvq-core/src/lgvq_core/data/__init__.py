@@ -1,4 +1,4 @@
-"""Image-caption datasets: the synthetic ``shapes`` set and the real formats (SPEC section 7).
+"""Image-caption datasets: the synthetic ``shapes`` set and the real formats (docs/method.md: Datasets).
 
 - ``base``: the contract every dataset follows (keys, seeds, items, the caption rule) and ``collate``;
 - ``config``, ``registration``: config classes and spec records (no torch);

@@ -25,7 +25,7 @@ or, when ``skip_bad_items`` is on, yields the marker ``{"index": i, "error": mes
 :func:`collate` drops markers from the batch and returns them under ``skipped`` so the runner can
 count and report them: nothing is dropped silently.
 
-**Caption rule** (SPEC section 7, official for CelebA-HQ, CUB and TextCaps): captions are stripped
+**Caption rule** (docs/method.md: Datasets, official for CelebA-HQ, CUB and TextCaps): captions are stripped
 and, with ``lowercase``, lowercased; a caption is sampled only among those with at most
 ``max_caption_words`` space-separated words (27: words + 2 < 30 tokens; 0 or ``None``: no limit).
 When none passes, the shortest is used and the dataset logs a warning once.

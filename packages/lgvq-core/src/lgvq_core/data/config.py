@@ -1,7 +1,7 @@
 """Config classes of the built-in datasets (no torch: ``lgvq check`` and ``lgvq schema`` stay fast).
 
 Every file-based dataset has these keys, made by the field helpers below so that each class lists
-its keys in reading order and carries its own official defaults (SPEC section 7):
+its keys in reading order and carries its own official defaults (docs/method.md: Datasets):
 
 - ``image_size``: side of the square images the dataset yields;
 - ``train_transform`` / ``val_transform``: how an image of any size becomes ``image_size`` x

@@ -1,4 +1,4 @@
-"""The quantizer contract (SPEC 4.1)."""
+"""The quantizer contract (paper Eq. 1-2; docs/method.md: Quantizers and β placement)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The ``vq`` quantizer: nearest code by squared L2, straight-through, learned codebook (SPEC 4.1)."""
+"""The ``vq`` quantizer: nearest code by squared L2, straight-through, learned codebook.
+
+Paper Eq. 1-2; docs/method.md: Quantizers and β placement.
+"""
 
 from __future__ import annotations
 

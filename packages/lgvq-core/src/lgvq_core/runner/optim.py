@@ -1,4 +1,4 @@
-"""Optimizers (SPEC 4.3): two Adams with betas (0.5, 0.9) and taming's linear LR scaling."""
+"""Optimizers (docs/method.md: VQ-GAN): two Adams with betas (0.5, 0.9) and taming's linear LR scaling."""
 
 from __future__ import annotations
 

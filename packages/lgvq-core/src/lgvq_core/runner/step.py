@@ -4,6 +4,12 @@ The official code runs the forward pass, the text encoder and every LG loss twic
 (once per optimizer). Here one forward pass serves both: the generator loss (with the LG losses,
 computed once) is backpropagated, and the discriminator trains on the same reconstructions,
 detached. Text features come from the cache.
+
+One consequence of the official double forward is kept as an option, because it changes training
+rather than only costing time: a quantizer with state updated in train mode (CVQ's usage EMA and
+re-anchoring) is updated twice per batch there, the second time after the generator update. A
+quantizer whose ``update_in_discriminator_pass`` is true gets that second forward (train mode, no
+gradient) in the discriminator pass, whose reconstructions the discriminator then trains on.
 """
 
 from __future__ import annotations
@@ -126,26 +132,50 @@ def step_optimizer(optimizer, scaler, parameters, grad_clip) -> None:
     scaler.update()
 
 
+def forwards_in_discriminator_pass(run) -> bool:
+    """Whether the discriminator pass re-runs the tokenizer, as the official two-optimizer loop does.
+
+    Only a backbone with a discriminator has that pass, and only a quantizer that asks for it
+    (``update_in_discriminator_pass``, CVQ's official default) gets the second forward. The official
+    discriminator pass runs on every batch, before ``disc_start`` too (its loss is then zero).
+    """
+    quantizer = getattr(run.model, "quantizer", None)
+    return run.discriminator is not None and bool(getattr(quantizer, "update_in_discriminator_pass", False))
+
+
 def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
-    """One optimizer step over ``train.accumulate`` micro-batches; returns averaged loss terms."""
+    """One optimizer step over ``train.accumulate`` micro-batches; returns averaged loss terms.
+
+    Per micro-batch: the generator pass (forward, backward), then the discriminator pass; both
+    optimizers step after the last one. With a second forward in the discriminator pass the
+    generator steps earlier, right after the last micro-batch's generator backward, as in a
+    PyTorch Lightning 1.x loop with two optimizers: that second forward sees the updated generator.
+    """
     optimizers = run.optimizers
     disc_active = run.discriminator is not None and run.model.discriminator_active(run.step)
+    second_forward = forwards_in_discriminator_pass(run)
     optimizers.generator.zero_grad(set_to_none=True)
     if disc_active:
         optimizers.discriminator.zero_grad(set_to_none=True)
     count = len(micro_batches)
+    grad_clip = run.config.train.grad_clip
     sums: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(micro_batches):
-        skip_sync = i < count - 1
+        last = i == count - 1
         images = batch["image"]
         text = run.text_features(batch["caption"]) if run.guidance is not None else None
-        with no_sync(run.generator_module, skip_sync), frozen(run.discriminator):
+        with no_sync(run.generator_module, not last), frozen(run.discriminator):
             with run.autocast():
                 terms, recon = run.generator_module(images, text, run.step, run.discriminator)
             check_finite(terms, run.step + 1)
             run.scalers.generator.scale(terms["loss"] / count).backward()
+        if last and second_forward:
+            step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, grad_clip)
+        if second_forward:
+            with torch.no_grad(), run.autocast():
+                recon = run.model(images).recon  # train mode: the quantizer updates its state again
         if disc_active:
-            with no_sync(run.discriminator_module, skip_sync):
+            with no_sync(run.discriminator_module, not last):
                 with run.autocast():
                     d_terms = run.discriminator_module(images, recon.detach(), run.step)
                 check_finite(d_terms, run.step + 1)
@@ -154,14 +184,10 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
         for name, value in terms.items():
             value = value.detach().float()
             sums[name] = sums[name] + value if name in sums else value
-    step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, run.config.train.grad_clip)
+    if not second_forward:
+        step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, grad_clip)
     if disc_active:
-        step_optimizer(
-            optimizers.discriminator,
-            run.scalers.discriminator,
-            run.discriminator_parameters,
-            run.config.train.grad_clip,
-        )
+        step_optimizer(optimizers.discriminator, run.scalers.discriminator, run.discriminator_parameters, grad_clip)
     names = list(sums)
     values = (torch.stack([sums[n] for n in names]) / count).tolist()
     return dict(zip(names, values, strict=True))

@@ -1,4 +1,7 @@
-"""LPIPS perceptual distance (Zhang et al. 2018, VGG16 variant), as VQ-GAN's perceptual loss.
+"""LPIPS perceptual distance (Zhang et al. 2018, VGG16 variant): VQ-GAN's perceptual loss and a metric.
+
+One implementation serves the backbones (the perceptual term of the generator loss) and the
+evaluation tasks (LPIPS of reconstructions), so it lives in core.
 
 Images in [-1, 1] are shifted by (-.030, -.088, -.188) and scaled by (.458, .448, .450) per channel,
 passed through VGG16's convolutions up to relu5_3, and compared at relu1_2, relu2_2, relu3_3,
@@ -161,9 +164,7 @@ def load_lpips(paths: Iterable[str | Path], dropout: float = 0.5) -> LPIPS:
     where = " + ".join(sources)
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise CheckpointError(
-            f"LPIPS weights {where}: unexpected keys {shown}; see lgvq_backbones.vqgan.lpips for the layout"
-        )
+        raise CheckpointError(f"LPIPS weights {where}: unexpected keys {shown}; see lgvq_core.lpips for the layout")
     missing = [key for key in expected if key not in merged]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
