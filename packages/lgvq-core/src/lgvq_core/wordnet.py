@@ -23,6 +23,7 @@ nltk is imported only when WordNet is asked for.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -158,9 +159,14 @@ def load_wordnet() -> Any:
 
 
 def wordnet_available() -> bool:
-    """Whether :func:`load_wordnet` would succeed (it prepares WordNet as a side effect)."""
+    """Whether WordNet can be read here. Cheap when the system's files are found (nothing is
+    imported or parsed), so test modules can ask it at collection time."""
+    if importlib.util.find_spec("nltk") is None:
+        return False
+    if system_wordnet_dir() is not None:
+        return True
     try:
-        load_wordnet()
+        prepare_wordnet()
     except WordNetUnavailable:
         return False
     return True
