@@ -112,6 +112,10 @@ def test_annotation_records_check_their_fields():
     with pytest.raises(ValueError, match="a box is"):
         Referring("the cat", (0.5, 0.0, 0.25, 1.0))
     assert mirror_words("the leftmost cup, right of the left bowl") == "the rightmost cup, left of the right bowl"
+    assert (
+        mirror_words("leftover rice, rightly so, bright lights, leftwards")
+        == "leftover rice, rightly so, bright lights, rightwards"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -141,7 +141,12 @@ def prepare_wordnet() -> Path:
             return installed
         raise WordNetUnavailable(INSTALL_HINT)
     data_dir = nltk_data_dir()
-    folder = build_layout(source, data_dir)
+    try:
+        folder = build_layout(source, data_dir)
+    except OSError as exc:
+        raise WordNetUnavailable(
+            f"cannot lay out WordNet for nltk in {data_dir}: {exc}; set LGVQ_NLTK_DATA to a writable folder"
+        ) from None
     if str(data_dir) not in nltk.data.path:
         nltk.data.path.insert(0, str(data_dir))
     return folder

@@ -46,7 +46,8 @@ gets the val transform (as the image does); a seeded key on the train split repl
 draws (caption, then crop offset and flip), so a cropped or flipped image comes with the same crop
 or flip of its mask (nearest-neighbour) and boxes (clipped; a box cropped away entirely is left
 out). A flip also swaps the words "left" and "right" in questions, answers and phrases, so that
-they stay true of the mirrored image.
+they stay true of the mirrored image. A missing or unreadable annotation file raises
+:class:`DataError` naming it; annotations are never skipped silently (the task decides).
 
 **Caption rule** (docs/method.md: Datasets, official for CelebA-HQ, CUB and TextCaps): captions are stripped
 and, with ``lowercase``, lowercased; a caption is sampled only among those with at most
@@ -120,7 +121,7 @@ def word_count(caption: str) -> int:
     return len(caption.split())
 
 
-_LEFT_RIGHT = re.compile(r"\b(left|right)")
+_LEFT_RIGHT = re.compile(r"\b(left|right)(?=(most|wards?)?\b)")
 
 
 def mirror_words(text: str) -> str:
