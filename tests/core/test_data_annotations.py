@@ -581,3 +581,12 @@ def test_refcoco_image_paths_never_leave_the_image_folder(tmp_path):
         match=r"instances\.json: image 5: the path '\.\./\.\./\.\./\.\./secret\.jpg' leaves the dataset folder",
     ):
         dataset({"type": "refcoco", "root": str(root), "image_size": 8})
+
+
+def test_coco_qa_image_name_pattern_is_checked(tmp_path):
+    from lgvq_core.errors import ConfigError
+
+    root = coco_qa_fixture(tmp_path)
+    for pattern in ("COCO_{idx}.jpg", "../{id}.jpg", "fixed.jpg"):
+        with pytest.raises(ConfigError, match=r"train_image_name: must be a file name"):
+            dataset({"type": "coco-qa", "root": str(root), "train_image_name": pattern})

@@ -304,6 +304,19 @@ class CelebAMaskHQConfig:
         return cls(root="data")
 
 
+def _check_image_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        name = value.format(id=42)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"must be a file name pattern with {{id}}, e.g. 'COCO_train2014_{{id:012d}}.jpg'; {exc}"
+        ) from None
+    if "/" in name or "\\" in name or name == value:
+        raise ValueError(
+            f"must be a file name (no folder) that uses {{id}}, e.g. 'COCO_train2014_{{id:012d}}.jpg', got {value!r}"
+        )
+
+
 @attrs.define
 class CocoQAConfig:
     """COCO-QA (Ren et al. 2015): questions with one-word answers on COCO 2014 images."""
@@ -318,9 +331,13 @@ class CocoQAConfig:
     train_images: str = _relative_path("train2014", "Folder of the COCO train2014 images (the train questions')")
     val_images: str = _relative_path("val2014", "Folder of the COCO val2014 images (the test questions')")
     train_image_name: str = option(
-        "COCO_train2014_{id:012d}.jpg", "File name of a train image, from its id (a str.format pattern)."
+        "COCO_train2014_{id:012d}.jpg",
+        "File name of a train image, from its id (a str.format pattern).",
+        _check_image_name,
     )
-    val_image_name: str = option("COCO_val2014_{id:012d}.jpg", "File name of a val image, from its id.")
+    val_image_name: str = option(
+        "COCO_val2014_{id:012d}.jpg", "File name of a val image, from its id.", _check_image_name
+    )
     train_captions: str = _relative_path(
         "annotations/captions_train2014.json",
         "COCO captions JSON of the train images, used when it exists; otherwise (and for an image it lacks) an "
