@@ -26,8 +26,8 @@ from lgvq_core.data.annotations import (
     Referring,
     check_annotation_kinds,
     declared_annotation_kinds,
+    mirror_words,
 )
-from lgvq_core.data.base import mirror_words
 from lgvq_core.data.celebamask import CLASSES as FACE_CLASSES
 from lgvq_core.data.config import ShapesConfig
 from lgvq_core.data.shapes import ShapesDataset

@@ -19,6 +19,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +34,14 @@ ANNOTATION_KINDS: frozenset[str] = frozenset({SEGMENTATION, QUESTIONS, REFERRING
 #: COCO-QA's question types, in the order of its ``types.txt`` ids (0 object, 1 number, 2 color,
 #: 3 location).
 QUESTION_TYPES: tuple[str, ...] = ("object", "number", "color", "location")
+
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)(?=(most|wards?)?\b)")
+
+
+def mirror_words(text: str) -> str:
+    """Swap "left" and "right" (also in "leftmost", "rightward"): the text of a mirrored image."""
+    return _LEFT_RIGHT.sub(lambda match: "right" if match.group(1) == "left" else "left", text)
 
 
 def _check_type(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -64,6 +73,10 @@ class Question:
         """The COCO-QA type id (0 object, 1 number, 2 color, 3 location)."""
         return QUESTION_TYPES.index(self.type)
 
+    def mirrored(self) -> Question:
+        """The question about the horizontally flipped image ("left" and "right" swapped)."""
+        return Question(mirror_words(self.text), mirror_words(self.answer), self.type)
+
 
 @attrs.frozen
 class Referring:
@@ -82,6 +95,11 @@ class Referring:
     )
     #: Which object: the dataset's id for it (a RefCOCO annotation id, a shape's index), or ``None``.
     object_id: int | None = None
+
+    def mirrored(self) -> Referring:
+        """The expression on the horizontally flipped image: box mirrored, "left" and "right" swapped."""
+        x0, y0, x1, y1 = self.box
+        return Referring(mirror_words(self.text), (1.0 - x1, y0, 1.0 - x0, y1), self.object_id)
 
     def box_pixels(self, image_size: int) -> tuple[float, float, float, float]:
         """The box in pixels of an ``image_size`` square image."""

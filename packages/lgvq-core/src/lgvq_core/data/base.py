@@ -58,7 +58,6 @@ When none passes, the shortest is used and the dataset logs a warning once.
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Union
 
@@ -74,6 +73,7 @@ from lgvq_core.data.annotations import (
     MissingAnnotationError,
     Question,
     Referring,
+    mirror_words,
     missing_annotation_message,
 )
 from lgvq_core.data.config import TRANSFORMS
@@ -119,14 +119,6 @@ def normalize_captions(lines: Sequence[str], lowercase: bool) -> list[str]:
 
 def word_count(caption: str) -> int:
     return len(caption.split())
-
-
-_LEFT_RIGHT = re.compile(r"\b(left|right)(?=(most|wards?)?\b)")
-
-
-def mirror_words(text: str) -> str:
-    """Swap "left" and "right" (also in "leftmost", "rightward"): the text of a mirrored image."""
-    return _LEFT_RIGHT.sub(lambda match: "right" if match.group(1) == "left" else "left", text)
 
 
 class CaptionedImages(Dataset):
@@ -253,9 +245,7 @@ class CaptionedImages(Dataset):
         self.require_annotations(QUESTIONS)
         index, placement = self.placement(key)
         found = self._raw_questions(index)
-        if placement.flip:
-            found = [Question(mirror_words(q.text), mirror_words(q.answer), q.type) for q in found]
-        return found
+        return [question.mirrored() for question in found] if placement.flip else found
 
     def referring(self, key: Key) -> list[Referring]:
         """The referring expressions of item ``key``, boxes in the frame of ``self[key]["image"]``."""
@@ -266,7 +256,7 @@ class CaptionedImages(Dataset):
             box = place_box(expression.box, placement)
             if box is not None:
                 text = mirror_words(expression.text) if placement.flip else expression.text
-                found.append(Referring(text, box, expression.object_id))
+                found.append(Referring(text, box, expression.object_id))  # the box is flipped by place_box
         return found
 
     def placement(self, key: Key) -> tuple[int, Placement]:
@@ -278,7 +268,7 @@ class CaptionedImages(Dataset):
         index, seed = parse_key(key, len(self))
         generator = item_generator(seed)
         if generator is not None:
-            self._choose_caption(index, self.captions_of(index), generator)
+            self.sample_caption(index, self.captions_of(index), generator)
         transform = self.train_transform if generator is not None and self.split == "train" else self.val_transform
         return index, plan_transform(*self._image_dimensions(index), transform, self.image_size, generator)
 
