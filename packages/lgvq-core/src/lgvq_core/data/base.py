@@ -25,6 +25,30 @@ or, when ``skip_bad_items`` is on, yields the marker ``{"index": i, "error": mes
 :func:`collate` drops markers from the batch and returns them under ``skipped`` so the runner can
 count and report them: nothing is dropped silently.
 
+**Optional annotations** (:mod:`lgvq_core.data.annotations`). Besides captions, a dataset may have
+any of three annotation kinds, which downstream tasks ask for by name:
+
+- ``dataset.annotation_kinds() -> frozenset[str]``: the kinds it has, among ``"segmentation"``,
+  ``"questions"`` and ``"referring"`` (its config class declares the same set as the class
+  attribute ``annotation_kinds``, which ``lgvq check`` reads without building the dataset);
+- ``dataset.require_annotations(*kinds)``: raises :class:`MissingAnnotationError` naming the
+  dataset, the kind and the registered datasets that have it;
+- ``dataset.segmentation(key) -> LongTensor h w`` (h = w = ``image_size``): class ids, 0 the
+  background; ``dataset.segmentation_classes() -> tuple[str, ...]`` names them;
+- ``dataset.questions(key) -> list[Question]``: ``Question(text, answer, type)`` with a
+  single-word answer and ``type`` one of ``"object" "number" "color" "location"`` (COCO-QA's);
+- ``dataset.referring(key) -> list[Referring]``: ``Referring(text, box, object_id)`` with ``box``
+  ``(x0, y0, x1, y1)`` as fractions (``[0, 1]``) of the yielded image's side.
+
+Asking for a kind the dataset lacks raises :class:`MissingAnnotationError`. The ``key`` is the one
+given to ``dataset[key]``, and the annotation is in the frame of that item's image: an unseeded key
+gets the val transform (as the image does); a seeded key on the train split replays the item's
+draws (caption, then crop offset and flip), so a cropped or flipped image comes with the same crop
+or flip of its mask (nearest-neighbour) and boxes (clipped; a box cropped away entirely is left
+out). A flip also swaps the words "left" and "right" in questions, answers and phrases, so that
+they stay true of the mirrored image. A missing or unreadable annotation file raises
+:class:`DataError` naming it; annotations are never skipped silently (the task decides).
+
 **Caption rule** (docs/method.md: Datasets, official for CelebA-HQ, CUB and TextCaps): captions are stripped
 and, with ``lowercase``, lowercased; a caption is sampled only among those with at most
 ``max_caption_words`` space-separated words (27: words + 2 < 30 tokens; 0 or ``None``: no limit).
@@ -35,15 +59,26 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lgvq_core.data.annotations import (
+    QUESTIONS,
+    REFERRING,
+    SEGMENTATION,
+    MissingAnnotationError,
+    Question,
+    Referring,
+    mirror_words,
+    missing_annotation_message,
+)
 from lgvq_core.data.config import TRANSFORMS
 from lgvq_core.data.files import SKIP_HINT
-from lgvq_core.data.transforms import apply_transform, to_tensor
+from lgvq_core.data.transforms import Placement, apply_placement, place_box, plan_transform, to_tensor
 from lgvq_core.errors import DataError
 
 #: An item key: an index, or ``(index, seed)`` for a seeded (augmented, sampled) item.
@@ -91,11 +126,15 @@ class CaptionedImages(Dataset):
 
     A subclass implements ``__len__``, :meth:`_raw_captions` and :meth:`_load_image`, and may
     override :meth:`_caption_source` (for messages), :meth:`_caption_groups` (when several items
-    share an image) and :meth:`ground_truth`.
+    share an image) and :meth:`ground_truth`. A subclass with annotations lists their kinds in
+    :attr:`ANNOTATION_KINDS` and implements the matching ``_raw_*`` methods (in the untransformed
+    image's frame); :meth:`_image_dimensions` may be overridden to read the size without decoding.
     """
 
     #: Registry name, used in messages.
     name: str = "dataset"
+    #: The annotation kinds this dataset has (its config class declares the same set).
+    ANNOTATION_KINDS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -178,6 +217,79 @@ class CaptionedImages(Dataset):
         """Per-image annotations for downstream tasks (boxes, attributes, relations); ``None`` here."""
         return None
 
+    # -- optional annotations ----------------------------------------------------------------
+    def annotation_kinds(self) -> frozenset[str]:
+        """The annotation kinds this dataset has, among "segmentation", "questions", "referring"."""
+        return self.ANNOTATION_KINDS
+
+    def require_annotations(self, *kinds: str) -> None:
+        """Raise :class:`MissingAnnotationError` for the first of ``kinds`` this dataset lacks."""
+        for kind in kinds:
+            if kind not in self.annotation_kinds():
+                raise MissingAnnotationError(missing_annotation_message(self.name, kind))
+
+    def segmentation_classes(self) -> tuple[str, ...]:
+        """Names of the segmentation classes, by id (``[0]`` is the background)."""
+        self.require_annotations(SEGMENTATION)
+        return self._segmentation_classes()
+
+    def segmentation(self, key: Key) -> torch.Tensor:
+        """The label map of item ``key``: ``long`` ``h w`` at ``image_size``, aligned with ``self[key]["image"]``."""
+        self.require_annotations(SEGMENTATION)
+        index, placement = self.placement(key)
+        labels = apply_placement(self._raw_segmentation(index), placement, Image.NEAREST)
+        return torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())  # h w
+
+    def questions(self, key: Key) -> list[Question]:
+        """The questions about item ``key``'s image (words mirrored when its image is flipped)."""
+        self.require_annotations(QUESTIONS)
+        index, placement = self.placement(key)
+        found = self._raw_questions(index)
+        return [question.mirrored() for question in found] if placement.flip else found
+
+    def referring(self, key: Key) -> list[Referring]:
+        """The referring expressions of item ``key``, boxes in the frame of ``self[key]["image"]``."""
+        self.require_annotations(REFERRING)
+        index, placement = self.placement(key)
+        found = []
+        for expression in self._raw_referring(index):
+            box = place_box(expression.box, placement)
+            if box is not None:
+                text = mirror_words(expression.text) if placement.flip else expression.text
+                found.append(Referring(text, box, expression.object_id))  # the box is flipped by place_box
+        return found
+
+    def placement(self, key: Key) -> tuple[int, Placement]:
+        """``(index, placement)``: how item ``key``'s image is resized, cropped and flipped.
+
+        A seeded key replays the draws of ``self[key]`` in their order (the caption, then the
+        transform), so the placement is the one its image got.
+        """
+        index, seed = parse_key(key, len(self))
+        generator = item_generator(seed)
+        if generator is not None:
+            self.sample_caption(index, self.captions_of(index), generator)
+        transform = self.train_transform if generator is not None and self.split == "train" else self.val_transform
+        return index, plan_transform(*self._image_dimensions(index), transform, self.image_size, generator)
+
+    def _image_dimensions(self, index: int) -> tuple[int, int]:
+        """``(width, height)`` of image ``index`` before the transform."""
+        return self._load_image(index).size
+
+    def _segmentation_classes(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _raw_segmentation(self, index: int) -> Image.Image:
+        """Class ids as an ``L`` (or ``I``) image of any size, same frame as the untransformed image."""
+        raise NotImplementedError
+
+    def _raw_questions(self, index: int) -> list[Question]:
+        raise NotImplementedError
+
+    def _raw_referring(self, index: int) -> list[Referring]:
+        """Expressions with boxes as fractions of the untransformed image."""
+        raise NotImplementedError
+
     def __getitem__(self, key: Key) -> dict[str, Any]:
         index, seed = parse_key(key, len(self))
         generator = item_generator(seed)
@@ -191,7 +303,7 @@ class CaptionedImages(Dataset):
             return {"index": index, "error": str(error).replace(f"; {SKIP_HINT}", "")}
         seeded_train = generator is not None and self.split == "train"
         transform = self.train_transform if seeded_train else self.val_transform
-        image = apply_transform(image, transform, self.image_size, generator)
+        image = apply_placement(image, plan_transform(*image.size, transform, self.image_size, generator))
         return {"image": to_tensor(image), "caption": caption, "captions": captions, "index": index}
 
     def sample_caption(self, index: int, captions: list[str], generator: torch.Generator | None) -> str:

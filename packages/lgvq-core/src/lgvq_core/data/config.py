@@ -91,6 +91,8 @@ def _check_max_shapes(instance: Any, attribute: attrs.Attribute, value: int) -> 
 class ShapesConfig:
     """Procedural images of 1-3 coloured shapes with templated captions and ground truth."""
 
+    annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation", "questions", "referring"})
+
     image_size: int = option(64, "Side of the generated square images.", positive)
     num_train: int = option(2000, "Images in the train split.", positive)
     num_val: int = option(256, "Images in the val split.", positive)
@@ -257,4 +259,135 @@ class TextCapsConfig:
 
     @classmethod
     def contract_config(cls) -> TextCapsConfig:
+        return cls(root="data")
+
+
+@attrs.define
+class CelebAMaskHQConfig:
+    """CelebAMask-HQ faces with their 19-class part masks, and captions from MM-CelebA-HQ."""
+
+    annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})
+
+    root: str = _root()
+    images_dir: str = _relative_path("CelebA-HQ-img", "Folder of the images <id><image_ext>")
+    image_ext: str = option(".jpg", "File extension of the images.")
+    masks_dir: str = _relative_path(
+        "CelebAMask-HQ-mask-anno",
+        "Folder of the part masks <id // 2000>/<id as 5 digits>_<part>.png (CelebAMask-HQ's layout)",
+    )
+    captions_dir: str = _relative_path(
+        "celeba-caption",
+        "Folder of MM-CelebA-HQ's caption files <id>.txt; when it does not exist, captions are made from "
+        "attributes_file",
+    )
+    attributes_file: str = _relative_path(
+        "CelebAMask-HQ-attribute-anno.txt",
+        "CelebAMask-HQ's 40 attributes per image, the captions when captions_dir does not exist "
+        '("a face: arched eyebrows, brown hair, smiling")',
+    )
+    train_list: str = _relative_path(
+        "train/filenames.pickle",
+        "Image ids of the train split (MM-CelebA-HQ's split): a pickled list of names (only plain lists are "
+        "accepted) or, when it is absent, the same path with .txt (one id per line)",
+    )
+    val_list: str = _relative_path("test/filenames.pickle", "Image ids of the val split (same rules as train_list)")
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-center-crop", "train")
+    val_transform: Transform = _transform("resize-center-crop", "val")
+    max_caption_words: int = _max_caption_words(27)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> CelebAMaskHQConfig:
+        return cls(root="data")
+
+
+def _check_image_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        name = value.format(id=42)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"must be a file name pattern with {{id}}, e.g. 'COCO_train2014_{{id:012d}}.jpg'; {exc}"
+        ) from None
+    if "/" in name or "\\" in name or name == value:
+        raise ValueError(
+            f"must be a file name (no folder) that uses {{id}}, e.g. 'COCO_train2014_{{id:012d}}.jpg', got {value!r}"
+        )
+
+
+@attrs.define
+class CocoQAConfig:
+    """COCO-QA (Ren et al. 2015): questions with one-word answers on COCO 2014 images."""
+
+    annotation_kinds: ClassVar[frozenset[str]] = frozenset({"questions"})
+
+    root: str = _root()
+    train_dir: str = _relative_path(
+        "train", "Folder of the train split's questions.txt, answers.txt, img_ids.txt and types.txt"
+    )
+    val_dir: str = _relative_path("test", "Folder of the val split's four files (COCO-QA's test split)")
+    train_images: str = _relative_path("train2014", "Folder of the COCO train2014 images (the train questions')")
+    val_images: str = _relative_path("val2014", "Folder of the COCO val2014 images (the test questions')")
+    train_image_name: str = option(
+        "COCO_train2014_{id:012d}.jpg",
+        "File name of a train image, from its id (a str.format pattern).",
+        _check_image_name,
+    )
+    val_image_name: str = option(
+        "COCO_val2014_{id:012d}.jpg", "File name of a val image, from its id.", _check_image_name
+    )
+    train_captions: str = _relative_path(
+        "annotations/captions_train2014.json",
+        "COCO captions JSON of the train images, used when it exists; otherwise (and for an image it lacks) an "
+        "image's captions are its questions",
+    )
+    val_captions: str = _relative_path("annotations/captions_val2014.json", "COCO captions JSON of the val images")
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-square", "train")
+    val_transform: Transform = _transform("resize-square", "val")
+    max_caption_words: int = _max_caption_words(0)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> CocoQAConfig:
+        return cls(root="data")
+
+
+RefCocoSplit = Literal["train", "val", "test", "testA", "testB"]
+
+
+@attrs.define
+class RefCocoConfig:
+    """RefCOCO / RefCOCO+ / RefCOCOg in the layout of the ``refer`` toolkit, boxes from ``instances.json``."""
+
+    annotation_kinds: ClassVar[frozenset[str]] = frozenset({"referring"})
+
+    root: str = _root()
+    refs_file: str = _relative_path(
+        "refcoco/refs(unc).p",
+        "The refs pickle (refcoco+: 'refcoco+/refs(unc).p', refcocog: 'refcocog/refs(umd).p'); read without "
+        "running code: only plain data is accepted",
+    )
+    instances_file: str = _relative_path("refcoco/instances.json", "The instances JSON of the same release")
+    images_dir: str = _relative_path(
+        "images/mscoco/images/train2014", "Folder of the COCO train2014 images, named by instances.json's file_name"
+    )
+    train_split: RefCocoSplit = option("train", "Refs of this split make the train split.")
+    val_split: RefCocoSplit = option(
+        "val", "Refs of this split make the val split (RefCOCO: val, testA, testB; RefCOCOg umd: val, test)."
+    )
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-square", "train")
+    val_transform: Transform = _transform("resize-square", "val")
+    max_caption_words: int = _max_caption_words(0)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> RefCocoConfig:
         return cls(root="data")

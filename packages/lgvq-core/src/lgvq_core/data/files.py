@@ -83,7 +83,21 @@ class _PlainDataUnpickler(pickle.Unpickler):
     """Builds only plain containers and scalars: any class or function reference is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"it refers to {module}.{name}; only plain lists of names are accepted")
+        raise pickle.UnpicklingError(
+            f"it refers to {module}.{name}; only plain data (lists, dicts, tuples, numbers, strings) is accepted"
+        )
+
+
+def read_plain_pickle(path: Path, what: str) -> Any:
+    """A pickle of plain data (lists, tuples, dicts, sets, numbers, strings, bytes), read safely.
+
+    Nothing in the file runs: a pickle that refers to any class or function (which is how a pickle
+    runs code) is refused with a :class:`DataError` naming the file, before anything is built.
+    """
+    try:
+        return _PlainDataUnpickler(io.BytesIO(path.read_bytes()), encoding="utf-8").load()
+    except Exception as exc:  # noqa: BLE001 - a malformed pickle fails in many ways; all mean a bad file
+        raise DataError(f"cannot read {what} {path}: {exc}") from None
 
 
 def load_name_list(path: Path, key: str) -> list[str]:
@@ -96,10 +110,7 @@ def load_name_list(path: Path, key: str) -> list[str]:
         if text_path.is_file():
             return read_lines(text_path, key)
         raise DataError(f"list of image ids not found: {path} (nor {text_path}); set data.{key} to an existing file")
-    try:
-        names = _PlainDataUnpickler(io.BytesIO(path.read_bytes()), encoding="utf-8").load()
-    except Exception as exc:  # noqa: BLE001 - a malformed pickle fails in many ways; all mean a bad file
-        raise DataError(f"cannot read list of image ids {path}: {exc}") from None
+    names = read_plain_pickle(path, "list of image ids")
     if not isinstance(names, (list, tuple)):
         raise DataError(f"{path} holds a {type(names).__name__}, expected a list of image ids")
     result = []

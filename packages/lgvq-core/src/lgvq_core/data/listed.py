@@ -14,8 +14,19 @@ from typing import Any
 from PIL import Image
 
 from lgvq_core.data.base import CaptionedImages
-from lgvq_core.data.files import open_image_file, read_caption_file
+from lgvq_core.data.files import SKIP_HINT, open_image_file, read_caption_file
 from lgvq_core.errors import DataError
+
+
+def image_dimensions(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header (nothing is decoded)."""
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}; {SKIP_HINT}")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image file {path}: {exc}; {SKIP_HINT}") from None
 
 
 class ListedImages(CaptionedImages):
@@ -67,6 +78,9 @@ class ListedImages(CaptionedImages):
 
     def _load_image(self, index: int) -> Image.Image:
         return open_image_file(self.image_path(index))
+
+    def _image_dimensions(self, index: int) -> tuple[int, int]:
+        return image_dimensions(self.image_path(index))
 
     def _caption_source(self, index: int) -> str:
         image = self.image_of(index)

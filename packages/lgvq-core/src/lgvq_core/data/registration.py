@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from lgvq_core.data.config import (
+    CelebAMaskHQConfig,
     CocoCaptionsConfig,
+    CocoQAConfig,
     CubTextConfig,
     ImageTextFolderConfig,
     MMCelebAHQConfig,
+    RefCocoConfig,
     ShapesConfig,
     TextCapsConfig,
 )
@@ -15,7 +18,7 @@ from lgvq_core.specs import ComponentSpec
 DATASETS: list[ComponentSpec] = [
     ComponentSpec(
         name="shapes",
-        summary="procedural coloured shapes with templated captions and ground truth; no files needed",
+        summary="procedural coloured shapes with captions, ground truth, masks, questions and referring phrases; no files",
         config_cls=ShapesConfig,
         factory="lgvq_core.data.shapes:build_shapes",
     ),
@@ -48,5 +51,23 @@ DATASETS: list[ComponentSpec] = [
         summary="TextCaps 0.1 JSON (Open Images photos with text), captions grouped per image",
         config_cls=TextCapsConfig,
         factory="lgvq_core.data.textcaps:build_textcaps",
+    ),
+    ComponentSpec(
+        name="celebamask-hq",
+        summary="CelebAMask-HQ faces with 19-class part masks (segmentation) and MM-CelebA-HQ captions",
+        config_cls=CelebAMaskHQConfig,
+        factory="lgvq_core.data.celebamask:build_celebamask_hq",
+    ),
+    ComponentSpec(
+        name="coco-qa",
+        summary="COCO-QA questions with one-word answers (object, number, color, location) on COCO 2014 images",
+        config_cls=CocoQAConfig,
+        factory="lgvq_core.data.cocoqa:build_coco_qa",
+    ),
+    ComponentSpec(
+        name="refcoco",
+        summary="RefCOCO(+/g) referring expressions with boxes, in the refer toolkit's layout",
+        config_cls=RefCocoConfig,
+        factory="lgvq_core.data.refcoco:build_refcoco",
     ),
 ]

@@ -5,6 +5,12 @@ Each image holds 1-3 coloured shapes (circle, square, triangle, diamond, star; s
 templated captions ("a small red circle to the left of a large blue square", "two shapes: ...")
 and ground truth for downstream tasks (boxes, attributes, relations; :meth:`ground_truth`).
 
+Every annotation kind comes from the same scene (:mod:`lgvq_core.data.annotations`): a label map
+(background + one class per shape kind, :data:`SEGMENTATION_CLASSES`), COCO-QA-style questions
+with unique single-word answers (:mod:`shapes_questions`) and referring expressions that each name
+one shape, with its box (:mod:`shapes_referring`). Images are neither cropped nor flipped, so the
+annotations of a seeded key equal those of the unseeded one.
+
 Everything is a pure function of ``(seed, split, index)``: the same config gives the same data in
 every process, and the two splits draw from different seed streams.
 """
@@ -15,14 +21,16 @@ from typing import Any
 
 from PIL import Image
 
+from lgvq_core.data.annotations import ANNOTATION_KINDS, Question, Referring
 from lgvq_core.data.base import CaptionedImages, split_options
 from lgvq_core.data.config import ShapesConfig
-from lgvq_core.data.shapes_scene import Scene
+from lgvq_core.data.shapes_scene import SEGMENTATION_CLASSES, Scene
 from lgvq_core.data.shapes_source import ShapesSource
 
 
 class ShapesDataset(CaptionedImages):
     name = "shapes"
+    ANNOTATION_KINDS = ANNOTATION_KINDS
 
     def __init__(self, config: ShapesConfig, *, split: str, skip_bad_items: bool = False, log=None) -> None:
         super().__init__(
@@ -50,6 +58,21 @@ class ShapesDataset(CaptionedImages):
 
     def _load_image(self, index: int) -> Image.Image:
         return self.source.image(index)
+
+    def _image_dimensions(self, index: int) -> tuple[int, int]:
+        return self.config.image_size, self.config.image_size
+
+    def _segmentation_classes(self) -> tuple[str, ...]:
+        return SEGMENTATION_CLASSES
+
+    def _raw_segmentation(self, index: int) -> Image.Image:
+        return self.source.labels(index)
+
+    def _raw_questions(self, index: int) -> list[Question]:
+        return self.source.questions(index)
+
+    def _raw_referring(self, index: int) -> list[Referring]:
+        return self.source.referring(index)
 
     def ground_truth(self, index: int) -> dict[str, Any]:
         """``boxes`` (pixel x0 y0 x1 y1), ``shapes``, ``colors``, ``sizes`` (one entry per shape),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -178,17 +179,43 @@ def _background(scene: Scene, image_size: int) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8), "RGB")
 
 
-def render_scene(scene: Scene, image_size: int) -> Image.Image:
-    """Draw the scene at ``image_size`` pixels: drawn 4x larger, then box-filtered down."""
-    side = image_size * _SUPERSAMPLE
-    # the background varies slowly: made at the final size, it survives the box filter unchanged
-    canvas = _background(scene, image_size).resize((side, side), Image.NEAREST)
+def _draw_shapes(canvas: Image.Image, scene: Scene, fill_of: Callable[[Shape], Any]) -> None:
+    """Draw every shape of the scene on the square ``canvas``, each filled with ``fill_of(shape)``."""
+    side = canvas.size[0]
     draw = ImageDraw.Draw(canvas)
     for shape in scene.shapes:
-        fill = COLORS[shape.color]
+        fill = fill_of(shape)
         if shape.kind == "circle":
             x0, y0, x1, y1 = shape.box()
             draw.ellipse([x0 * side, y0 * side, x1 * side, y1 * side], fill=fill)
         else:
             draw.polygon([(x * side, y * side) for x, y in shape.outline()], fill=fill)
+
+
+def render_scene(scene: Scene, image_size: int) -> Image.Image:
+    """Draw the scene at ``image_size`` pixels: drawn 4x larger, then box-filtered down."""
+    side = image_size * _SUPERSAMPLE
+    # the background varies slowly: made at the final size, it survives the box filter unchanged
+    canvas = _background(scene, image_size).resize((side, side), Image.NEAREST)
+    _draw_shapes(canvas, scene, lambda shape: COLORS[shape.color])
     return canvas.reduce(_SUPERSAMPLE)
+
+
+#: Segmentation classes of ``shapes``: the background, then one class per shape kind.
+SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *KINDS)
+
+
+def render_labels(scene: Scene, image_size: int) -> Image.Image:
+    """The scene's label map (``L`` image of :data:`SEGMENTATION_CLASSES` ids) at ``image_size``.
+
+    Drawn on the same 4x grid as :func:`render_scene`; each pixel takes the class that covers most
+    of its 16 sub-pixels (the background on a tie), i.e. the class whose colour dominates the
+    anti-aliased image pixel.
+    """
+    side = image_size * _SUPERSAMPLE
+    canvas = Image.new("L", (side, side), 0)
+    _draw_shapes(canvas, scene, lambda shape: SEGMENTATION_CLASSES.index(shape.kind))
+    fine = np.asarray(canvas).reshape(image_size, _SUPERSAMPLE, image_size, _SUPERSAMPLE)
+    votes = np.stack([(fine == label).sum(axis=(1, 3)) for label in range(len(SEGMENTATION_CLASSES))])  # c h w
+    # argmax keeps the first of equal counts: the background wins a tie, as the image's colour is then halfway
+    return Image.fromarray(votes.argmax(axis=0).astype(np.uint8), "L")

@@ -1,7 +1,8 @@
 """The ``shapes`` data as a pure function of ``(seed, split, index)``, without torch.
 
 Each image draws from its own numpy stream seeded by ``[seed, split, index, part]``: the splits
-never share a stream, and the captions (part 1) never depend on how the scene (part 0) was drawn.
+never share a stream, and the captions (part 1), questions (part 2) and referring expressions
+(part 3) never depend on each other nor on how the scene (part 0) was drawn.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lgvq_core.data.annotations import Question, Referring
 from lgvq_core.data.config import ShapesConfig
 from lgvq_core.data.shapes_captions import captions_for
-from lgvq_core.data.shapes_scene import Scene, render_scene, sample_scene
+from lgvq_core.data.shapes_questions import questions_for
+from lgvq_core.data.shapes_referring import referring_for
+from lgvq_core.data.shapes_scene import Scene, render_labels, render_scene, sample_scene
 
 _SPLIT_STREAM = {"train": 0, "val": 1}
-_SCENE, _CAPTIONS = 0, 1
+_SCENE, _CAPTIONS, _QUESTIONS, _REFERRING = 0, 1, 2, 3
 
 
 class ShapesSource:
@@ -46,6 +50,15 @@ class ShapesSource:
 
     def image(self, index: int) -> Image.Image:
         return render_scene(self.scene(index), self.config.image_size)
+
+    def labels(self, index: int) -> Image.Image:
+        return render_labels(self.scene(index), self.config.image_size)
+
+    def questions(self, index: int) -> list[Question]:
+        return questions_for(self.scene(index), self._rng(index, _QUESTIONS))
+
+    def referring(self, index: int) -> list[Referring]:
+        return referring_for(self.scene(index), self._rng(index, _REFERRING))
 
     def ground_truth(self, index: int) -> dict[str, Any]:
         return self.scene(index).ground_truth(self.config.image_size)

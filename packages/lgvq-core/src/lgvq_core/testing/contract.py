@@ -470,6 +470,13 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
                 raise ContractError(f"item {key!r} has pixel values outside [-1, 1]")
             if not isinstance(item.get("caption"), str) or not item["caption"]:
                 raise ContractError(f"item {key!r} has no caption: {item.get('caption')!r}")
+        declared = frozenset(getattr(entry.spec.config_cls, "annotation_kinds", frozenset()))
+        if component.annotation_kinds() != declared:
+            raise ContractError(
+                f"the dataset has annotations {sorted(component.annotation_kinds())} but its config class declares "
+                f"annotation_kinds = {sorted(declared)}; make them the same (lgvq check reads the declaration)"
+            )
+        _exercise_annotations(component)
     elif kind == "task":
         if not callable(getattr(component, "run", None)):
             raise ContractError(f"a task must have run(model, data, out_dir); {component!r} has none")
@@ -503,6 +510,30 @@ def _exercise_downstream(model: Any, context: BuildContext) -> None:
     grouped = [p for group in model.param_groups(0.01) for p in group["params"]]
     if len(grouped) != len({id(p) for p in grouped}) or {id(p) for p in grouped} != {id(p) for p in trainable}:
         raise ContractError("param_groups() must hold every trainable parameter exactly once")
+
+
+def _exercise_annotations(dataset: Any) -> None:
+    """Each declared annotation kind of item 0 has the documented type, for both key kinds."""
+    import torch
+
+    from lgvq_core.data.annotations import Question, Referring
+
+    for key in (0, (0, 1234)):
+        if "segmentation" in dataset.annotation_kinds():
+            labels = dataset.segmentation(key)
+            size = dataset.image_size
+            if labels.dtype != torch.long or tuple(labels.shape) != (size, size):
+                raise ContractError(
+                    f"segmentation({key!r}) is {labels.dtype} {tuple(labels.shape)}; expected long {size}×{size}"
+                )
+            if int(labels.min()) < 0 or int(labels.max()) >= len(dataset.segmentation_classes()):
+                raise ContractError(f"segmentation({key!r}) has class ids outside segmentation_classes()")
+        if "questions" in dataset.annotation_kinds():
+            if not all(isinstance(q, Question) for q in dataset.questions(key)):
+                raise ContractError(f"questions({key!r}) must be a list of lgvq_core.data.annotations.Question")
+        if "referring" in dataset.annotation_kinds():
+            if not all(isinstance(r, Referring) for r in dataset.referring(key)):
+                raise ContractError(f"referring({key!r}) must be a list of lgvq_core.data.annotations.Referring")
 
 
 def _expect_type(component: Any, base: type) -> None:
