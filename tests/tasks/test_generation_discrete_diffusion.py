@@ -63,6 +63,9 @@ def test_forward_process_at_T_is_the_stationary_distribution():
     middle = schedule.sample_forward(torch.zeros(1, 20000, dtype=torch.long), torch.tensor([50]), torch.Generator())
     expected = schedule.gamma_bar[50].item()
     assert abs((middle == 3).float().mean().item() - expected) < 0.015
+    kept = (schedule.alpha_bar[50] + schedule.beta_bar[50]).item()
+    assert abs((middle == 0).float().mean().item() - kept) < 0.015
+    assert abs((middle == 1).float().mean().item() - schedule.beta_bar[50].item()) < 0.015
 
 
 def test_one_step_transitions_compose_to_the_cumulative_transition():

@@ -79,23 +79,28 @@ class MaskAndReplaceSchedule(nn.Module):
         mask_row[..., k] = 1
         return torch.where(masked, mask_row, probs)
 
-    def likelihood(self, x_t: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """q(x_t | x_s = c) for every state c, ``b n -> b n C`` (float64): the observed x_t's likelihood."""
+    def log_likelihood(self, x_t: torch.Tensor, s: torch.Tensor, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """log q(x_t | x_s = c) for every state c, ``b n -> b n C``: the observed x_t's log-likelihood."""
         alpha, beta, gamma = self.transition(s, t)
         k = self.codebook_size
         masked = (x_t == k)[..., None]  # b n 1
-        probs = torch.where(masked, gamma, beta).expand(*x_t.shape, k + 1).clone()
-        probs[..., k] = masked[..., 0].to(probs.dtype)  # [MASK] only ever leads to [MASK]
-        keep = torch.where(masked, torch.zeros_like(alpha), alpha).expand(*x_t.shape, 1)
-        probs.scatter_add_(-1, x_t.clamp(max=k - 1)[..., None], keep.clone())
-        return probs
+        log_gamma = safe_log(gamma).to(dtype)
+        log_other = torch.where(masked, log_gamma, safe_log(beta).to(dtype))  # any code c but x_t
+        logs = log_other.expand(*x_t.shape, k + 1).clone()
+        logs[..., k] = torch.where(masked[..., 0], 0.0, LOG_ZERO)  # [MASK] only ever leads to [MASK]
+        log_same = torch.where(masked, log_gamma, safe_log(alpha + beta).to(dtype))  # c = x_t (a code)
+        return logs.scatter_(-1, x_t.clamp(max=k - 1)[..., None], log_same)
 
     def sample_forward(
         self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """x_t ~ q(x_t | x0), ``b n`` long."""
-        probs = self.forward_probs(x0, torch.zeros_like(t), t)
-        return categorical(safe_log(probs).float(), generator)
+        """x_t ~ q(x_t | x0), ``b n`` long: masked with gbar_t, else replaced by a uniform code with K bbar_t."""
+        uniform = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)
+        replacement = torch.randint(0, self.codebook_size, x0.shape, generator=generator, device=x0.device)
+        gamma_bar = self.gamma_bar[t][:, None]
+        replace_bar = gamma_bar + self.codebook_size * self.beta_bar[t][:, None]
+        x_t = torch.where(uniform < replace_bar, replacement, x0)
+        return torch.where(uniform < gamma_bar, torch.full_like(x0, self.codebook_size), x_t)
 
     def posterior_log_probs(
         self, log_x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor | None = None
@@ -106,14 +111,14 @@ class MaskAndReplaceSchedule(nn.Module):
         dtype = torch.promote_types(log_x0.dtype, torch.float32)
         log_x0 = log_x0.to(dtype)
         zero = torch.zeros_like(t)
-        log_w = log_x0 - safe_log(self.likelihood(x_t, zero, t)[..., :k]).to(dtype)  # b n K
+        log_w = log_x0 - self.log_likelihood(x_t, zero, t, dtype)[..., :k]  # b n K
         total = log_w.logsumexp(-1, keepdim=True)  # b n 1
         alpha_s = safe_log(self.alpha_bar[s])[:, None, None].to(dtype)
         beta_s = safe_log(self.beta_bar[s])[:, None, None].to(dtype)
         gamma_s = safe_log(self.gamma_bar[s])[:, None, None].to(dtype)
         codes = torch.logaddexp(alpha_s + log_w, beta_s + total)  # sum_x0 q(x_s = c | x0) w(x0)
         marginal = torch.cat([codes, gamma_s + total], -1)  # b n C
-        log_probs = marginal + safe_log(self.likelihood(x_t, s, t)).to(dtype)
+        log_probs = marginal + self.log_likelihood(x_t, s, t, dtype)
         return (log_probs - log_probs.logsumexp(-1, keepdim=True)).clamp(min=LOG_ZERO)
 
 

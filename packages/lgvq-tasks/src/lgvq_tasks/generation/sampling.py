@@ -2,8 +2,8 @@
 
 The filters are independent options applied in a fixed order: temperature divides the logits,
 top-k keeps the k largest (ties at the k-th value are all kept), top-p keeps the smallest set of
-most likely codes whose probability (after the earlier filters) reaches p. Removed codes get
-``-inf``. Draws use an explicit ``torch.Generator``, so a seed fixes a whole batch of samples.
+most likely codes whose probability (after the earlier filters) reaches p (ties at its boundary
+are kept too). Removed codes get ``-inf``. Draws use an explicit ``torch.Generator``, so a seed fixes a whole batch of samples.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ def filter_logits(
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_logits = torch.sort(logits, dim=-1, descending=True).values
         sorted_probs = sorted_logits.softmax(-1)
         before = sorted_probs.cumsum(-1) - sorted_probs  # probability of the more likely codes
         drop_sorted = before >= top_p
         drop_sorted[..., 0] = False  # the most likely code always stays
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        threshold = sorted_logits.masked_fill(drop_sorted, float("inf")).amin(-1, keepdim=True)
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
     return logits
 
 
