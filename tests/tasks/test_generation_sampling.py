@@ -102,3 +102,16 @@ def test_unconditional_layout_has_codes_and_start_only():
     layout = TokenLayout(codebook_size=4)
     assert layout.size == 5 and len(layout.ranges()["condition"]) == 0
     assert math.isclose(layout.start, 4)
+
+
+def test_generation_configs_import_no_torch_and_document_the_learning_rate_rule():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lgvq_tasks.generation.config as c, lgvq_tasks.generation.tokens; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert abs(c.taming_learning_rate(36) - 4.5e-6 * 36) < 1e-15; "
+        "assert c.GPT_ADAM_BETAS == (0.9, 0.95)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
