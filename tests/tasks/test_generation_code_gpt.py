@@ -180,3 +180,13 @@ def test_paper_preset():
     assert (paper.layers, paper.heads, paper.width, paper.block_size) == (16, 16, 1024, 512)
     big = CodeGPT(CodeGPTConfig.paper(layers=1, condition="semantic", condition_vocab=19), tokenizer(1024))
     assert big.transformer.positions == 512
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_parameter_gets_a_gradient_even_without_dropped_captions(case):
+    """No parameter sits unused in a step (distributed training needs no unused-parameter search)."""
+    config, condition = CASES[case]
+    prior = model(condition_dropout=0.0, **config).train()
+    batch = {"codes": torch.randint(0, K, (3, *GRID)), **(condition or {})}
+    prior.training_loss(batch)["loss"].backward()
+    assert [name for name, p in prior.named_parameters() if p.grad is None] == []

@@ -158,3 +158,24 @@ def test_paper_preset_and_optimizer_groups():
     assert {"position_embedding", "text.null_states", "token_embedding.weight"} <= {
         names[id(p)] for p in no_decay["params"]
     }
+
+
+def test_every_parameter_gets_a_gradient_even_without_dropped_captions():
+    """No parameter sits unused in a step (distributed training needs no unused-parameter search)."""
+    diffusion = model(condition_dropout=0.0).train()
+    diffusion.training_loss(fixed_batch())["loss"].backward()
+    assert [name for name, p in diffusion.named_parameters() if p.grad is None] == []
+
+
+def test_resumed_model_continues_with_the_same_time_sampling():
+    diffusion = model(importance_sampling=True).train()
+    diffusion.time_sampler.count.fill_(11)  # past the uniform warm-up: t follows the recorded losses
+    diffusion.time_sampler.loss_squared.copy_(torch.rand(21, dtype=torch.float64))
+    diffusion.training_loss({**fixed_batch(), "generator": torch.Generator().manual_seed(0)})
+    assert not torch.allclose(diffusion.time_sampler.probabilities(), torch.full((20,), 0.05, dtype=torch.float64))
+    restored = model(seed=5, importance_sampling=True).train()
+    restored.load_state_dict(diffusion.state_dict())
+    assert torch.equal(restored.time_sampler.loss_squared, diffusion.time_sampler.loss_squared)
+    batch = {**fixed_batch(), "generator": torch.Generator().manual_seed(99)}
+    expected = diffusion.training_loss({**batch, "generator": torch.Generator().manual_seed(99)})["loss"]
+    assert torch.equal(restored.training_loss(batch)["loss"], expected)
