@@ -174,8 +174,8 @@ class CodeGPT(nn.Module):
             raise ValueError(f"{NAME}: give a positive sample count when there is no condition, got {count!r}")
         return count
 
-    def _start(self, condition, given, rows, guidance_scale):
-        """Shared first step: inputs up to the last given code; returns (inputs, keep, guided, first logits)."""
+    def _prompt(self, condition, given, rows, guidance_scale):
+        """Inputs up to the last given code (``b' s d``), their keep mask and whether rows are doubled for guidance."""
         guided = self.text is not None and condition is not None and guidance_scale != 1.0
         device = self.transformer.position_embedding.device
         if guided:  # one doubled batch: conditional rows, then null rows
@@ -203,7 +203,7 @@ class CodeGPT(nn.Module):
     ) -> torch.Tensor:
         """Guided logits ``b K`` of the code after ``given`` (``b g`` raster codes; None: the first code)."""
         rows = self._rows(condition, count if given is None else given.shape[0])
-        inputs, keep, guided = self._start(condition, given, rows, guidance_scale)
+        inputs, keep, guided = self._prompt(condition, given, rows, guidance_scale)
         logits = self.transformer(inputs, keep, last_only=True)[:, 0]
         return self._guide(logits, guided, rows, guidance_scale)
 
@@ -238,7 +238,7 @@ class CodeGPT(nn.Module):
             given = given.to(device).long()
             out[:, : given.shape[1]] = given
             done = given.shape[1]
-        inputs, keep, guided = self._start(condition, given, rows, guidance_scale)
+        inputs, keep, guided = self._prompt(condition, given, rows, guidance_scale)
         cache = self.transformer.new_cache(inputs.shape[0], inputs) if use_cache else None
         logits = self.transformer(inputs, keep, cache, last_only=True)[:, 0]
         for position in range(done, n):
