@@ -10,3 +10,10 @@ def lgvq_tasks():
     from lgvq_tasks.registration import TASKS
 
     return TASKS
+
+
+@hookimpl
+def lgvq_downstream_models():
+    from lgvq_tasks.registration import DOWNSTREAM
+
+    return DOWNSTREAM

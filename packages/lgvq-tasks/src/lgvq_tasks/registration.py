@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core.specs import ComponentSpec
+from lgvq_core.specs import ComponentSpec, DownstreamSpec
 from lgvq_tasks.config import (
     CodebookConfig,
     MaskedWordsConfig,
@@ -10,6 +10,7 @@ from lgvq_tasks.config import (
     RelationConfig,
     RetrievalConfig,
 )
+from lgvq_tasks.generation.config import CodeGPTConfig, TextToImageConfig
 
 TASKS: list = [
     ComponentSpec(
@@ -41,5 +42,27 @@ TASKS: list = [
         summary="every code decoded on its own, tiled into one PNG (Fig. 7), and a code-usage histogram",
         config_cls=CodebookConfig,
         factory="lgvq_tasks.codebook:build_codebook",
+    ),
+]
+
+
+#: ``[train]`` defaults of taming's transformers: AdamW (0.9, 0.95), weight decay 0.01 on Linear
+#: weights, lr = 4.5e-6 x images per step (the run file's linear scaling rule).
+_PRIOR_TRAIN = {"betas": [0.9, 0.95], "weight_decay": 0.01, "base_lr": 4.5e-6, "lr_scaling": "linear"}
+
+DOWNSTREAM: list = [
+    DownstreamSpec(
+        name="code-gpt",
+        summary="decoder-only transformer prior over raster codes: unconditional, completion, semantic, text (KV cache)",
+        config_cls=CodeGPTConfig,
+        factory="lgvq_tasks.generation.code_gpt:build_code_gpt",
+        default_train=_PRIOR_TRAIN,
+    ),
+    DownstreamSpec(
+        name="text-to-image",
+        summary="VQ-Diffusion discrete diffusion over codes conditioned on text (mask-and-replace, guidance)",
+        config_cls=TextToImageConfig,
+        factory="lgvq_tasks.generation.diffusion_model:build_text_to_image",
+        default_train=_PRIOR_TRAIN,
     ),
 ]

@@ -132,3 +132,26 @@ def read_pointer(run_dir: Path, which: str) -> str | None:
         return json.loads((run_dir / "checkpoints" / f"{which}.json").read_text())["dir"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def downstream_cross_check(run) -> list[Problem]:
+    """What the model's condition needs from the data and the text encoder."""
+    from lgvq_core.data.annotations import missing_annotation_message
+
+    problems: list[Problem] = []
+    model = run.downstream.config
+    uses_text = getattr(model, "uses_text", None)
+    if callable(uses_text) and uses_text() and run.text_encoder is None:
+        problems.append(
+            Problem(
+                "$.text_encoder",
+                f"missing: {run.downstream.type} with this condition reads text-encoder states, and the tokenizer "
+                "run has no [text_encoder] either; add one",
+            )
+        )
+    needed = getattr(model, "annotations", None)
+    have = getattr(type(run.data.config), "annotation_kinds", frozenset())
+    for kind in sorted(needed() if callable(needed) else ()):
+        if kind not in have:
+            problems.append(Problem("$.data.type", missing_annotation_message(run.data.type, kind)))
+    return problems

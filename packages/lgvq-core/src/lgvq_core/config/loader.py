@@ -20,7 +20,7 @@ import attrs
 import cattrs
 import tomli
 
-from lgvq_core.config.downstream import fill_from_tokenizer_run, is_downstream
+from lgvq_core.config.downstream import downstream_cross_check, fill_from_tokenizer_run, is_downstream
 from lgvq_core.config.problems import Problem
 from lgvq_core.config.schema import Component, DownstreamRunFile, RunFile
 from lgvq_core.errors import ConfigError, DuplicateComponentError, UnknownComponentError
@@ -309,6 +309,8 @@ def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
     if isinstance(run, RunFile) and run.alignment and run.text_encoder is None:
         problems.append(Problem("$.text_encoder", "missing: the [[alignment]] losses need a text encoder"))
     seen: dict[str, int] = {}
+    if isinstance(run, DownstreamRunFile):
+        problems += downstream_cross_check(run)
     for i, loss in enumerate(getattr(run, "alignment", ())):
         if loss.type in seen:
             problems.append(

@@ -17,9 +17,16 @@ from lgvq_core.data.base import Key, item_generator, parse_key
 
 
 class CodeDataset(Dataset):
-    """``dataset[key]`` -> ``{"codes": LongTensor h w (or k h w), "caption", "captions", "index"}``."""
+    """``dataset[key]`` -> ``{"codes": LongTensor h w (or k h w), "caption", "captions", "index"}``.
 
-    def __init__(self, codes: dict[str, torch.Tensor], images: Any) -> None:
+    With ``annotations = ("segmentation",)`` an item also holds the image's label map (``H W``), flipped
+    with the codes when the flipped view is drawn.
+    """
+
+    def __init__(self, codes: dict[str, torch.Tensor], images: Any, annotations: Sequence[str] = ()) -> None:
+        self.annotations = tuple(annotations)
+        if self.annotations:
+            images.require_annotations(*self.annotations)
         self.indices = codes["indices"]
         self.flipped = codes.get("indices_flipped")
         self.valid = codes["valid"]
@@ -49,19 +56,28 @@ class CodeDataset(Dataset):
         captions = self.images.captions_of(index)
         caption = self.images.sample_caption(index, captions, generator)
         codes = self.indices[index]
+        flipped = False
         if self.flipped is not None and generator is not None and self.split == "train":
-            if bool(torch.rand((), generator=generator) < 0.5):
+            flipped = bool(torch.rand((), generator=generator) < 0.5)
+            if flipped:
                 codes = self.flipped[index]
-        return {"codes": codes.long(), "caption": caption, "captions": captions, "index": index}
+        item = {"codes": codes.long(), "caption": caption, "captions": captions, "index": index}
+        if "segmentation" in self.annotations:
+            labels = self.images.segmentation(index)  # the unaugmented view the codes were encoded from
+            item["segmentation"] = labels.flip(-1) if flipped else labels
+        return item
 
     @staticmethod
     def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Stack codes; list captions and indices; report unreadable items under ``skipped``."""
         good = [item for item in items if "error" not in item]
-        return {
+        batch = {
             "codes": torch.stack([item["codes"] for item in good]) if good else None,
             "caption": [item["caption"] for item in good],
             "captions": [item["captions"] for item in good],
             "index": [item["index"] for item in good],
             "skipped": [(item["index"], item["error"]) for item in items if "error" in item],
         }
+        if good and "segmentation" in good[0]:
+            batch["segmentation"] = torch.stack([item["segmentation"] for item in good])
+        return batch

@@ -103,11 +103,13 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
     trained, identity = load_frozen_tokenizer(config, device, log)
     tokenizer = trained.tokenizer
     base = dict(device=str(device), seed=config.run.seed, log=log, skip_bad_items=config.train.skip_bad_items)
+    needed = getattr(config.downstream.config, "annotations", None)
+    annotations = sorted(needed()) if callable(needed) else []
     splits = {}
     for split in ("train", "val"):
         images = registry.build("dataset", config.data, "$.data", BuildContext(split=split, **base))
         codes = cached_codes(config, trained, identity, images, split, device, info, log)
-        splits[split] = CodeDataset(codes, images)
+        splits[split] = CodeDataset(codes, images, annotations)
     if len(splits["train"]) == 0:
         raise DataError("the training split of [data] is empty")
     sample = splits["train"].indices

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq_core.downstream import FrozenTokenizer
-from lgvq_tasks.generation.conditions import TextCondition, dropped, mode_pool_labels, require
+from lgvq_tasks.generation.conditions import TextCondition, dropped, mode_pool_labels, require, with_text_sizes
 from lgvq_tasks.generation.config import CodeGPTConfig
 from lgvq_tasks.generation.sampling import draw, filter_logits, guided_logits
 from lgvq_tasks.generation.tokens import TokenLayout
@@ -264,3 +264,10 @@ class CodeGPT(nn.Module):
         if not 0 < given < self.sequence_length:
             raise ValueError(f"{NAME}: completion fraction {fraction} gives {given} of {self.sequence_length} codes")
         return self.sample(given=flat[:, :given], **sampling)
+
+
+def build_code_gpt(config: CodeGPTConfig, context) -> CodeGPT:
+    """Factory of the ``code-gpt`` downstream model (text sizes from the run's text encoder)."""
+    if config.uses_text():
+        config = with_text_sizes(config, context.text_encoder, NAME)
+    return CodeGPT(config, context.frozen_tokenizer)

@@ -102,3 +102,22 @@ class TextCondition(nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.projection(states)  # b L W -> b L d
+
+
+def with_text_sizes(config, text_encoder, model: str):
+    """``config`` with ``text_width`` / ``text_length`` taken from the text encoder where unset.
+
+    A size given in the run file must agree with the encoder: a mismatch is an error naming both.
+    """
+    import attrs
+
+    if text_encoder is None:
+        if config.text_width is None or config.text_length is None:
+            raise ValueError(f"{model}: a text condition needs a [text_encoder] (or text_width and text_length)")
+        return config
+    width, length = text_encoder.width, text_encoder.context_length
+    if config.text_width is not None and config.text_width != width:
+        raise ValueError(f"{model}: text_width {config.text_width} differs from the text encoder's width {width}")
+    if config.text_length is not None and config.text_length < length:
+        raise ValueError(f"{model}: text_length {config.text_length} is shorter than the text encoder's {length}")
+    return attrs.evolve(config, text_width=width, text_length=config.text_length or length)

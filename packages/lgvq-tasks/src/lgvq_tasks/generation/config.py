@@ -102,14 +102,33 @@ class CodeGPTConfig:
         "semantic vq: condition codes per image (default: the tokenizer's sequence length).",
         _optional_positive,
     )
-    text_width: int = option(512, "text: width W of the cached text token states (CLIP ViT-B: 512).", positive)
-    text_length: int = option(
-        77, "text: longest text (token states per caption); shorter captions are padded and masked.", positive
+    text_width: int | None = option(
+        None,
+        "text: width W of the cached text token states (unset: the text encoder's; CLIP ViT-B: 512).",
+        _optional_positive,
+    )
+    text_length: int | None = option(
+        None,
+        "text: longest text (token states per caption; unset: the text encoder's length); shorter captions are "
+        "padded and masked.",
+        _optional_positive,
     )
     condition_dropout: float = option(
         0.1, "text: probability of replacing a caption by the learned null condition in training.", probability
     )
     sampling: SamplingConfig = option(factory=SamplingConfig, doc="Default sampling options of `lgvq sample`.")
+
+    def uses_text(self) -> bool:
+        """A text prior reads the cached text-encoder states of each caption."""
+        return self.condition == "text"
+
+    def annotations(self) -> frozenset[str]:
+        """Dataset annotations the condition needs (checked by ``lgvq check``)."""
+        return (
+            frozenset({"segmentation"})
+            if self.condition == "semantic" and self.semantic_source == "grid"
+            else frozenset()
+        )
 
     @classmethod
     def paper(cls, **overrides: object) -> CodeGPTConfig:
@@ -151,8 +170,14 @@ class TextToImageConfig:
         True,
         "Draw t in proportion to sqrt(E[L_t^2]) once every t has been seen 10 times (uniform before).",
     )
-    text_width: int = option(512, "Width W of the cached text token states (CLIP ViT-B: 512).", positive)
-    text_length: int = option(77, "Longest text (token states per caption).", positive)
+    text_width: int | None = option(
+        None,
+        "Width W of the cached text token states (unset: the text encoder's; CLIP ViT-B: 512).",
+        _optional_positive,
+    )
+    text_length: int | None = option(
+        None, "Longest text (token states per caption; unset: the text encoder's length).", _optional_positive
+    )
     condition_dropout: float = option(
         0.1, "Probability of replacing a caption by the learned null text in training.", probability
     )
@@ -165,6 +190,10 @@ class TextToImageConfig:
     sample_steps: int = option(
         100, "Sampling: model evaluations (T or fewer; fewer skip steps evenly, e.g. 25 or 10).", positive
     )
+
+    def uses_text(self) -> bool:
+        """The diffusion model is always conditioned on the caption's text-encoder states."""
+        return True
 
     @classmethod
     def paper(cls, **overrides: object) -> TextToImageConfig:

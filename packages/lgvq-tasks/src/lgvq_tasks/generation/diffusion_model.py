@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq_core.downstream import FrozenTokenizer
-from lgvq_tasks.generation.conditions import TextCondition, dropped, require
+from lgvq_tasks.generation.conditions import TextCondition, dropped, require, with_text_sizes
 from lgvq_tasks.generation.config import TextToImageConfig
 from lgvq_tasks.generation.discrete_diffusion import (
     LOG_ZERO,
@@ -247,3 +247,8 @@ class TextToImageDiffusion(nn.Module):
                 log_probs = self.schedule.posterior_log_probs(log_x0, x, t, torch.full_like(t, following))
                 x = categorical(log_probs, generator)
         return x.view(rows, *self.grid)
+
+
+def build_text_to_image(config: TextToImageConfig, context) -> TextToImageDiffusion:
+    """Factory of the ``text-to-image`` downstream model (text sizes from the run's text encoder)."""
+    return TextToImageDiffusion(with_text_sizes(config, context.text_encoder, NAME), context.frozen_tokenizer)
