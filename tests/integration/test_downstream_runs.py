@@ -19,29 +19,6 @@ from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import read_metrics
 
 
-def tokenizer_run_file(root: Path) -> Path:
-    data = {
-        "run": {"name": "tok", "seed": 1, "output_dir": str(root / "runs"), "progress": "off"},
-        "model": {
-            "backbone": {"type": "tiny-ae", "hidden": 8},
-            "quantizer": {"type": "vq", "codebook_size": 32, "dim": 16},
-        },
-        "data": {"type": "shapes", "image_size": 32, "num_train": 24, "num_val": 8},
-        "text_encoder": {"type": "tiny-text", "width": 16},
-        "train": {"batch_size": 4, "max_steps": 2, "base_lr": 1e-3, "lr_scaling": "none", "val_every": 2},
-    }
-    path = root / "tok.toml"
-    path.write_text(dumps_toml(data))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer_run(tmp_path_factory) -> Path:
-    """A trained tiny tokenizer run directory (trained once for the module)."""
-    root = tmp_path_factory.mktemp("tokenizer")
-    return train(load_run_file(tokenizer_run_file(root))).run_dir
-
-
 def downstream_file(tmp_path: Path, tokenizer_run: Path, name: str = "prior", **sections) -> Path:
     data = {
         "run": {"name": name, "seed": 5, "output_dir": str(tmp_path / "runs"), "log_every": 1, "progress": "off"},
@@ -56,8 +33,8 @@ def downstream_file(tmp_path: Path, tokenizer_run: Path, name: str = "prior", **
             "checkpoint_every": 3,
         },
     }
-    for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    for key, value in sections.items():  # tables are merged, except [downstream], which is replaced
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) and key != "downstream" else value
     path = tmp_path / f"{name}.toml"
     path.write_text(dumps_toml(data))
     return path

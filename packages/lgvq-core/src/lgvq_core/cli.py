@@ -148,6 +148,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare_from_cli(args)
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from lgvq_core.runner.generate import sample_from_cli
+
+    return sample_from_cli(args)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lgvq_core.runner.evaluate import eval_from_cli
 
@@ -176,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run file")
     p.add_argument("--device", help="device to evaluate on")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="images from a trained downstream model (a run with [downstream])")
+    p.add_argument("run_dir", help="downstream run directory written by `lgvq run`")
+    p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path (default: best)")
+    p.add_argument(
+        "--caption", action="append", metavar="TEXT", help="text models: caption(s) to draw from (repeatable)"
+    )
+    p.add_argument("--temperature", type=float, help="code-gpt: divide the logits by this")
+    p.add_argument("--top-k", dest="top_k", type=int, help="code-gpt: keep the k most likely codes")
+    p.add_argument("--top-p", dest="top_p", type=float, help="code-gpt: nucleus probability")
+    p.add_argument("--guidance", type=float, help="text conditions: classifier-free guidance scale")
+    p.add_argument("--steps", type=int, help="text-to-image: denoising steps (fewer skip steps)")
+    p.add_argument("--truncation", type=float, help="text-to-image: truncation r")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per batch")
+    p.add_argument("--device", help="device to sample on")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/generated/step-N-seed-S)")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
         "compare",

@@ -15,6 +15,15 @@ annotations its task needs. The model is built from its config and a :class:`Fro
   in the batch as ``batch["generator"]``.
 - ``param_groups(weight_decay: float) -> list[dict]``: optimizer parameter groups (e.g. decay on
   Linear weights only).
+
+A generative model also offers (``lgvq sample`` and the ``generation-fid`` task use them):
+
+- ``SAMPLING_OPTIONS``: the names of its sampling options (``temperature``, ``top_k``, ``steps`` ...);
+- ``effective_sampling(**options) -> dict``: the options it would use (given ones over its
+  defaults); an unknown name is a ``ValueError`` naming the known ones;
+- ``generate(batch, generator, **options) -> LongTensor``: codes ``b h w``, one row per row of a
+  validation batch, which carries the condition (completion prompts, label maps, captions' text
+  states). Every draw comes from ``generator``.
 """
 
 from __future__ import annotations

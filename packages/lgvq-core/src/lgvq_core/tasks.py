@@ -32,3 +32,6 @@ class TrainedModel:
     step: int = 0
     batch_size: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A downstream run (its :class:`~lgvq_core.runner.context.RunContext`, model in eval mode) when
+    #: the evaluated run trained a model on frozen codes; ``tokenizer`` is then its frozen tokenizer.
+    downstream_run: Any = None

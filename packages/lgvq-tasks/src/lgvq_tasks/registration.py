@@ -5,6 +5,7 @@ from __future__ import annotations
 from lgvq_core.specs import ComponentSpec, DownstreamSpec
 from lgvq_tasks.config import (
     CodebookConfig,
+    GenerationFIDConfig,
     MaskedWordsConfig,
     ReconstructionConfig,
     RelationConfig,
@@ -13,6 +14,12 @@ from lgvq_tasks.config import (
 from lgvq_tasks.generation.config import CodeGPTConfig, TextToImageConfig
 
 TASKS: list = [
+    ComponentSpec(
+        name="generation-fid",
+        summary="FID of a downstream model's samples against the validation images, with every setting that decides it",
+        config_cls=GenerationFIDConfig,
+        factory="lgvq_tasks.generation_fid:build_generation_fid",
+    ),
     ComponentSpec(
         name="reconstruction",
         summary="rFID, PSNR, SSIM, LPIPS (with weights) and codebook usage/perplexity on the validation split",

@@ -150,10 +150,11 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
     """
     path = ckpt.resolve_checkpoint(run.run_dir, checkpoint)
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
-    ckpt.load_module(run.model, tensors, "tokenizer", path)
-    if run.guidance is not None:
-        ckpt.load_module(run.guidance, tensors, "guidance", path)
-    model = TrainedModel(
+    for prefix, module in run.saved_modules().items():
+        if module is not None and prefix != "discriminator":
+            ckpt.load_module(module, tensors, prefix, path)
+    run.step = int(state.get("step", run.step))
+    model = downstream_model(run) if run.kind == "downstream" else TrainedModel(
         tokenizer=run.model.eval(),
         guidance=run.guidance.eval() if run.guidance is not None else None,
         text_encoder=run.text_encoder,
@@ -161,7 +162,7 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
         device=run.device,
         config=run.config,
         run_dir=run.run_dir,
-        step=int(state.get("step", run.step)),
+        step=run.step,
         batch_size=run.config.train.batch_size,
         extra={"train_data": run.train_data},
     )
@@ -173,8 +174,38 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
     return results
 
 
+def downstream_model(run) -> TrainedModel:
+    """What a task sees of a downstream run: the run itself, its frozen tokenizer, eval mode."""
+    run.model.eval()
+    return TrainedModel(
+        tokenizer=run.tokenizer,
+        guidance=None,
+        text_encoder=run.text_encoder,
+        text_cache=run.text_cache,
+        device=run.device,
+        config=run.config,
+        run_dir=run.run_dir,
+        step=run.step,
+        batch_size=run.config.train.batch_size,
+        extra={"train_data": run.train_data},
+        downstream_run=run,
+    )
+
+
 def eval_from_cli(args: argparse.Namespace) -> int:
-    model, data, loaded = load_trained(args.run_dir, args.checkpoint, args.device, args.set)
+    from lgvq_core.config.downstream import is_downstream
+    from lgvq_core.config.loader import parse_toml
+
+    resolved = Path(args.run_dir) / "resolved.toml"
+    if resolved.is_file() and is_downstream(parse_toml(resolved.read_text(encoding="utf-8"))):
+        from lgvq_core.runner.generate import load_downstream_run
+
+        if args.set:
+            raise ConfigError(["--set: not supported for a downstream run's evaluation; edit the task options instead"])
+        run = load_downstream_run(args.run_dir, args.checkpoint, args.device)
+        model, data, loaded = downstream_model(run), run.val_data, run.loaded
+    else:
+        model, data, loaded = load_trained(args.run_dir, args.checkpoint, args.device, args.set)
     tasks = task_components(loaded, args.tasks)
     if not tasks:
         raise ConfigError(["$.tasks: the run file has no [[tasks]]; name some with --tasks (see `lgvq list task`)"])

@@ -255,6 +255,44 @@ class CodeGPT(nn.Module):
                 logits = self.transformer(inputs, keep, last_only=True)[:, 0]
         return self.grid_codes(out)
 
+    #: Options of :meth:`generate` (defaults: the config's ``sampling`` table).
+    SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "guidance_scale")
+
+    def effective_sampling(self, **options) -> dict:
+        """The sampling options :meth:`generate` uses: ``options`` over the config's ``sampling`` table."""
+        unknown = sorted(set(options) - set(self.SAMPLING_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"{NAME}: no sampling option {', '.join(unknown)}; options: {', '.join(self.SAMPLING_OPTIONS)}"
+            )
+        settings = {name: getattr(self.config.sampling, name) for name in self.SAMPLING_OPTIONS}
+        settings.update({k: v for k, v in options.items() if v is not None})
+        return settings
+
+    @torch.no_grad()
+    def generate(self, batch: dict, generator: torch.Generator | None = None, **options) -> torch.Tensor:
+        """Codes ``b h w``, one row per row of ``batch``, under the condition the model was trained with.
+
+        ``batch`` is a batch of the validation split: its ``codes`` give the completion prompts, its
+        ``segmentation`` (or ``condition_codes``) the semantic condition, its ``text_states`` /
+        ``text_pad`` the text condition; an unconditional prior only counts its rows.
+        """
+        unknown = sorted(set(options) - set(self.SAMPLING_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"{NAME}: no sampling option {', '.join(unknown)}; options: {', '.join(self.SAMPLING_OPTIONS)}"
+            )
+        settings = {name: getattr(self.config.sampling, name) for name in self.SAMPLING_OPTIONS}
+        settings.update({k: v for k, v in options.items() if v is not None})
+        rows = require(batch, "codes", NAME, "generate() takes a batch of the validation split").shape[0]
+        condition = self.config.condition
+        if condition == "completion":
+            return self.complete(batch["codes"], generator=generator, **settings)
+        if condition == "unconditional":
+            return self.sample(count=rows, generator=generator, **settings)
+        keys = ("segmentation", "condition_codes") if condition == "semantic" else ("text_states", "text_pad")
+        return self.sample(condition={k: batch[k] for k in keys if k in batch}, generator=generator, **settings)
+
     @torch.no_grad()
     def complete(self, codes: torch.Tensor, fraction: float | None = None, **sampling) -> torch.Tensor:
         """Keep the first ``fraction`` of each raster (default: completion_fraction) and sample the rest."""

@@ -211,6 +211,34 @@ class TextToImageDiffusion(nn.Module):
             log_x0 = filter_logits(log_x0, top_p=truncation).log_softmax(-1)
         return log_x0.clamp(min=LOG_ZERO)
 
+    #: Options of :meth:`generate` (defaults: the config's sampling options).
+    SAMPLING_OPTIONS = ("steps", "truncation", "guidance_scale")
+
+    @torch.no_grad()
+    def generate(self, batch: dict, generator: torch.Generator | None = None, **options) -> torch.Tensor:
+        """Codes ``b h w`` for the captions of ``batch`` (its ``text_states`` and ``text_pad``)."""
+        settings = self.effective_sampling(**options)
+        condition = {
+            k: require(batch, k, NAME, "generate() needs the captions' text states")
+            for k in ("text_states", "text_pad")
+        }
+        return self.sample(condition=condition, generator=generator, **settings)
+
+    def effective_sampling(self, **options) -> dict:
+        """The sampling options :meth:`generate` uses: ``options`` over the config's."""
+        unknown = sorted(set(options) - set(self.SAMPLING_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"{NAME}: no sampling option {', '.join(unknown)}; options: {', '.join(self.SAMPLING_OPTIONS)}"
+            )
+        settings = {
+            "steps": self.config.sample_steps,
+            "truncation": self.config.truncation,
+            "guidance_scale": self.config.guidance_scale,
+        }
+        settings.update({k: v for k, v in options.items() if v is not None})
+        return settings
+
     @torch.no_grad()
     def sample(
         self,

@@ -1,0 +1,138 @@
+"""Images from a trained downstream model: ``lgvq sample`` and the ``generation-fid`` task.
+
+Conditions come from the validation split in order (item 0, 1, ...; cycled when more samples are
+asked than it has): completion prompts, label maps, captions. Every draw comes from one generator
+seeded by ``seed``, so the same call gives the same images. Codes are decoded by the frozen
+tokenizer the model was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lgvq_core.atomic import write_json_atomic
+from lgvq_core.errors import ConfigError, LgvqError, RunDirError
+from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.runner import distributed as distr
+from lgvq_core.runner.context import RunContext
+
+
+def load_downstream_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> RunContext:
+    """A downstream run rebuilt from its ``resolved.toml`` with the weights of ``checkpoint`` (eval mode)."""
+    from lgvq_core.config.schema import DownstreamRunFile
+    from lgvq_core.registry import load_run_file
+    from lgvq_core.runner.downstream import build_downstream_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "resolved.toml").is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
+    overrides = [f"run.device={device}"] if device else []
+    loaded = load_run_file(run_dir / "resolved.toml", overrides=overrides)
+    if not isinstance(loaded.config, DownstreamRunFile):
+        raise RunDirError(f"{run_dir}: a tokenizer run; `lgvq sample` needs a downstream run (a [downstream] model)")
+    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    info = distr.DistInfo()
+    torch_device = distr.resolve_device(loaded.config.run.device, info)
+    run = build_downstream_run(loaded, [], info, torch_device, log=lambda message: print(message, flush=True))
+    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
+    ckpt.load_module(run.model, tensors, "downstream", path)
+    run.model.eval()
+    run.step = int(state.get("step", 0))
+    run.run_dir = run_dir
+    return run
+
+
+def check_generative(model: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The model's effective sampling options; a clear error for a model that cannot sample."""
+    if not callable(getattr(model, "generate", None)):
+        raise LgvqError(f"{type(model).__name__} does not generate images (it has no generate())")
+    try:
+        return model.effective_sampling(**{k: v for k, v in options.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError([f"sampling options: {exc}"]) from None
+
+
+@torch.no_grad()
+def generate_images(
+    run: RunContext, count: int, seed: int, options: dict[str, Any], batch_size: int = 16, captions=None
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``count`` images (``n 3 H W`` in [-1, 1], on the CPU) and the record of what decided them.
+
+    ``captions`` (text models) replaces the validation captions, cycled over the samples.
+    """
+    from lgvq_core.runner.batches import to_device
+    from lgvq_core.runner.downstream import model_inputs
+
+    if count <= 0:
+        raise ConfigError([f"-n: the number of samples must be positive, got {count}"])
+    effective = check_generative(run.model, options)
+    data = run.val_data
+    if len(data) == 0:
+        raise LgvqError("the validation split is empty: there is no condition to sample from")
+    generator = torch.Generator(device=run.device).manual_seed(seed)
+    images = []
+    for start in range(0, count, batch_size):
+        rows = range(start, min(start + batch_size, count))
+        batch = data.collate([data[i % len(data)] for i in rows])
+        if len(batch["index"]) != len(rows):
+            raise LgvqError(f"validation items {[i % len(data) for i in rows]} include unreadable ones")
+        if captions:
+            batch["caption"] = [captions[i % len(captions)] for i in rows]
+        inputs = model_inputs(run, to_device(batch, run.device))
+        with run.autocast():
+            codes = run.model.generate(inputs, generator=generator, **options)
+            images.append(run.tokenizer.decode_indices(codes).float().clamp(-1, 1).cpu())
+    record = {
+        "samples": count,
+        "seed": seed,
+        "sampling": effective,
+        "conditions": "given captions" if captions else f"validation split items 0..{min(count, len(data)) - 1}",
+        "condition": getattr(run.config.downstream.config, "condition", run.config.downstream.type),
+        "model": run.config.downstream.type,
+        "checkpoint_step": run.step,
+        "tokenizer": dict(run.tokenizer_identity),
+    }
+    return torch.cat(images), record
+
+
+def save_images(images: torch.Tensor, out_dir: Path, record: dict[str, Any]) -> None:
+    """``images/NNNNN.png``, ``grid.png`` and, last, ``sample.json`` (its presence marks a complete folder)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    def to_image(tensor: torch.Tensor) -> Image.Image:
+        array = tensor.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        return Image.fromarray(array)
+
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        to_image(image).save(out_dir / "images" / f"{i:05d}.png")
+    columns = max(1, int(math.ceil(math.sqrt(len(images)))))
+    to_image(make_grid(images, nrow=columns, padding=2, pad_value=1.0)).save(out_dir / "grid.png")
+    write_json_atomic(out_dir / "sample.json", record)
+
+
+def sample_from_cli(args: argparse.Namespace) -> int:
+    if args.n <= 0:
+        raise ConfigError([f"-n: the number of samples must be positive, got {args.n}"])
+    run = load_downstream_run(args.run_dir, args.checkpoint, args.device)
+    options = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "guidance_scale": args.guidance,
+        "steps": args.steps,
+        "truncation": args.truncation,
+    }
+    given = {k: v for k, v in options.items() if v is not None}
+    check_generative(run.model, given)  # before any work
+    images, record = generate_images(run, args.n, args.seed, given, args.batch_size, captions=args.caption)
+    out_dir = Path(args.out) if args.out else Path(args.run_dir) / "generated" / f"step-{run.step:07d}-seed-{args.seed}"
+    save_images(images, out_dir, record)
+    print(f"wrote {len(images)} images and grid.png to {out_dir}")
+    return 0

@@ -1,0 +1,68 @@
+"""``generation-fid``: FID of a downstream model's samples against the validation images.
+
+The samples are drawn by :func:`lgvq_core.runner.generate.generate_images` (conditions from the
+validation split, one seeded generator) and decoded by the frozen tokenizer; the reference is the
+validation split at its deterministic transform. The result holds, beside the number, everything
+that decides it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lgvq_core.image_quality import to_unit_range
+from lgvq_core.tasks import TrainedModel
+from lgvq_tasks.config import GenerationFIDConfig
+from lgvq_tasks.errors import TaskError
+from lgvq_tasks.split import LOCAL_METRIC
+
+
+class GenerationFID:
+    name = "generation-fid"
+
+    def __init__(self, config: GenerationFIDConfig) -> None:
+        self.config = config
+
+    def run(self, model: TrainedModel, data: Any, out_dir: Path) -> dict[str, Any]:
+        from lgvq_core.runner.generate import generate_images, save_images
+        from lgvq_tasks.fid import InceptionFeatures, SmallSplitFID
+
+        run = model.downstream_run
+        if run is None:
+            raise TaskError(
+                "generation-fid: scores the samples of a downstream model; this is a tokenizer run "
+                "(train a [downstream] model on its codes first)"
+            )
+        config = self.config
+        images = data.images  # the validation images the codes came from
+        reference = len(images) if config.reference_images is None else min(config.reference_images, len(images))
+        if reference < 2 or config.samples < 2:
+            raise TaskError(
+                f"generation-fid: FID needs at least 2 images per side ({reference} reference, {config.samples} samples)"
+            )
+        fid = SmallSplitFID(feature=InceptionFeatures(config.fid_feature_weights), **LOCAL_METRIC).to(model.device)
+        for start in range(0, reference, config.batch_size):
+            batch = [images[i] for i in range(start, min(start + config.batch_size, reference))]
+            real = torch.stack([item["image"] for item in batch if "error" not in item])
+            fid.update(to_unit_range(real).to(model.device), real=True)
+        generated, record = generate_images(
+            run, config.samples, config.seed, config.sampling_options(), config.batch_size
+        )
+        for start in range(0, len(generated), config.batch_size):
+            fid.update(to_unit_range(generated[start : start + config.batch_size]).to(model.device), real=False)
+        print(f"generation-fid: FID of {len(generated)} samples against {reference} validation images", flush=True)
+        if config.save_images:
+            save_images(generated[: config.save_images], out_dir, record)
+        return {
+            "fid": float(fid.compute()),
+            "samples": len(generated),
+            "reference": {"split": "val", "dataset": run.config.data.type, "images": reference},
+            **{k: v for k, v in record.items() if k != "samples"},
+        }
+
+
+def build_generation_fid(config: GenerationFIDConfig, context=None) -> GenerationFID:
+    return GenerationFID(config)

@@ -1,0 +1,144 @@
+"""Generative downstream models through the runner: training, `lgvq sample`, `generation-fid`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_downstream_runs import downstream_file, train_records
+
+from lgvq_core.errors import ConfigError
+from lgvq_core.registry import load_run_file
+from lgvq_core.runner.loop import train
+
+GPT = {"type": "code-gpt", "layers": 1, "heads": 2, "width": 16}
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lgvq_core.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"condition": "unconditional"},
+        {"condition": "semantic", "condition_vocab": 6},
+        {"condition": "text"},
+    ],
+    ids=["unconditional", "semantic", "text"],
+)
+def test_code_gpt_trains_on_cached_codes_under_each_condition(tmp_path, tokenizer_run, condition):
+    path = downstream_file(tmp_path, tokenizer_run, downstream={**GPT, **condition}, train={"max_steps": 3})
+    result = train(load_run_file(path))
+    records = train_records(result.run_dir)
+    assert sorted(records) == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["bits_per_code"] > 0 for r in records.values())
+
+
+def test_text_to_image_resumes_exactly(tmp_path, tokenizer_run):
+    model = {"type": "text-to-image", "layers": 1, "heads": 2, "width": 16, "steps": 10}
+    straight = train(load_run_file(downstream_file(tmp_path, tokenizer_run, name="straight", downstream=model)))
+    expected = train_records(straight.run_dir)
+    path = downstream_file(tmp_path, tokenizer_run, name="resumed", downstream=model, train={"max_steps": 3})
+    first = train(load_run_file(path))
+    train(load_run_file(first.run_dir / "resolved.toml", overrides=["train.max_steps=6"]), resume_dir=first.run_dir)
+    got = train_records(first.run_dir)
+    for step in (4, 5, 6):
+        assert got[step]["loss"] == expected[step]["loss"], step
+
+
+def test_a_semantic_condition_on_a_dataset_without_label_maps_is_refused_by_check(tmp_path, tokenizer_run):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    path = downstream_file(
+        tmp_path,
+        tokenizer_run,
+        downstream={**GPT, "condition": "semantic", "condition_vocab": 6},
+        data={"type": "image-text-folder", "root": str(folder), "val_fraction": 0.5},
+    )
+    with pytest.raises(ConfigError) as info:
+        load_run_file(path)
+    assert any(
+        p.startswith("$.data.type: dataset 'image-text-folder' has no 'segmentation' annotations") and "shapes" in p
+        for p in info.value.problems
+    )
+
+
+@pytest.fixture(scope="module")
+def completion_run(tmp_path_factory, tokenizer_run) -> Path:
+    root = tmp_path_factory.mktemp("completion")
+    path = downstream_file(root, tokenizer_run, downstream={**GPT, "condition": "completion"}, train={"max_steps": 2})
+    return train(load_run_file(path)).run_dir
+
+
+def test_lgvq_sample_writes_images_a_grid_and_everything_that_decided_them(tmp_path, completion_run):
+    out = tmp_path / "samples"
+    done = cli("sample", str(completion_run), "-n", "3", "--top-k", "5", "--seed", "7", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert (out / "grid.png").is_file()
+    record = json.loads((out / "sample.json").read_text())
+    assert record["samples"] == 3 and record["seed"] == 7 and record["condition"] == "completion"
+    assert record["sampling"] == {"temperature": 1.0, "top_k": 5, "top_p": None, "guidance_scale": 1.0}
+    assert len(record["tokenizer"]["sha256"]) == 64
+
+
+def test_the_same_seed_samples_the_same_images(tmp_path, completion_run):
+    for name in ("a", "b"):
+        assert (
+            cli("sample", str(completion_run), "-n", "2", "--out", str(tmp_path / name), cwd=tmp_path).returncode == 0
+        )
+    assert (tmp_path / "a" / "grid.png").read_bytes() == (tmp_path / "b" / "grid.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "0"], "-n: the number of samples must be positive, got 0"),
+        (["-n", "2", "--steps", "5"], "code-gpt: no sampling option steps"),
+    ],
+)
+def test_lgvq_sample_refuses_bad_requests_and_writes_nothing(tmp_path, completion_run, args, message):
+    out = tmp_path / "never"
+    done = cli("sample", str(completion_run), *args, "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr
+    assert not out.exists()
+
+
+def test_lgvq_sample_refuses_a_tokenizer_run(tmp_path, tokenizer_run):
+    done = cli("sample", str(tokenizer_run), "-n", "2", cwd=tmp_path)
+    assert done.returncode == 1 and "needs a downstream run" in done.stderr
+
+
+def test_generation_fid_at_the_end_of_a_run_equals_lgvq_eval(tmp_path, tokenizer_run):
+    task = {"type": "generation-fid", "samples": 4, "reference_images": 4, "batch_size": 4, "save_images": 4}
+    path = downstream_file(
+        tmp_path, tokenizer_run, downstream={**GPT, "condition": "unconditional"}, train={"max_steps": 2}, tasks=[task]
+    )
+    result = train(load_run_file(path))
+    at_end = json.loads((result.run_dir / "eval" / "generation-fid.json").read_text())["metrics"]
+    assert math.isfinite(at_end["fid"]) and at_end["fid"] > 0
+    assert at_end["samples"] == 4 and at_end["reference"] == {"split": "val", "dataset": "shapes", "images": 4}
+    assert at_end["sampling"]["temperature"] == 1.0 and at_end["seed"] == 0
+    assert (result.run_dir / "eval" / "generation-fid" / "grid.png").is_file()
+    done = cli("eval", str(result.run_dir), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    again = json.loads((result.run_dir / "eval" / "generation-fid.json").read_text())["metrics"]
+    assert again["fid"] == pytest.approx(at_end["fid"], rel=1e-9)
+
+
+def test_generation_fid_refuses_a_tokenizer_run(tmp_path, tokenizer_run):
+    done = cli("eval", str(tokenizer_run), "--tasks", "generation-fid", cwd=tmp_path)
+    assert done.returncode == 1 and "generation-fid: scores the samples of a downstream model" in done.stderr
