@@ -26,21 +26,33 @@ def _cut(tokens: list[int], eos_id: int) -> list[int]:
 
 @torch.no_grad()
 def greedy_decode(lm, prefix: torch.Tensor, max_length: int) -> list[list[int]]:
-    """Batched greedy decoding with the cache: at most ``max_length`` tokens per image (EOS counted)."""
+    """Batched greedy decoding with the cache: at most ``max_length`` tokens per image (EOS counted).
+
+    Rows that emitted EOS leave the batch (their cache rows are dropped), so a step costs only the
+    captions still open.
+    """
     _check(prefix, max_length)
     logits, _, cache = lm(prefix, None)
-    finished = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
-    steps = []
+    results: list[list[int]] = [[] for _ in range(prefix.shape[0])]
+    active = list(range(prefix.shape[0]))  # batch row -> image
     for step in range(max_length):
-        token = logits[:, -1].argmax(-1)  # b
-        token = torch.where(finished, torch.full_like(token, lm.eos_id), token)
-        steps.append(token)
-        finished |= token == lm.eos_id
-        if step + 1 == max_length or bool(finished.all()):
+        tokens = logits[:, -1].argmax(-1)  # rows
+        open_rows = []
+        for row, token in enumerate(tokens.tolist()):
+            image = active[row]
+            if token == lm.eos_id:
+                continue
+            results[image].append(token)
+            open_rows.append(row)
+        if step + 1 == max_length or not open_rows:
             break
-        logits, _, cache = lm(lm.embed(token[:, None]), cache)
-    rows = torch.stack(steps, 1).tolist()
-    return [_cut(row, lm.eos_id) for row in rows]
+        if len(open_rows) < len(active):
+            keep = torch.tensor(open_rows, device=prefix.device)
+            cache = lm.reorder_cache(cache, keep)
+            tokens = tokens.index_select(0, keep)
+            active = [active[row] for row in open_rows]
+        logits, _, cache = lm(lm.embed(tokens[:, None]), cache)
+    return results
 
 
 @torch.no_grad()

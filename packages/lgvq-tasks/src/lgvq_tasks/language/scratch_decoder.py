@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 Cache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -32,7 +31,9 @@ class DecoderBlock(nn.Module):
         self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         # x: b t w (the new positions); past: keys/values of earlier positions, b n s d
-        q, k, v = rearrange(self.qkv(self.attention_norm(x)), "b t (three n d) -> three b n t d", three=3, n=self.heads)
+        b, t, width = x.shape
+        qkv = self.qkv(self.attention_norm(x)).view(b, t, 3, self.heads, width // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # three b n t d
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         new, total = q.shape[2], k.shape[2]
@@ -47,7 +48,7 @@ class DecoderBlock(nn.Module):
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
-        x = x + self.residual_dropout(self.out(rearrange(attended, "b n t d -> b t (n d)")))
+        x = x + self.residual_dropout(self.out(attended.transpose(1, 2).reshape(b, t, width)))
         x = x + self.residual_dropout(self.mlp(self.mlp_norm(x)))
         return x, (k, v)
 

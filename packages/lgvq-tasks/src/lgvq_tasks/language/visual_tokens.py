@@ -10,7 +10,6 @@ ablation: a trainable table of ``K`` vectors (initialised from the codebook's sc
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from lgvq_core.downstream import FrozenTokenizer
@@ -69,7 +68,7 @@ class VisualTokens(nn.Module):
             )
         codes = codes.long()
         vectors = self.learned(codes) if self.learned is not None else self.codebook[codes]  # b k h w d
-        tokens = rearrange(vectors, "b k h w d -> b h w (k d)")
+        tokens = vectors.permute(0, 2, 3, 1, 4).flatten(3)  # b k h w d -> b h w (k d)
         if self.rows is not None:
             tokens = tokens + self.rows[None, :, None, :] + self.columns[None, None, :, :]
-        return rearrange(tokens, "b h w d -> b (h w) d")
+        return tokens.flatten(1, 2)  # b (h w) d

@@ -18,6 +18,7 @@ never reports a zero it did not compute.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -36,18 +37,33 @@ class WordNetUnavailable(RuntimeError):
 
 
 def open_wordnet(source: Any) -> Any:
-    """An nltk WordNet reader from a reader (returned as is) or a folder in nltk's wordnet layout."""
+    """An nltk WordNet reader from a reader (returned as is) or a ``<root>/corpora/wordnet`` folder.
+
+    The folder holds WordNet 3.0's ``data.*``, ``index.*``, ``*.exc``, ``index.sense`` and ``lexnames``
+    (nltk's layout). nltk only reads folders under its data path and looks the corpus up there by name,
+    so ``<root>`` is added to ``nltk.data.path``.
+    """
     if source is None:
         raise WordNetUnavailable(f"no WordNet given. {INSTALL_HINT}")
     if hasattr(source, "synsets"):
         return source
-    folder = Path(source)
-    missing = [n for n in ("data.noun", "index.noun", "noun.exc", "lexnames") if not (folder / n).is_file()]
+    folder = Path(source).resolve()
+    missing = [
+        n for n in ("data.noun", "index.noun", "noun.exc", "index.sense", "lexnames") if not (folder / n).is_file()
+    ]
     if missing:
         raise WordNetUnavailable(f"WordNet folder {str(folder)!r} lacks {missing}. {INSTALL_HINT}")
+    if folder.parent.name != "corpora":
+        raise WordNetUnavailable(f"WordNet folder {str(folder)!r} must be <root>/corpora/wordnet (nltk's layout)")
+    import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    return WordNetCorpusReader(str(folder), None)
+    root = str(folder.parent.parent)
+    if root not in nltk.data.path:
+        nltk.data.path.append(root)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The multilingual functions are not available")
+        return WordNetCorpusReader(str(folder), None)
 
 
 class WupsScorer:

@@ -1,0 +1,150 @@
+"""VQA on frozen codes: the answer classifier, initialisation from captioning, accuracy and WUPS."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from language_doubles import CAPTIONS, distinct_codes, fit, frozen_tokenizer
+
+from lgvq_tasks.language.captioning import CaptioningModel
+from lgvq_tasks.language.config import CaptioningConfig, LanguageModelConfig, VQAConfig
+from lgvq_tasks.language.vocabulary import AnswerVocabulary, WordVocabulary
+from lgvq_tasks.language.vqa import VQAModel
+from lgvq_tasks.language.vqa_metrics import vqa_scores
+from lgvq_tasks.language.wups import WupsScorer, wups_scores
+
+DEBIAN_WORDNET = Path("/usr/share/wordnet")
+# WordNet 3.0's lexicographer files (lexnames(5WN)); Debian's wordnet-base ships the data without this list.
+LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive "
+    "noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity "
+    "noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change verb.cognition "
+    "verb.communication verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
+    "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
+CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+COLOURS = ["red", "blue", "green", "yellow"]
+
+
+@pytest.fixture(scope="session")
+def wordnet_folder(tmp_path_factory) -> Path:
+    """nltk's ``corpora/wordnet`` layout assembled from Debian's wordnet-base and wordnet-sense-index."""
+    if not (DEBIAN_WORDNET / "data.noun").is_file() or not (DEBIAN_WORDNET / "index.sense").is_file():
+        pytest.skip("WordNet absent: apt-get install wordnet-base wordnet-sense-index")
+    folder = tmp_path_factory.mktemp("nltk_data") / "corpora" / "wordnet"
+    folder.mkdir(parents=True)
+    for pattern in ("data.*", "index.*", "*.exc"):
+        for file in DEBIAN_WORDNET.glob(pattern):
+            shutil.copyfile(file, folder / file.name)  # copies: nltk refuses links leaving its folder
+    lines = [f"{i:02d}\t{name}\t{CATEGORY[name.split('.')[0]]}" for i, name in enumerate(LEXNAMES)]
+    (folder / "lexnames").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def wordnet(wordnet_folder):
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader  # noqa: F401  (nltk must be importable)
+
+    return WupsScorer(wordnet_folder).wordnet
+
+
+def test_wu_palmer_of_hand_picked_pairs_matches_published_values(wordnet):
+    scorer = WupsScorer(wordnet)
+    assert scorer.wu_palmer("dog", "cat") == pytest.approx(0.857, abs=5e-4)  # nltk's documented example
+    assert scorer.wu_palmer("car", "automobile") == 1.0  # one synset
+    assert scorer.wu_palmer("horse", "zebra") == pytest.approx(14 / 15)  # nltk on WordNet 3.0
+    assert scorer.wu_palmer("circles", "circle") == 1.0  # plural through the exception/morphy rules
+    assert scorer.wu_palmer("xyzzy", "dog") == 0.0  # no synset: no similarity
+
+
+def test_wups_scales_pairs_below_the_threshold_by_a_tenth(wordnet):
+    scorer = WupsScorer(wordnet)
+    assert scorer.word_similarity("dog", "cat", 0.9) == pytest.approx(0.0857, abs=5e-5)
+    assert scorer.word_similarity("dog", "cat", 0.0) == pytest.approx(0.857, abs=5e-4)
+    # multi-word: min of the two directional products; "red ball" vs "red" is limited by "ball"
+    ball_red = scorer.word_similarity("ball", "red", 0.9)
+    assert scorer.answer_similarity("red ball", "red", 0.9) == pytest.approx(ball_red)
+    scores = wups_scores(["dog", "car"], ["cat", "automobile"], [0.9, 0.0], wordnet)
+    assert scores["wups@0.9"] == pytest.approx((0.0857143 + 1.0) / 2)
+    assert scores["wups@0.0"] == pytest.approx((0.857143 + 1.0) / 2)
+
+
+def test_wups_without_wordnet_is_unavailable_with_the_install_hint(tmp_path):
+    for source in (None, tmp_path / "corpora" / "wordnet"):
+        scores = wups_scores(["dog"], ["cat"], [0.9, 0.0], source)
+        assert set(scores) == {"wups@0.9", "wups@0.0"}
+        assert all(str(v).startswith("unavailable") and "wordnet-base" in str(v) for v in scores.values())
+
+
+def test_accuracy_overall_and_per_question_type(wordnet):
+    scores = vqa_scores(
+        ["Dog", "two", "red", "cat"], ["dog", "three", "red", "dog"], ["object", "number", "color", "object"], wordnet
+    )
+    assert scores["accuracy"] == 0.5
+    assert scores["per_type"]["object"]["accuracy"] == 0.5 and scores["per_type"]["object"]["questions"] == 2
+    assert scores["per_type"]["number"]["accuracy"] == 0.0
+    assert scores["per_type"]["number"]["wups@0.9"] == pytest.approx(0.9)  # two/three: Wu-Palmer 0.9
+    with pytest.raises(ValueError, match="3 question types for 4"):
+        vqa_scores(["a"] * 4, ["a"] * 4, ["object"] * 3, None)
+
+
+def _colour_questions(count: int, seed: int, tokenizer) -> dict:
+    """'what colour is the object?' whose answer is fixed by the code at the top-left position."""
+    codes = torch.randint(
+        0, tokenizer.codebook_size, (count, *tokenizer.grid), generator=torch.Generator().manual_seed(seed)
+    )
+    codes[:, 0, 0] = torch.arange(count) % 4
+    return {
+        "codes": codes,
+        "questions": ["what colour is the object"] * count,
+        "answers": [COLOURS[int(c)] for c in codes[:, 0, 0]],
+    }
+
+
+def _small(**changes) -> VQAConfig:
+    lm = LanguageModelConfig(width=32, layers=1, heads=2, dropout=0.0, max_text_length=8)
+    return VQAConfig(language_model=lm, **changes)
+
+
+def test_vqa_answers_a_single_type_toy_set_well_above_chance():
+    tokenizer = frozen_tokenizer()
+    train, test = _colour_questions(32, 0, tokenizer), _colour_questions(16, 1, tokenizer)
+    model = VQAModel(
+        _small(),
+        tokenizer,
+        AnswerVocabulary.from_answers(train["answers"], 10),
+        WordVocabulary.from_texts(train["questions"]),
+    )
+    fit(model, train, steps=80)
+    predicted = model.predict(test["codes"], test["questions"])
+    accuracy = sum(p == a for p, a in zip(predicted, test["answers"], strict=True)) / 16
+    assert accuracy >= 0.75  # chance: 0.25
+
+
+def test_vqa_starts_from_a_captioning_checkpoint(tmp_path):
+    tokenizer = frozen_tokenizer()
+    lm = LanguageModelConfig(width=32, layers=1, heads=2, dropout=0.0, max_text_length=8)
+    captioning = CaptioningModel(CaptioningConfig(language_model=lm), tokenizer, WordVocabulary.from_texts(CAPTIONS))
+    torch.save({"model": captioning.state_dict()}, tmp_path / "captioning.pt")
+    model = VQAModel(_small(init_from=str(tmp_path / "captioning.pt")), tokenizer, AnswerVocabulary(COLOURS))
+    assert model.lm.vocabulary.words == captioning.lm.vocabulary.words
+    for name, value in captioning.state_dict().items():
+        if name.startswith(("mapper.", "lm.decoder.")):
+            torch.testing.assert_close(model.state_dict()[name], value)
+    mismatched = _small(init_from=str(tmp_path / "captioning.pt"), prefix_mapper="transformer")
+    with pytest.raises(ValueError, match="does not match"):
+        VQAModel(mismatched, tokenizer, AnswerVocabulary(COLOURS))
+
+
+def test_answers_outside_the_vocabulary_carry_no_loss_and_a_batch_of_them_is_no_error():
+    tokenizer = frozen_tokenizer()
+    model = VQAModel(_small(), tokenizer, AnswerVocabulary(COLOURS), WordVocabulary.from_texts(["what colour"]))
+    batch = {"codes": distinct_codes(2, tokenizer), "questions": ["what colour", "what"], "answers": ["mauve", "teal"]}
+    out = model.training_loss(batch)
+    assert out["loss"].item() == 0.0 and out["loss"].requires_grad
+    with pytest.raises(KeyError, match="'answers'"):
+        model.training_loss({"codes": batch["codes"], "questions": batch["questions"]})
