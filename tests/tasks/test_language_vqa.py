@@ -148,3 +148,20 @@ def test_answers_outside_the_vocabulary_carry_no_loss_and_a_batch_of_them_is_no_
     assert out["loss"].item() == 0.0 and out["loss"].requires_grad
     with pytest.raises(KeyError, match="'answers'"):
         model.training_loss({"codes": batch["codes"], "questions": batch["questions"]})
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch executed-marker",))
+
+
+def test_a_malicious_captioning_checkpoint_is_refused_unexecuted(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": _RunsCode()}, protocol=2))
+    with pytest.raises(ValueError, match="evil.pt.*refused"):
+        VQAModel(_small(init_from=str(tmp_path / "evil.pt")), frozen_tokenizer(), AnswerVocabulary(COLOURS))
+    assert not (tmp_path / "executed-marker").exists()

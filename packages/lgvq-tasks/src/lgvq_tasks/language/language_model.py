@@ -133,7 +133,16 @@ def build_language_model(
     config: LanguageModelConfig, vocabulary: WordVocabulary | None, max_positions: int
 ) -> LanguageModel:
     if config.kind == "transformers":
-        return TransformersLanguageModel(config)
+        model = TransformersLanguageModel(config)
+        limit = getattr(model.model.config, "max_position_embeddings", None) or getattr(
+            model.model.config, "n_positions", None
+        )
+        if limit is not None and limit < max_positions:
+            raise ValueError(
+                f"the checkpoint at {config.path!r} has {limit} positions, fewer than the prefix plus "
+                f"language_model.max_text_length ({max_positions}): shorten either"
+            )
+        return model
     if vocabulary is None:
         raise ValueError(
             "language_model.kind = 'scratch' needs a word vocabulary of the training text: "

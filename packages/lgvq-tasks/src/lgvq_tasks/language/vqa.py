@@ -13,6 +13,7 @@ Evaluation also reads ``question_types`` (list of b strings) in :mod:`.vqa_metri
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -35,7 +36,12 @@ def load_captioning_state(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"vqa init_from {str(path)!r} does not exist: give a captioning checkpoint file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only: tensors and containers only; a pickle that would run code is refused unexecuted
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(
+            f"vqa init_from {str(path)!r} is not a plain checkpoint of tensors (refused, nothing run): {error}"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not any(k.startswith("lm.") for k in state):
