@@ -72,10 +72,20 @@ def test_grounding_loss_is_weighted_l1_plus_giou_and_zero_at_the_truth():
     model = GroundingModel(GroundingConfig(width=32, layers=1, heads=2, dropout=0.0), tokenizer, text_width=6)
     batch = _batch(2, tokenizer)
     out = model.training_loss(batch)
-    torch.testing.assert_close(out["loss"].detach(), 5.0 * out["l1"] + 2.0 * out["giou_loss"])
+    torch.testing.assert_close(out["loss"].detach(), out["l1"] + out["giou_loss"])
+    config = GroundingConfig(width=32, layers=1, heads=2, dropout=0.0, l1_weight=5.0, giou_weight=2.0)
+    weighted = GroundingModel(config, tokenizer, text_width=6)
+    weighted.load_state_dict(model.state_dict())
+    out_weighted = weighted.training_loss(batch)
+    torch.testing.assert_close(out_weighted["loss"].detach(), 5 * out["l1"] + 2 * out["giou_loss"])
     model.predict_cxcywh = lambda b: torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.375, 0.5, 0.5]])
     out = model.training_loss(batch)
     assert out["loss"].item() == pytest.approx(0.0, abs=1e-6)
+    # first box shifted right by 0.1: L1 0.1 (summed coordinates) / 2 boxes; IoU = GIoU = 0.2 / 0.3
+    model.predict_cxcywh = lambda b: torch.tensor([[0.35, 0.25, 0.5, 0.5], [0.75, 0.375, 0.5, 0.5]])
+    out = model.training_loss(batch)
+    assert out["l1"].item() == pytest.approx(0.05)
+    assert out["giou_loss"].item() == pytest.approx((1 - 2 / 3) / 2, abs=1e-6)
 
 
 def test_missing_or_misshapen_text_states_are_named():

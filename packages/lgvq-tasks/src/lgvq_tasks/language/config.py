@@ -124,7 +124,9 @@ class GroundingConfig:
     max_text_tokens: int = option(
         77, "Longest text-state sequence L the fusion encoder accepts (its learned text positions).", positive
     )
-    l1_weight: float = option(5.0, "Weight of the L1 box loss (TransVG: 5).", non_negative)
-    giou_weight: float = option(2.0, "Weight of the GIoU loss (TransVG: 2).", non_negative)
+    l1_weight: float = option(
+        1.0, "Weight of the L1 box loss (summed over cx cy w h, averaged over boxes, as TransVG's code).", non_negative
+    )
+    giou_weight: float = option(1.0, "Weight of the GIoU loss 1 - GIoU (TransVG's code: 1).", non_negative)
     iou_threshold: float = option(0.5, "A prediction counts as correct at IoU >= this (Acc@0.5).", probability)
     picture_samples: int = option(8, "Samples drawn in grounding.png (0: none).", in_range(0, 64))

@@ -4,8 +4,9 @@ The sequence ``[REG; text tokens; visual tokens]`` runs through a bidirectional 
 the [REG] output goes through a 3-layer MLP and a sigmoid to ``cx cy w h`` (normalised). Text tokens are
 the frozen text encoder's cached token states (never trained), projected to the fusion width with a
 learned position embedding; visual tokens are the frozen code vectors (:mod:`.visual_tokens`) projected
-likewise; each of the three parts adds its own learned type embedding. Loss: ``l1_weight * L1(cx cy w
-h) + giou_weight * (1 - GIoU)`` (TransVG's 5 and 2).
+likewise; each of the three parts adds its own learned type embedding. Loss, as TransVG's code: ``l1_weight * L1 + giou_weight * (1 - GIoU)``
+with the L1 distance of ``cx cy w h`` summed over the four coordinates and both terms averaged over
+boxes (weights 1 and 1).
 
 Batch keys: ``codes`` (LongTensor b h w, or b k h w), ``text_states`` (float b L W_text: the text
 encoder's ``token_states``), ``text_pad`` (bool b L, True at real tokens: the encoder's ``pad_mask``)
@@ -90,7 +91,7 @@ class GroundingModel(nn.Module):
             raise KeyError(f"the batch has no 'boxes' (keys: {sorted(batch)}): grounding trains on true boxes")
         truth = check_boxes(batch["boxes"]).to(batch["codes"].device)
         predicted = self.predict_cxcywh(batch)
-        l1 = F.l1_loss(predicted, box_convert(truth, "xyxy", "cxcywh"))
+        l1 = F.l1_loss(predicted, box_convert(truth, "xyxy", "cxcywh"), reduction="none").sum(1).mean()
         giou = generalized_box_iou_loss(box_convert(predicted, "cxcywh", "xyxy"), truth, reduction="mean")
         loss = self.config.l1_weight * l1 + self.config.giou_weight * giou
         return {"loss": loss, "l1": l1.detach(), "giou_loss": giou.detach()}

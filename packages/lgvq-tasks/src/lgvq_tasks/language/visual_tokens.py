@@ -33,7 +33,9 @@ class VisualTokens(nn.Module):
         self.codebook_size = tokenizer.codebook_size
         self.dim = tokenizer.code_dim * tokenizer.indices_per_position
         if config.embedding == "codebook":
-            self.register_buffer("codebook", codebook, persistent=True)
+            self.register_buffer(
+                "codebook", codebook, persistent=False
+            )  # always this tokenizer's, never a checkpoint's
             self.learned = None
         else:
             self.learned = nn.Embedding(tokenizer.codebook_size, tokenizer.code_dim)
