@@ -6,6 +6,7 @@ import pytest
 import torch
 from language_doubles import CAPTIONS, distinct_codes, fit, frozen_tokenizer
 
+from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.language.captioning import CaptioningModel
 from lgvq_tasks.language.config import CaptioningConfig, LanguageModelConfig, VisualTokensConfig
 from lgvq_tasks.language.decoding import beam_search, greedy_decode, greedy_decode_uncached
@@ -30,6 +31,27 @@ def test_visual_tokens_are_the_frozen_codebook_vectors_plus_row_and_column_embed
     assert "codebook" not in dict(tokens.named_parameters())
     out.sum().backward()
     assert tokens.rows.grad is not None
+
+
+def test_several_indices_per_position_are_concatenated_in_order():
+    base = frozen_tokenizer()
+    tokenizer = FrozenTokenizer(16, (2, 2), 8, base.codebook, indices_per_position=2)
+    tokens = VisualTokens(VisualTokensConfig(position="none"), tokenizer)
+    codes = torch.tensor([[[[1, 2], [3, 4]], [[5, 6], [7, 8]]]])  # b k h w
+    out = tokens(codes)  # 1 4 16
+    assert out.shape == (1, 4, 16)
+    torch.testing.assert_close(out[0, 3], torch.cat([base.codebook[4], base.codebook[8]]))
+
+
+def test_weight_decay_applies_to_linear_weights_only():
+    model = CaptioningModel(small_config(), frozen_tokenizer(), WordVocabulary.from_texts(CAPTIONS))
+    decayed, plain = model.param_groups(0.1)
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    decayed_ids = {id(p) for p in decayed["params"]}
+    assert id(model.lm.decoder.blocks[0].qkv.weight) in decayed_ids
+    assert id(model.lm.decoder.token_embedding.weight) not in decayed_ids
+    assert id(model.visual.rows) not in decayed_ids
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
 
 
 def test_learned_code_embeddings_ignore_the_codebook_values():
@@ -102,7 +124,7 @@ def test_beam_search_finds_the_higher_scoring_sequence_greedy_misses():
         def embed(self, ids):
             return torch.nn.functional.one_hot(ids, 6).float()
 
-        def forward(self, embeds, cache):
+        def forward(self, embeds, cache, keep_logits=None):
             seen = embeds if cache is None else torch.cat([cache, embeds], 1)
             last = seen[:, -1].argmax(-1)  # the previous token (prefix rows encode token 5: start)
             probs = torch.tensor(

@@ -38,8 +38,7 @@ class CaptioningModel(PrefixLanguageModel):
         ids, lengths = ids.to(codes.device), lengths.to(codes.device)
         prefix = self.prefix(codes)  # b P W
         inputs = torch.cat([prefix, self.lm.embed(ids[:, :-1])], dim=1)  # the last token is only a target
-        logits, _, _ = self.lm(inputs, None)
-        logits = logits[:, prefix.shape[1] - 1 :]  # b T V: position P-1+t predicts token t
+        logits, _, _ = self.lm(inputs, None, keep_logits=ids.shape[1])  # b T V: position P-1+t predicts token t
         mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
         return logits, ids, mask
 

@@ -1,7 +1,7 @@
 """Caption decoding from a prefix: batched greedy and beam search with a key/value cache.
 
-Every function takes a language model of :mod:`.language_model` (``lm(embeds, cache)`` returns
-``(logits, hidden, cache)``) and a batch of prefixes ``b P W``; it returns one list of token ids per
+Every function takes a language model of :mod:`.language_model` (``lm(embeds, cache, keep_logits)``
+returns ``(logits, hidden, cache)``) and a batch of prefixes ``b P W``; it returns one list of token ids per
 image, EOS excluded. The prefix is encoded once; each further step feeds only the newest token and
 reuses the cached keys and values. :func:`greedy_decode_uncached` is ClipCap's reference loop (one
 image, the whole sequence recomputed every step): the equivalence test and ``bench/caption_decode.py``
@@ -32,7 +32,7 @@ def greedy_decode(lm, prefix: torch.Tensor, max_length: int) -> list[list[int]]:
     captions still open.
     """
     _check(prefix, max_length)
-    logits, _, cache = lm(prefix, None)
+    logits, _, cache = lm(prefix, None, keep_logits=1)
     results: list[list[int]] = [[] for _ in range(prefix.shape[0])]
     active = list(range(prefix.shape[0]))  # batch row -> image
     for step in range(max_length):
@@ -51,7 +51,7 @@ def greedy_decode(lm, prefix: torch.Tensor, max_length: int) -> list[list[int]]:
             cache = lm.reorder_cache(cache, keep)
             tokens = tokens.index_select(0, keep)
             active = [active[row] for row in open_rows]
-        logits, _, cache = lm(lm.embed(tokens[:, None]), cache)
+        logits, _, cache = lm(lm.embed(tokens[:, None]), cache, keep_logits=1)
     return results
 
 
@@ -64,7 +64,7 @@ def greedy_decode_uncached(lm, prefix: torch.Tensor, max_length: int) -> list[li
         embeds = prefix[image : image + 1]
         tokens: list[int] = []
         for _ in range(max_length):
-            logits, _, _ = lm(embeds, None)
+            logits, _, _ = lm(embeds, None, keep_logits=1)
             token = int(logits[0, -1].argmax())
             tokens.append(token)
             if token == lm.eos_id:
@@ -89,7 +89,7 @@ def beam_search(
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     b, k = prefix.shape[0], beam_size
     device = prefix.device
-    logits, _, cache = lm(prefix.repeat_interleave(k, 0), None)  # (b k) P W
+    logits, _, cache = lm(prefix.repeat_interleave(k, 0), None, keep_logits=1)  # (b k) P W
     log_probs = logits[:, -1].float().log_softmax(-1)  # (b k) V
     vocab = log_probs.shape[-1]
     if k > vocab:
@@ -114,7 +114,7 @@ def beam_search(
             break
         rows = (source + torch.arange(b, device=device)[:, None] * k).view(-1)
         cache = lm.reorder_cache(cache, rows)
-        logits, _, cache = lm(lm.embed(token.view(-1, 1)), cache)
+        logits, _, cache = lm(lm.embed(token.view(-1, 1)), cache, keep_logits=1)
         log_probs = logits[:, -1].float().log_softmax(-1)
     ranked = scores / lengths.clamp_min(1.0) ** length_penalty if length_penalty else scores
     best = ranked.argmax(1)

@@ -9,7 +9,8 @@ Two kinds (``language_model.kind``):
   read with ``local_files_only`` (nothing is downloaded); its cache is ``past_key_values``.
 
 Both take input embeddings (a visual prefix first, then token embeddings) and return
-``(logits b t V, hidden b t W, cache)``; :meth:`reorder_cache` selects batch rows of a cache (beam search).
+``(logits b t' V, hidden b t W, cache)``, with logits of the last ``keep_logits`` positions only when
+given (a prefix of hundreds of positions times a 50k-word output would be gigabytes); :meth:`reorder_cache` selects batch rows of a cache (beam search).
 Text is normalised to lower-case words first (:func:`~.vocabulary.words_of`) for both kinds.
 """
 
@@ -42,9 +43,12 @@ class ScratchLanguageModel(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.decoder.token_embedding(ids)  # b t -> b t W
 
-    def forward(self, embeds: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def forward(
+        self, embeds: torch.Tensor, cache: Any = None, keep_logits: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         hidden, cache = self.decoder(embeds, cache)
-        return self.decoder.logits(hidden), hidden, cache
+        kept = hidden if keep_logits is None else hidden[:, hidden.shape[1] - keep_logits :]
+        return self.decoder.logits(kept), hidden, cache
 
     @staticmethod
     def reorder_cache(cache: Any, rows: torch.Tensor) -> Any:
@@ -89,19 +93,27 @@ class TransformersLanguageModel(nn.Module):
         # transformers 5 names the cache argument `cache`; 4.x names it `past_key_values`
         parameters = inspect.signature(self.model.forward).parameters
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        # logits of the last positions only (a V-wide row per prefix position would be wasted memory)
+        self._keep_argument = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in parameters), None)
         self.vocab_size = self.model.get_output_embeddings().out_features
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
-    def forward(self, embeds: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        output = self.model(
-            inputs_embeds=embeds, use_cache=True, output_hidden_states=True, **{self._cache_argument: cache}
-        )
+    def forward(
+        self, embeds: torch.Tensor, cache: Any = None, keep_logits: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        options = {self._cache_argument: cache}
+        if keep_logits is not None and self._keep_argument:
+            options[self._keep_argument] = keep_logits
+        output = self.model(inputs_embeds=embeds, use_cache=True, output_hidden_states=True, **options)
         new_cache = output.get("cache")
         if new_cache is None:
             new_cache = output.get("past_key_values")
-        return output.logits, output.hidden_states[-1], new_cache
+        logits = output.logits
+        if keep_logits is not None:
+            logits = logits[:, logits.shape[1] - keep_logits :]
+        return logits, output.hidden_states[-1], new_cache
 
     @staticmethod
     def reorder_cache(cache: Any, rows: torch.Tensor) -> Any:

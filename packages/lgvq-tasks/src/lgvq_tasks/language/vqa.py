@@ -86,7 +86,7 @@ class VQAModel(PrefixLanguageModel):
         ids, lengths = self.lm.encode_text(questions, self.max_text_length)
         ids, lengths = ids.to(codes.device), lengths.to(codes.device)
         prefix = self.prefix(codes)  # b P W
-        _, hidden, _ = self.lm(torch.cat([prefix, self.lm.embed(ids)], dim=1), None)  # b (P+T) W
+        _, hidden, _ = self.lm(torch.cat([prefix, self.lm.embed(ids)], dim=1), None, keep_logits=1)  # b (P+T) W
         last = prefix.shape[1] + lengths - 1  # the question's EOS
         state = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # b W
         return self.classifier(state)  # b A
