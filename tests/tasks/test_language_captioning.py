@@ -10,6 +10,7 @@ from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.language.captioning import CaptioningModel
 from lgvq_tasks.language.config import CaptioningConfig, LanguageModelConfig, VisualTokensConfig
 from lgvq_tasks.language.decoding import beam_search, greedy_decode, greedy_decode_uncached
+from lgvq_tasks.language.prefix import training_vocabulary
 from lgvq_tasks.language.visual_tokens import VisualTokens
 from lgvq_tasks.language.vocabulary import WordVocabulary
 
@@ -85,7 +86,8 @@ def test_loss_counts_caption_tokens_and_eos_only():
 
 def test_overfits_four_captions_and_greedy_and_beam_reproduce_them():
     tokenizer = frozen_tokenizer()
-    model = CaptioningModel(small_config(), tokenizer, WordVocabulary.from_texts(CAPTIONS))
+    config = small_config()
+    model = CaptioningModel(config, tokenizer, training_vocabulary(config, CAPTIONS))
     codes = distinct_codes(4, tokenizer)
     fit(model, {"codes": codes, "captions": CAPTIONS}, steps=150)
     assert model.generate(codes, decoding="greedy") == CAPTIONS
@@ -222,6 +224,16 @@ def test_a_local_transformers_checkpoint_trains_and_decodes_with_its_cache(tmp_p
     assert greedy_decode(model.lm, prefix, 6) == greedy_decode_uncached(model.lm, prefix, 6)
     assert beam_search(model.lm, prefix, 1, 6) == greedy_decode(model.lm, prefix, 6)
     assert model.generate(codes, decoding="beam", beam_size=3) == captions
+
+
+def test_a_scratch_vocabulary_keeps_words_seen_often_enough():
+    config = small_config(language_model=LanguageModelConfig(min_word_count=2))
+    vocabulary = training_vocabulary(config, CAPTIONS)
+    assert vocabulary.words == ["<pad>", "<bos>", "<eos>", "<unk>", "a", "circle", "red"]  # by count, then spelling
+    assert vocabulary.encode(["A red dog."], 8).tolist() == [[4, 6, 3, 2]]
+    assert (
+        training_vocabulary(small_config(language_model=LanguageModelConfig(kind="transformers", path="x")), []) is None
+    )
 
 
 def test_a_missing_transformers_checkpoint_names_the_path(tmp_path):

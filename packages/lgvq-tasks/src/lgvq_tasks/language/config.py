@@ -20,6 +20,11 @@ def _divides_width(instance: object, attribute: attrs.Attribute, value: int) -> 
         raise ValueError(f"must divide width {instance.width}, got {value!r}")
 
 
+def _thresholds(instance: object, attribute: attrs.Attribute, value: list[float]) -> None:
+    if not value or any(not 0.0 <= t <= 1.0 for t in value):
+        raise ValueError(f"must be a non-empty list of thresholds in [0, 1], got {value!r}")
+
+
 @attrs.define
 class VisualTokensConfig:
     """How a grid of code indices becomes a sequence of vectors the task model reads."""
@@ -108,7 +113,9 @@ class VQAConfig(PrefixLanguageModelConfig):
         1000, "Answer classes: the most frequent training answers; others are ignored by the loss.", positive
     )
     wups_thresholds: list[float] = option(
-        factory=lambda: [0.9, 0.0], doc="WUPS is reported at each threshold (Malinowski & Fritz: 0.9 and 0.0)."
+        factory=lambda: [0.9, 0.0],
+        doc="WUPS is reported at each threshold (Malinowski & Fritz: 0.9 and 0.0).",
+        validator=_thresholds,
     )
 
 

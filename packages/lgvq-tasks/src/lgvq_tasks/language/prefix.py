@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -73,6 +75,14 @@ class PrefixLanguageModel(nn.Module):
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         return linear_weight_decay_groups(self, weight_decay)
+
+
+def training_vocabulary(config: PrefixLanguageModelConfig, texts: Iterable[str]) -> WordVocabulary | None:
+    """The word vocabulary a scratch LM is built with (words of the training captions or questions seen
+    at least ``min_word_count`` times); None for a transformers LM, which brings its own tokenizer."""
+    if config.language_model.kind != "scratch":
+        return None
+    return WordVocabulary.from_texts(texts, config.language_model.min_word_count)
 
 
 def texts_of(batch: dict, key: str, count: int) -> list[str]:
