@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from language_doubles import CAPTIONS, distinct_codes, fit, frozen_tokenizer
 
+from lgvq_core.wordnet import WordNetUnavailable, build_layout, system_wordnet_dir
+from lgvq_tasks.language import wups as wups_module
 from lgvq_tasks.language.captioning import CaptioningModel
 from lgvq_tasks.language.config import CaptioningConfig, LanguageModelConfig, VQAConfig
 from lgvq_tasks.language.vocabulary import AnswerVocabulary, WordVocabulary
@@ -16,39 +17,21 @@ from lgvq_tasks.language.vqa import VQAModel
 from lgvq_tasks.language.vqa_metrics import vqa_scores
 from lgvq_tasks.language.wups import WupsScorer, wups_scores
 
-DEBIAN_WORDNET = Path("/usr/share/wordnet")
-# WordNet 3.0's lexicographer files (lexnames(5WN)); Debian's wordnet-base ships the data without this list.
-LEXNAMES = (
-    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
-    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive "
-    "noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity "
-    "noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change verb.cognition "
-    "verb.communication verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
-    "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
-).split()
-CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 COLOURS = ["red", "blue", "green", "yellow"]
 
 
 @pytest.fixture(scope="session")
 def wordnet_folder(tmp_path_factory) -> Path:
-    """nltk's ``corpora/wordnet`` layout assembled from Debian's wordnet-base and wordnet-sense-index."""
-    if not (DEBIAN_WORDNET / "data.noun").is_file() or not (DEBIAN_WORDNET / "index.sense").is_file():
+    """nltk's ``corpora/wordnet`` layout assembled in a temporary folder from the system's WordNet files
+    (Debian's wordnet-base and wordnet-sense-index)."""
+    source = system_wordnet_dir()
+    if source is None or not (source / "index.sense").is_file():
         pytest.skip("WordNet absent: apt-get install wordnet-base wordnet-sense-index")
-    folder = tmp_path_factory.mktemp("nltk_data") / "corpora" / "wordnet"
-    folder.mkdir(parents=True)
-    for pattern in ("data.*", "index.*", "*.exc"):
-        for file in DEBIAN_WORDNET.glob(pattern):
-            shutil.copyfile(file, folder / file.name)  # copies: nltk refuses links leaving its folder
-    lines = [f"{i:02d}\t{name}\t{CATEGORY[name.split('.')[0]]}" for i, name in enumerate(LEXNAMES)]
-    (folder / "lexnames").write_text("\n".join(lines) + "\n")
-    return folder
+    return build_layout(source, tmp_path_factory.mktemp("nltk_data"))
 
 
 @pytest.fixture(scope="session")
 def wordnet(wordnet_folder):
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader  # noqa: F401  (nltk must be importable)
-
     return WupsScorer(wordnet_folder).wordnet
 
 
@@ -73,7 +56,12 @@ def test_wups_scales_pairs_below_the_threshold_by_a_tenth(wordnet):
     assert scores["wups@0.0"] == pytest.approx((0.857143 + 1.0) / 2)
 
 
-def test_wups_without_wordnet_is_unavailable_with_the_install_hint(tmp_path):
+def test_wups_without_wordnet_is_unavailable_with_the_install_hint(tmp_path, monkeypatch):
+    def no_system_wordnet():
+        raise WordNetUnavailable("WordNet is not installed: apt-get install wordnet-base wordnet-sense-index")
+
+    monkeypatch.setattr(wups_module, "load_wordnet", no_system_wordnet)
+    assert vqa_scores(["dog"], ["dog"], None, None)["accuracy"] == 1.0  # accuracy needs no WordNet
     for source in (None, tmp_path / "corpora" / "wordnet"):
         scores = wups_scores(["dog"], ["cat"], [0.9, 0.0], source)
         assert set(scores) == {"wups@0.9", "wups@0.0"}

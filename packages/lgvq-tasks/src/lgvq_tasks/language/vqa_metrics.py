@@ -6,21 +6,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lgvq_core.wordnet import WordNetUnavailable
+
 from .vocabulary import AnswerVocabulary
-from .wups import wups_scores
+from .wups import WupsScorer, unavailable_scores, wups_scores
 
 
 def vqa_scores(
     predicted: Sequence[str],
     truth: Sequence[str],
     question_types: Sequence[str] | None,
-    wordnet: Any,
+    wordnet: Any = None,
     thresholds: Sequence[float] = (0.9, 0.0),
 ) -> dict[str, Any]:
     """``{"accuracy", "wups@0.9", "wups@0.0", "questions", "per_type": {type: same keys}}``, values in [0, 1].
 
-    Answers are compared after normalisation (lower-case words). ``wordnet``: an nltk WordNet reader or
-    its folder; without it the WUPS keys hold an "unavailable: ..." note, accuracy is still computed.
+    Answers are compared after normalisation (lower-case words). ``wordnet``: an nltk WordNet reader,
+    its folder, or None for the system's WordNet (:mod:`lgvq_core.wordnet`); without WordNet the WUPS
+    keys hold an "unavailable: ..." note, and accuracy is still computed.
     """
     if len(predicted) != len(truth):
         raise ValueError(f"{len(predicted)} predicted answers for {len(truth)} questions")
@@ -28,6 +31,10 @@ def vqa_scores(
         raise ValueError("no questions to score")
     if question_types is not None and len(question_types) != len(truth):
         raise ValueError(f"{len(question_types)} question types for {len(truth)} questions")
+    try:
+        wups: WupsScorer | WordNetUnavailable = WupsScorer(wordnet)  # one reader and cache for every subset
+    except WordNetUnavailable as error:
+        wups = error
     predicted = [AnswerVocabulary.normalise(a) for a in predicted]
     truth = [AnswerVocabulary.normalise(a) for a in truth]
 
@@ -37,7 +44,10 @@ def vqa_scores(
             "questions": len(indices),
             "accuracy": sum(a == b for a, b in zip(p, t, strict=True)) / len(t),
         }
-        result.update(wups_scores(p, t, thresholds, wordnet))
+        if isinstance(wups, WupsScorer):
+            result.update(wups_scores(p, t, thresholds, wups))
+        else:
+            result.update(unavailable_scores(thresholds, wups))
         return result
 
     overall = scores(list(range(len(truth))))

@@ -9,10 +9,10 @@ For a predicted answer A and a true answer T (each a set of words)::
 averaged over questions (x 100 in tables). WUPS@0.9 scales down everything short of near-synonyms;
 WUPS@0.0 keeps the raw Wu-Palmer similarity (COCO-QA reports both; the paper's values fit @0.0).
 
-WordNet is read through nltk's ``WordNetCorpusReader``; this module takes the reader (or the folder
-nltk would read: ``data.*``, ``index.*``, ``*.exc``, ``lexnames``) from its caller and downloads
-nothing. Without WordNet, :func:`wups_scores` reports WUPS as unavailable with the install hint; it
-never reports a zero it did not compute.
+WordNet is read through nltk's ``WordNetCorpusReader``: a reader or folder from the caller, else the
+system's WordNet found by :mod:`lgvq_core.wordnet` (Debian's ``wordnet-base`` and
+``wordnet-sense-index``); nothing is downloaded. Without WordNet, :func:`wups_scores` reports WUPS as
+unavailable with the install hint; it never reports a zero it did not compute.
 """
 
 from __future__ import annotations
@@ -24,27 +24,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lgvq_core.wordnet import INSTALL_HINT, WordNetUnavailable, load_wordnet
+
 from .vocabulary import words_of
 
-INSTALL_HINT = (
-    "WUPS needs WordNet 3.0 offline: apt-get install wordnet-base wordnet-sense-index (Debian/Ubuntu), "
-    "then point the VQA evaluation at it; nltk reads the files, nothing is downloaded"
-)
 
+def open_wordnet(source: Any = None) -> Any:
+    """An nltk WordNet reader: ``source`` itself when it is one, the ``<root>/corpora/wordnet`` folder
+    ``source`` names, or (``None``) the system's WordNet through :func:`lgvq_core.wordnet.load_wordnet`.
 
-class WordNetUnavailable(RuntimeError):
-    """WordNet could not be read; the message says how to install it."""
-
-
-def open_wordnet(source: Any) -> Any:
-    """An nltk WordNet reader from a reader (returned as is) or a ``<root>/corpora/wordnet`` folder.
-
-    The folder holds WordNet 3.0's ``data.*``, ``index.*``, ``*.exc``, ``index.sense`` and ``lexnames``
-    (nltk's layout). nltk only reads folders under its data path and looks the corpus up there by name,
-    so ``<root>`` is added to ``nltk.data.path``.
+    A folder holds WordNet 3.0's ``data.*``, ``index.*``, ``*.exc``, ``index.sense`` and ``lexnames``
+    (nltk's layout, as :func:`lgvq_core.wordnet.build_layout` writes it). nltk only reads folders under
+    its data path and looks the corpus up there by name, so ``<root>`` is added to ``nltk.data.path``.
+    Raises :class:`~lgvq_core.wordnet.WordNetUnavailable` with the install hint.
     """
     if source is None:
-        raise WordNetUnavailable(f"no WordNet given. {INSTALL_HINT}")
+        return load_wordnet()
     if hasattr(source, "synsets"):
         return source
     folder = Path(source).resolve()
@@ -69,7 +64,7 @@ def open_wordnet(source: Any) -> Any:
 class WupsScorer:
     """Word and answer similarities over one WordNet, with the noun synsets of each word cached."""
 
-    def __init__(self, wordnet: Any) -> None:
+    def __init__(self, wordnet: Any = None) -> None:
         self.wordnet = open_wordnet(wordnet)
         self._synsets = lru_cache(maxsize=None)(self._noun_synsets)
         self._pair = lru_cache(maxsize=None)(self._best_wu_palmer)
@@ -113,12 +108,24 @@ class WupsScorer:
         return sum(self.answer_similarity(p, t, threshold) for p, t in zip(predicted, truth, strict=True)) / len(truth)
 
 
+def unavailable_scores(thresholds: Sequence[float], error: Exception) -> dict[str, str]:
+    """Each WUPS key mapped to the note saying why it was not computed (and how to install WordNet)."""
+    return {wups_key(t): f"unavailable: {error}" for t in thresholds}
+
+
+def wups_key(threshold: float) -> str:
+    return f"wups@{float(threshold)!r}"
+
+
 def wups_scores(
-    predicted: Sequence[str], truth: Sequence[str], thresholds: Sequence[float], wordnet: Any
+    predicted: Sequence[str], truth: Sequence[str], thresholds: Sequence[float], wordnet: Any = None
 ) -> dict[str, float | str]:
-    """``{"wups@0.9": ..., "wups@0.0": ...}`` in [0, 1], or each key mapped to the unavailability note."""
+    """``{"wups@0.9": ..., "wups@0.0": ...}`` in [0, 1], or each key mapped to the unavailability note.
+
+    ``wordnet``: a :class:`WupsScorer` (reused, with its cache), or what :func:`open_wordnet` takes.
+    """
     try:
-        scorer = WupsScorer(wordnet)
+        scorer = wordnet if isinstance(wordnet, WupsScorer) else WupsScorer(wordnet)
     except WordNetUnavailable as error:
-        return {f"wups@{float(t)!r}": f"unavailable: {error}" for t in thresholds}
-    return {f"wups@{float(t)!r}": scorer.score(predicted, truth, t) for t in thresholds}
+        return unavailable_scores(thresholds, error)
+    return {wups_key(t): scorer.score(predicted, truth, t) for t in thresholds}
