@@ -80,7 +80,7 @@ def test_loss_counts_caption_tokens_and_eos_only():
     # The loss is the mean CE over exactly those 6 positions, computed by hand.
     manual = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
     torch.manual_seed(0)
-    loss = model.training_loss({"codes": codes, "captions": ["a red circle", "two"]})["loss"]
+    loss = model.training_loss({"codes": codes, "caption": ["a red circle", "two"]})["loss"]
     torch.testing.assert_close(loss, manual)
 
 
@@ -89,7 +89,7 @@ def test_overfits_four_captions_and_greedy_and_beam_reproduce_them():
     config = small_config()
     model = CaptioningModel(config, tokenizer, training_vocabulary(config, CAPTIONS))
     codes = distinct_codes(4, tokenizer)
-    fit(model, {"codes": codes, "captions": CAPTIONS}, steps=150)
+    fit(model, {"codes": codes, "caption": CAPTIONS}, steps=150)
     assert model.generate(codes, decoding="greedy") == CAPTIONS
     assert model.generate(codes, decoding="beam", beam_size=3) == CAPTIONS
 
@@ -166,10 +166,10 @@ def test_scratch_lm_without_a_vocabulary_or_captions_in_the_batch_is_a_clear_err
     with pytest.raises(ValueError, match="WordVocabulary.from_texts"):
         CaptioningModel(small_config(), tokenizer)
     model = CaptioningModel(small_config(), tokenizer, WordVocabulary.from_texts(CAPTIONS))
-    with pytest.raises(KeyError, match="'captions'"):
+    with pytest.raises(KeyError, match="'caption'"):
         model.training_loss({"codes": distinct_codes(2, tokenizer)})
     with pytest.raises(ValueError, match="list of 2 strings"):
-        model.training_loss({"codes": distinct_codes(2, tokenizer), "captions": "one string"})
+        model.training_loss({"codes": distinct_codes(2, tokenizer), "caption": "one string"})
 
 
 def _byte_symbols() -> list[str]:
@@ -217,7 +217,7 @@ def test_a_local_transformers_checkpoint_trains_and_decodes_with_its_cache(tmp_p
     model = CaptioningModel(config, tokenizer)
     codes = distinct_codes(2, tokenizer)
     captions = ["red", "blue"]
-    fit(model, {"codes": codes, "captions": captions}, steps=60)
+    fit(model, {"codes": codes, "caption": captions}, steps=60)
     assert model.generate(codes, decoding="greedy") == captions
     model.eval()
     prefix = model.prefix(codes).detach()

@@ -88,8 +88,8 @@ def _colour_questions(count: int, seed: int, tokenizer) -> dict:
     codes[:, 0, 0] = torch.arange(count) % 4
     return {
         "codes": codes,
-        "questions": ["what colour is the object"] * count,
-        "answers": [COLOURS[int(c)] for c in codes[:, 0, 0]],
+        "question": ["what colour is the object"] * count,
+        "answer": [COLOURS[int(c)] for c in codes[:, 0, 0]],
     }
 
 
@@ -104,12 +104,12 @@ def test_vqa_answers_a_single_type_toy_set_well_above_chance():
     model = VQAModel(
         _small(),
         tokenizer,
-        AnswerVocabulary.from_answers(train["answers"], 10),
-        WordVocabulary.from_texts(train["questions"]),
+        AnswerVocabulary.from_answers(train["answer"], 10),
+        WordVocabulary.from_texts(train["question"]),
     )
     fit(model, train, steps=80)
-    predicted = model.predict(test["codes"], test["questions"])
-    accuracy = sum(p == a for p, a in zip(predicted, test["answers"], strict=True)) / 16
+    predicted = model.predict(test["codes"], test["question"])
+    accuracy = sum(p == a for p, a in zip(predicted, test["answer"], strict=True)) / 16
     assert accuracy >= 0.75  # chance: 0.25
 
 
@@ -131,11 +131,11 @@ def test_vqa_starts_from_a_captioning_checkpoint(tmp_path):
 def test_answers_outside_the_vocabulary_carry_no_loss_and_a_batch_of_them_is_no_error():
     tokenizer = frozen_tokenizer()
     model = VQAModel(_small(), tokenizer, AnswerVocabulary(COLOURS), WordVocabulary.from_texts(["what colour"]))
-    batch = {"codes": distinct_codes(2, tokenizer), "questions": ["what colour", "what"], "answers": ["mauve", "teal"]}
+    batch = {"codes": distinct_codes(2, tokenizer), "question": ["what colour", "what"], "answer": ["mauve", "teal"]}
     out = model.training_loss(batch)
     assert out["loss"].item() == 0.0 and out["loss"].requires_grad
-    with pytest.raises(KeyError, match="'answers'"):
-        model.training_loss({"codes": batch["codes"], "questions": batch["questions"]})
+    with pytest.raises(KeyError, match="'answer'"):
+        model.training_loss({"codes": batch["codes"], "question": batch["question"]})
 
 
 class _RunsCode:

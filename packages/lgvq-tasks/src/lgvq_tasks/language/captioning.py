@@ -5,8 +5,8 @@ the logit at position ``P - 1 + t`` predicts caption token ``t``, the caption en
 and prefix positions and padding carry no label. Evaluation decodes captions with the batched, cached
 greedy or beam search of :mod:`.decoding`.
 
-Batch keys: ``codes`` (LongTensor b h w, or b k h w) and ``captions`` (list of b strings, one caption
-per image; the dataset picks which).
+Batch keys: ``codes`` (LongTensor b h w, or b k h w) and ``caption`` (list of b strings, one caption
+per image: the caption the dataset sampled, as in the runner's batches of cached codes).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class CaptioningModel(PrefixLanguageModel):
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         codes = batch["codes"]
-        captions = texts_of(batch, "captions", codes.shape[0])
+        captions = texts_of(batch, "caption", codes.shape[0])
         logits, targets, mask = self.caption_logits(codes, captions)
         labels = targets.masked_fill(~mask, -100)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)

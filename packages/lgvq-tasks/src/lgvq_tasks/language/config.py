@@ -137,3 +137,7 @@ class GroundingConfig:
     giou_weight: float = option(1.0, "Weight of the GIoU loss 1 - GIoU (TransVG's code: 1).", non_negative)
     iou_threshold: float = option(0.5, "A prediction counts as correct at IoU >= this (Acc@0.5).", probability)
     picture_samples: int = option(8, "Samples drawn in grounding.png (0: none).", in_range(0, 64))
+
+    def uses_text(self) -> bool:
+        """The model reads the frozen text encoder's states of the referring expression."""
+        return True

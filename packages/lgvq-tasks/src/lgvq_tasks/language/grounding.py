@@ -10,7 +10,8 @@ boxes (weights 1 and 1).
 
 Batch keys: ``codes`` (LongTensor b h w, or b k h w), ``text_states`` (float b L W_text: the text
 encoder's ``token_states``), ``text_pad`` (bool b L, True at real tokens: the encoder's ``pad_mask``)
-and, for training, ``boxes`` (float b 4: x0 y0 x1 y1 normalised to [0, 1]).
+and, for training, ``boxes`` (float b 4: x0 y0 x1 y1 normalised to [0, 1], as ``Referring.box``).
+``GroundingConfig.uses_text()`` is true, so a downstream run adds the text states of its batches.
 """
 
 from __future__ import annotations

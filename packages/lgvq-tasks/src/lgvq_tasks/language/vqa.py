@@ -6,9 +6,9 @@ goes through a linear layer over the answer vocabulary. The paper feeds "the cap
 hidden state" to the classifier: ``init_from`` starts the visual mapping and the decoder from a
 captioning checkpoint (its word vocabulary comes along), otherwise they start fresh.
 
-Batch keys: ``codes`` (LongTensor b h w, or b k h w), ``questions`` (list of b strings) and, for
-training, ``answers`` (list of b strings; answers outside the answer vocabulary carry no loss).
-Evaluation also reads ``question_types`` (list of b strings) in :mod:`.vqa_metrics`.
+Batch keys: ``codes`` (LongTensor b h w, or b k h w), ``question`` (list of b strings, one question
+per item) and, for training, ``answer`` (list of b strings; answers outside the answer vocabulary carry
+no loss). Scoring (:mod:`.vqa_metrics`) also takes each question's type (``Question.type``).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class VQAModel(PrefixLanguageModel):
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         codes = batch["codes"]
-        questions = texts_of(batch, "questions", codes.shape[0])
-        targets = self.answers.encode(texts_of(batch, "answers", codes.shape[0])).to(codes.device)
+        questions = texts_of(batch, "question", codes.shape[0])
+        targets = self.answers.encode(texts_of(batch, "answer", codes.shape[0])).to(codes.device)
         logits = self.answer_logits(codes, questions)
         known = targets != -100
         if not bool(known.any()):
