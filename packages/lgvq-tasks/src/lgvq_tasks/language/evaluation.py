@@ -1,0 +1,128 @@
+"""Evaluation loops of the language tasks over batches of cached codes, with a shuffled-image control.
+
+Each walks an iterable of batches (the runner's validation loader, or any list of dicts with the same
+keys) in eval mode, without gradient, and returns the task's scores. ``shuffled_control`` also scores
+every batch with its codes permuted among its images (a seeded permutation): a model that reads the
+image drops to chance there; one that answers from the text alone does not.
+
+- captioning: ``codes`` and ``captions`` (list of b reference lists: every caption of each image);
+- VQA: ``codes``, ``question``, ``answer`` and ``question_type`` (lists of b strings);
+- grounding: ``codes``, ``text_states``, ``text_pad``, ``boxes`` (and, for the picture, ``image`` when
+  the batches carry images, a grey canvas otherwise, and ``expression``: the phrases as text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..pictures import save_png
+from .boxes import check_boxes, grounding_picture, grounding_scores
+from .caption_metrics import caption_scores
+from .captioning import CaptioningModel
+from .grounding import GroundingModel
+from .prefix import texts_of
+from .vqa import VQAModel
+from .vqa_metrics import vqa_scores
+
+
+def shuffled_codes(codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The batch's codes with images permuted so that no image keeps its own (for b >= 2)."""
+    count = codes.shape[0]
+    if count < 2:
+        return codes
+    order = torch.randperm(count, generator=generator)
+    permutation = torch.empty_like(order)
+    permutation[order] = order.roll(-1)  # one random cycle through all images: nobody keeps its own
+    return codes[permutation.to(codes.device)]
+
+
+def _references(batch: dict, count: int) -> list[list[str]]:
+    references = batch.get("captions")
+    if references is None or len(references) != count or any(isinstance(r, str) or not r for r in references):
+        raise ValueError(
+            "caption evaluation needs batch['captions']: one non-empty list of reference captions per image"
+        )
+    return [list(r) for r in references]
+
+
+@torch.no_grad()
+def evaluate_captioning(
+    model: CaptioningModel,
+    batches: Iterable[dict],
+    decoding: str | None = None,
+    shuffled_control: bool = True,
+    seed: int = 0,
+    meteor: bool = True,
+) -> dict[str, Any]:
+    """Caption scores of the decoded captions (and, with the control, of captions from shuffled codes)."""
+    generator = torch.Generator().manual_seed(seed)
+    candidates, control, references = [], [], []
+    for batch in batches:
+        codes = batch["codes"]
+        references += _references(batch, codes.shape[0])
+        candidates += model.generate(codes, decoding=decoding)
+        if shuffled_control:
+            control += model.generate(shuffled_codes(codes, generator), decoding=decoding)
+    if not candidates:
+        raise ValueError("no images to caption: the evaluation split is empty")
+    result = caption_scores(candidates, references, meteor=meteor)
+    result["examples"] = [{"caption": c, "references": r} for c, r in zip(candidates[:8], references[:8], strict=True)]
+    if shuffled_control:
+        result["shuffled_images"] = caption_scores(control, references, meteor=False)
+    return result
+
+
+@torch.no_grad()
+def evaluate_vqa(
+    model: VQAModel, batches: Iterable[dict], wordnet: Any = None, shuffled_control: bool = True, seed: int = 0
+) -> dict[str, Any]:
+    """Accuracy and WUPS overall and per question type (and with shuffled codes, the control)."""
+    generator = torch.Generator().manual_seed(seed)
+    predicted, control, truth, types = [], [], [], []
+    for batch in batches:
+        codes = batch["codes"]
+        questions = texts_of(batch, "question", codes.shape[0])
+        truth += texts_of(batch, "answer", codes.shape[0])
+        types += texts_of(batch, "question_type", codes.shape[0])
+        predicted += model.predict(codes, questions)
+        if shuffled_control:
+            control += model.predict(shuffled_codes(codes, generator), questions)
+    if not truth:
+        raise ValueError("no questions to answer: the evaluation split is empty")
+    thresholds = model.config.wups_thresholds
+    result = vqa_scores(predicted, truth, types, wordnet, thresholds)
+    if shuffled_control:
+        result["shuffled_images"] = vqa_scores(control, truth, types, wordnet, thresholds)
+    return result
+
+
+@torch.no_grad()
+def evaluate_grounding(model: GroundingModel, batches: Iterable[dict], picture: Path | None = None) -> dict[str, Any]:
+    """Acc@threshold and mean IoU; ``picture``: where to write predicted vs true boxes of a few samples."""
+    predicted, truth, shown = [], [], []
+    for batch in batches:
+        boxes = check_boxes(batch["boxes"])
+        predicted.append(model.predict(batch).cpu())
+        truth.append(boxes.cpu())
+        room = model.config.picture_samples - sum(len(s[1]) for s in shown)
+        if picture is not None and room > 0:
+            images = batch.get("image")
+            texts = batch.get("expression") or [""] * boxes.shape[0]
+            shown.append(
+                (None if images is None else images[:room].cpu(), predicted[-1][:room], truth[-1][:room], texts[:room])
+            )
+    if not truth:
+        raise ValueError("no referring expressions to ground: the evaluation split is empty")
+    result: dict[str, Any] = grounding_scores(torch.cat(predicted), torch.cat(truth), model.config.iou_threshold)
+    result["expressions"] = int(sum(t.shape[0] for t in truth))
+    if picture is not None and shown:
+        images = None if any(s[0] is None for s in shown) else torch.cat([s[0] for s in shown])
+        drawn = grounding_picture(
+            images, torch.cat([s[1] for s in shown]), torch.cat([s[2] for s in shown]), [t for s in shown for t in s[3]]
+        )
+        result["picture"] = str(save_png(drawn, Path(picture)))
+    return result

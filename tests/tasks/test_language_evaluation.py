@@ -1,0 +1,75 @@
+"""Evaluation loops: scores over batches, the shuffled-image control, the grounding picture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from language_doubles import CAPTIONS, distinct_codes, fit, frozen_tokenizer
+
+from lgvq_tasks.language.captioning import CaptioningModel
+from lgvq_tasks.language.config import CaptioningConfig, GroundingConfig, LanguageModelConfig, VQAConfig
+from lgvq_tasks.language.evaluation import evaluate_captioning, evaluate_grounding, evaluate_vqa, shuffled_codes
+from lgvq_tasks.language.grounding import GroundingModel
+from lgvq_tasks.language.vocabulary import AnswerVocabulary, WordVocabulary
+from lgvq_tasks.language.vqa import VQAModel
+
+LM = LanguageModelConfig(width=32, layers=2, heads=2, dropout=0.0, max_text_length=12)
+
+
+def test_shuffled_codes_move_every_image():
+    codes = torch.arange(6)[:, None, None].expand(6, 2, 2)
+    for seed in range(5):
+        moved = shuffled_codes(codes, torch.Generator().manual_seed(seed))
+        assert sorted(moved[:, 0, 0].tolist()) == list(range(6))
+        assert (moved[:, 0, 0] != torch.arange(6)).all()
+
+
+def test_captioning_evaluation_scores_the_decoded_captions_and_the_control_is_worse():
+    tokenizer = frozen_tokenizer()
+    model = CaptioningModel(CaptioningConfig(language_model=LM), tokenizer, WordVocabulary.from_texts(CAPTIONS))
+    codes = distinct_codes(4, tokenizer)
+    fit(model, {"codes": codes, "caption": CAPTIONS}, steps=150)
+    batches = [
+        {"codes": codes[:2], "captions": [[c] for c in CAPTIONS[:2]]},
+        {"codes": codes[2:], "captions": [[c] for c in CAPTIONS[2:]]},
+    ]
+    result = evaluate_captioning(model, batches, decoding="greedy", meteor=False)
+    assert result["bleu4"] == pytest.approx(1.0, abs=1e-6) and result["cider_d"] == pytest.approx(10.0)
+    assert result["images"] == 4 and result["examples"][0]["caption"] == CAPTIONS[0]
+    assert result["shuffled_images"]["cider_d"] < 5.0
+    with pytest.raises(ValueError, match="batch\\['captions'\\]"):
+        evaluate_captioning(model, [{"codes": codes, "caption": CAPTIONS}], meteor=False)
+
+
+def test_vqa_evaluation_reports_types_and_the_control(tmp_path):
+    tokenizer = frozen_tokenizer()
+    colours = ["red", "blue", "green", "yellow"]
+    vocabulary = WordVocabulary.from_texts(["what colour"])
+    model = VQAModel(VQAConfig(language_model=LM), tokenizer, AnswerVocabulary(colours), vocabulary)
+    codes = distinct_codes(4, tokenizer)
+    batch = {"codes": codes, "question": ["what colour"] * 4, "answer": colours, "question_type": ["color"] * 4}
+    fit(model, batch, steps=80)
+    result = evaluate_vqa(model, [batch], wordnet=tmp_path / "corpora" / "wordnet")  # no WordNet there
+    assert result["accuracy"] == 1.0 and result["per_type"]["color"]["questions"] == 4
+    assert str(result["wups@0.9"]).startswith("unavailable")
+    assert result["shuffled_images"]["accuracy"] == 0.0  # every image now carries codes of another colour
+
+
+def test_grounding_evaluation_scores_and_draws(tmp_path):
+    tokenizer = frozen_tokenizer()
+    model = GroundingModel(GroundingConfig(width=32, layers=1, heads=2, picture_samples=3), tokenizer, text_width=6)
+    codes = distinct_codes(4, tokenizer)
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5]]).repeat(4, 1)
+    batch = {
+        "codes": codes,
+        "text_states": torch.randn(4, 3, 6),
+        "text_pad": torch.ones(4, 3, dtype=torch.bool),
+        "boxes": boxes,
+        "expression": ["the thing"] * 4,
+    }
+    fit(model, batch, steps=60)
+    result = evaluate_grounding(model, [batch, batch], picture=tmp_path / "grounding.png")
+    assert result["expressions"] == 8 and result["acc@0.5"] == 1.0
+    from PIL import Image
+
+    assert Image.open(result["picture"]).height > 3 * 192  # three samples stacked
