@@ -43,6 +43,9 @@ class BuildContext:
     latent_size: tuple[int, int] | None = None
     #: Components that learn from text (VQCT's word prior): every training caption, lazily.
     train_captions: Callable[[], Iterable[str]] | None = None
+    #: Downstream models: the training split (a :class:`lgvq_core.data.codes.CodeDataset`), e.g. to
+    #: build a vocabulary of its captions, questions or answers.
+    train_data: Any = None
     #: Downstream models: the frozen tokenizer's codebook and grid (:class:`lgvq_core.downstream.FrozenTokenizer`).
     frozen_tokenizer: Any = None
     #: A folder where a component may cache derived data (``None``: do not cache on disk).

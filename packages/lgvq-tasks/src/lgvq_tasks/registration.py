@@ -12,8 +12,27 @@ from lgvq_tasks.config import (
     RetrievalConfig,
 )
 from lgvq_tasks.generation.config import CodeGPTConfig, TextToImageConfig
+from lgvq_tasks.language.config import CaptioningConfig, GroundingConfig, LanguageScoresConfig, VQAConfig
 
 TASKS: list = [
+    ComponentSpec(
+        name="caption-scores",
+        summary="BLEU-4, ROUGE-L, CIDEr-D (METEOR with Java) of a captioning run, with a shuffled-image control",
+        config_cls=LanguageScoresConfig,
+        factory="lgvq_tasks.language.tasks:build_caption_scores",
+    ),
+    ComponentSpec(
+        name="vqa-scores",
+        summary="VQA accuracy and WUPS@0.9/@0.0, overall and per question type, with a shuffled-image control",
+        config_cls=LanguageScoresConfig,
+        factory="lgvq_tasks.language.tasks:build_vqa_scores",
+    ),
+    ComponentSpec(
+        name="grounding-scores",
+        summary="visual grounding Acc@0.5 and mean IoU, and a picture of predicted vs true boxes",
+        config_cls=LanguageScoresConfig,
+        factory="lgvq_tasks.language.tasks:build_grounding_scores",
+    ),
     ComponentSpec(
         name="generation-fid",
         summary="FID of a downstream model's samples against the validation images, with every setting that decides it",
@@ -57,7 +76,31 @@ TASKS: list = [
 #: weights, lr = 4.5e-6 x images per step (the run file's linear scaling rule).
 _PRIOR_TRAIN = {"betas": [0.9, 0.95], "weight_decay": 0.01, "base_lr": 4.5e-6, "lr_scaling": "linear"}
 
+#: ClipCap / TransVG train with AdamW and a constant rate; lgvq keeps its linear rule off for them.
+_LANGUAGE_TRAIN = {"betas": [0.9, 0.999], "weight_decay": 0.01, "base_lr": 2e-5, "lr_scaling": "none"}
+
 DOWNSTREAM: list = [
+    DownstreamSpec(
+        name="captioning",
+        summary="ClipCap-style captioning: visual tokens of the frozen codebook as the prefix of a causal LM",
+        config_cls=CaptioningConfig,
+        factory="lgvq_tasks.language.captioning:build_captioning",
+        default_train=_LANGUAGE_TRAIN,
+    ),
+    DownstreamSpec(
+        name="vqa",
+        summary="VQA as answer classification from the LM's last question state (optionally from a captioning run)",
+        config_cls=VQAConfig,
+        factory="lgvq_tasks.language.vqa:build_vqa",
+        default_train=_LANGUAGE_TRAIN,
+    ),
+    DownstreamSpec(
+        name="grounding",
+        summary="TransVG-style grounding: [REG; text states; visual tokens] -> box, L1 + GIoU",
+        config_cls=GroundingConfig,
+        factory="lgvq_tasks.language.grounding:build_grounding",
+        default_train=_LANGUAGE_TRAIN,
+    ),
     DownstreamSpec(
         name="code-gpt",
         summary="decoder-only transformer prior over raster codes: unconditional, completion, semantic, text (KV cache)",

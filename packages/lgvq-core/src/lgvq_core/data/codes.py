@@ -15,15 +15,27 @@ from torch.utils.data import Dataset
 
 from lgvq_core.data.base import Key, item_generator, parse_key
 
+#: What one item of a :class:`CodeDataset` is: an image, one of its questions, one of its referring expressions.
+UNITS = ("image", "question", "referring")
+
 
 class CodeDataset(Dataset):
     """``dataset[key]`` -> ``{"codes": LongTensor h w (or k h w), "caption", "captions", "index"}``.
 
     With ``annotations = ("segmentation",)`` an item also holds the image's label map (``H W``), flipped
-    with the codes when the flipped view is drawn.
+    with the codes when the flipped view is drawn. With ``unit = "question"`` there is one item per
+    question of each image (``question``, ``answer``, ``question_type``); with ``unit = "referring"``
+    one per referring expression (``expression``, ``boxes``: x0 y0 x1 y1 as fractions of the side, and
+    ``text``: what the text encoder reads). Annotations are those of the unaugmented view the codes
+    were encoded from, mirrored with the codes.
     """
 
-    def __init__(self, codes: dict[str, torch.Tensor], images: Any, annotations: Sequence[str] = ()) -> None:
+    def __init__(
+        self, codes: dict[str, torch.Tensor], images: Any, annotations: Sequence[str] = (), unit: str = "image"
+    ) -> None:
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+        self.unit = unit
         self.annotations = tuple(annotations)
         if self.annotations:
             images.require_annotations(*self.annotations)
@@ -37,9 +49,16 @@ class CodeDataset(Dataset):
                 f"the cached codes hold {len(self.indices)} items but the dataset has {len(images)}; "
                 "delete the code cache file or check [data]"
             )
+        # (image, annotation) pairs of a question or referring unit, in image order
+        self.pairs: list[tuple[int, int]] | None = None
+        if unit != "image":
+            read = images.questions if unit == "question" else images.referring
+            self.pairs = [
+                (image, j) for image in range(len(images)) if bool(self.valid[image]) for j in range(len(read(image)))
+            ]
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.indices) if self.pairs is None else len(self.pairs)
 
     @property
     def image_size(self) -> int | None:
@@ -49,7 +68,8 @@ class CodeDataset(Dataset):
         return self.images.all_captions()
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
-        index, seed = parse_key(key, len(self))
+        position, seed = parse_key(key, len(self))
+        index, annotation = (position, None) if self.pairs is None else self.pairs[position]
         if not bool(self.valid[index]):
             return {"index": index, "error": f"item {index} of the {self.split} split could not be read when encoded"}
         generator = item_generator(seed)
@@ -61,10 +81,18 @@ class CodeDataset(Dataset):
             flipped = bool(torch.rand((), generator=generator) < 0.5)
             if flipped:
                 codes = self.flipped[index]
-        item = {"codes": codes.long(), "caption": caption, "captions": captions, "index": index}
+        item = {"codes": codes.long(), "caption": caption, "captions": captions, "index": position}
         if "segmentation" in self.annotations:
             labels = self.images.segmentation(index)  # the unaugmented view the codes were encoded from
             item["segmentation"] = labels.flip(-1) if flipped else labels
+        if self.unit == "question":
+            question = self.images.questions(index)[annotation]
+            question = question.mirrored() if flipped else question
+            item.update(question=question.text, answer=question.answer, question_type=question.type)
+        elif self.unit == "referring":
+            referring = self.images.referring(index)[annotation]
+            referring = referring.mirrored() if flipped else referring
+            item.update(expression=referring.text, text=referring.text, boxes=torch.tensor(referring.box))
         return item
 
     @staticmethod
@@ -78,6 +106,10 @@ class CodeDataset(Dataset):
             "index": [item["index"] for item in good],
             "skipped": [(item["index"], item["error"]) for item in items if "error" in item],
         }
-        if good and "segmentation" in good[0]:
-            batch["segmentation"] = torch.stack([item["segmentation"] for item in good])
+        for key in ("segmentation", "boxes"):
+            if good and key in good[0]:
+                batch[key] = torch.stack([item[key] for item in good])
+        for key in ("question", "answer", "question_type", "expression", "text"):
+            if good and key in good[0]:
+                batch[key] = [item[key] for item in good]
         return batch

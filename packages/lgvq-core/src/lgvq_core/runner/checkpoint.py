@@ -51,6 +51,8 @@ def model_tensors(modules: dict[str, nn.Module | None], exclude: nn.Module | Non
         if module is None:
             continue
         for key, tensor in module.state_dict().items():
+            if not isinstance(tensor, torch.Tensor):
+                continue  # a module's extra state (get_extra_state): see extra_states()
             if tensor.data_ptr() in excluded and tensor.numel() > 0:
                 continue
             tensor = tensor.detach().cpu().contiguous()
@@ -59,6 +61,21 @@ def model_tensors(modules: dict[str, nn.Module | None], exclude: nn.Module | Non
             seen[tensor.data_ptr()] = key
             tensors[f"{prefix}.{key}"] = tensor
     return tensors
+
+
+def extra_states(modules: dict[str, nn.Module | None]) -> dict[str, Any]:
+    """Non-tensor entries of the modules' state dicts (``get_extra_state``, e.g. a word vocabulary).
+
+    They are plain containers of strings and numbers and travel in ``state.pt`` (loaded with
+    ``weights_only=True``), since safetensors holds tensors only.
+    """
+    found: dict[str, Any] = {}
+    for prefix, module in modules.items():
+        if module is not None:
+            for key, value in module.state_dict().items():
+                if not isinstance(value, torch.Tensor):
+                    found[f"{prefix}.{key}"] = value
+    return found
 
 
 def rng_state() -> dict[str, Any]:
@@ -210,9 +227,12 @@ def split_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, to
     return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
 
 
-def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
-    """Load ``prefix.*`` weights into ``module`` strictly, with an error naming the mismatch."""
-    own = split_tensors(tensors, prefix)
+def load_module(
+    module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path, extra: dict[str, Any] | None = None
+) -> None:
+    """Load ``prefix.*`` weights (and extra states, see :func:`extra_states`) into ``module`` strictly,
+    with an error naming the mismatch."""
+    own = {**split_tensors(tensors, prefix), **split_tensors(extra or {}, prefix)}
     try:
         result = module.load_state_dict(own, strict=False)
     except RuntimeError as exc:

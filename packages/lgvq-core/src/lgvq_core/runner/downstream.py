@@ -105,11 +105,13 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
     base = dict(device=str(device), seed=config.run.seed, log=log, skip_bad_items=config.train.skip_bad_items)
     needed = getattr(config.downstream.config, "annotations", None)
     annotations = sorted(needed()) if callable(needed) else []
+    unit = getattr(config.downstream.config, "unit", None)
+    unit = unit() if callable(unit) else "image"
     splits = {}
     for split in ("train", "val"):
         images = registry.build("dataset", config.data, "$.data", BuildContext(split=split, **base))
         codes = cached_codes(config, trained, identity, images, split, device, info, log)
-        splits[split] = CodeDataset(codes, images, annotations)
+        splits[split] = CodeDataset(codes, images, [a for a in annotations if a == "segmentation"], unit)
     if len(splits["train"]) == 0:
         raise DataError("the training split of [data] is empty")
     sample = splits["train"].indices
@@ -129,7 +131,13 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
         text_encoder = text_encoder.freeze().to(device)
         text_cache = TextFeatureCache.from_config(text_encoder, config.text_encoder.config, device=device)
     torch.manual_seed(config.run.seed)
-    context = BuildContext(frozen_tokenizer=frozen, text_encoder=text_encoder, **base)
+    context = BuildContext(
+        frozen_tokenizer=frozen,
+        text_encoder=text_encoder,
+        train_data=splits["train"],
+        train_captions=splits["train"].all_captions,
+        **base,
+    )
     model = registry.build("downstream", config.downstream, "$.downstream", context).to(device)
     run = RunContext(
         config=config,
@@ -171,7 +179,7 @@ def model_inputs(run: RunContext, batch: dict[str, Any], generator: torch.Genera
     if needs_text(run):
         if run.text_cache is None:
             raise DataError("the downstream model uses text but the run has no [text_encoder]")
-        features = run.text_features(batch["caption"])
+        features = run.text_features(batch.get("text", batch["caption"]))
         inputs["text_states"] = features.token_states
         inputs["text_pad"] = features.pad_mask
     if generator is not None:

@@ -152,19 +152,23 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
     for prefix, module in run.saved_modules().items():
         if module is not None and prefix != "discriminator":
-            ckpt.load_module(module, tensors, prefix, path)
+            ckpt.load_module(module, tensors, prefix, path, state.get("extra_states"))
     run.step = int(state.get("step", run.step))
-    model = downstream_model(run) if run.kind == "downstream" else TrainedModel(
-        tokenizer=run.model.eval(),
-        guidance=run.guidance.eval() if run.guidance is not None else None,
-        text_encoder=run.text_encoder,
-        text_cache=run.text_cache,
-        device=run.device,
-        config=run.config,
-        run_dir=run.run_dir,
-        step=run.step,
-        batch_size=run.config.train.batch_size,
-        extra={"train_data": run.train_data},
+    model = (
+        downstream_model(run)
+        if run.kind == "downstream"
+        else TrainedModel(
+            tokenizer=run.model.eval(),
+            guidance=run.guidance.eval() if run.guidance is not None else None,
+            text_encoder=run.text_encoder,
+            text_cache=run.text_cache,
+            device=run.device,
+            config=run.config,
+            run_dir=run.run_dir,
+            step=run.step,
+            batch_size=run.config.train.batch_size,
+            extra={"train_data": run.train_data},
+        )
     )
     tasks = [(f"$.tasks[{i}]", c) for i, c in enumerate(run.config.tasks)]
     print(f"evaluating {path.name} ({checkpoint})", flush=True)

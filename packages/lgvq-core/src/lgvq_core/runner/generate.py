@@ -40,7 +40,7 @@ def load_downstream_run(run_dir: str | Path, checkpoint: str = "best", device: s
     torch_device = distr.resolve_device(loaded.config.run.device, info)
     run = build_downstream_run(loaded, [], info, torch_device, log=lambda message: print(message, flush=True))
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
-    ckpt.load_module(run.model, tensors, "downstream", path)
+    ckpt.load_module(run.model, tensors, "downstream", path, state.get("extra_states"))
     run.model.eval()
     run.step = int(state.get("step", 0))
     run.run_dir = run_dir

@@ -33,6 +33,7 @@ def checkpoint_state(run: RunContext) -> dict[str, Any]:
             "discriminator": run.scalers.discriminator.state_dict(),
         },
         "rng": ckpt.rng_state(),
+        "extra_states": ckpt.extra_states(run.saved_modules()),
         "world_size": run.world_size,
         "skipped_items": [[i, m] for i, m in run.skipped_items],
     }
@@ -59,7 +60,7 @@ def restore(run: RunContext, run_dir: Path) -> None:
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
     for prefix, module in run.saved_modules().items():
         if module is not None:
-            ckpt.load_module(module, tensors, prefix, path)
+            ckpt.load_module(module, tensors, prefix, path, state.get("extra_states"))
     try:
         run.optimizers.generator.load_state_dict(state["optimizers"]["generator"])
         if run.optimizers.discriminator is not None:

@@ -18,7 +18,7 @@ from lgvq_core.downstream import FrozenTokenizer
 
 from .config import CaptioningConfig
 from .decoding import beam_search, greedy_decode
-from .prefix import PrefixLanguageModel, texts_of
+from .prefix import PrefixLanguageModel, texts_of, training_vocabulary
 from .vocabulary import WordVocabulary
 
 
@@ -77,3 +77,9 @@ class CaptioningModel(PrefixLanguageModel):
         finally:
             self.train(was_training)
         return [self.lm.decode_text(row) for row in ids]
+
+
+def build_captioning(config: CaptioningConfig, context) -> CaptioningModel:
+    """Factory of the ``captioning`` downstream model: the word vocabulary of the training captions."""
+    vocabulary = training_vocabulary(config, context.train_captions())
+    return CaptioningModel(config, context.frozen_tokenizer, vocabulary)

@@ -118,6 +118,13 @@ class VQAConfig(PrefixLanguageModelConfig):
         validator=_thresholds,
     )
 
+    def unit(self) -> str:
+        """One training item per question."""
+        return "question"
+
+    def annotations(self) -> frozenset[str]:
+        return frozenset({"questions"})
+
 
 @attrs.define
 class GroundingConfig:
@@ -141,3 +148,22 @@ class GroundingConfig:
     def uses_text(self) -> bool:
         """The model reads the frozen text encoder's states of the referring expression."""
         return True
+
+    def unit(self) -> str:
+        """One training item per referring expression."""
+        return "referring"
+
+    def annotations(self) -> frozenset[str]:
+        return frozenset({"referring"})
+
+
+@attrs.define
+class LanguageScoresConfig:
+    """Scores of a language downstream model on the validation split."""
+
+    batch_size: int = option(32, "Items per batch.", positive)
+    shuffled_control: bool = option(
+        True, "Also score with the images shuffled within each batch: does the model use the image at all?"
+    )
+    seed: int = option(0, "Seed of the shuffled control.")
+    meteor: bool = option(True, "Captions: METEOR too, where Java is installed (reported absent otherwise).")

@@ -110,3 +110,10 @@ class GroundingModel(nn.Module):
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         return linear_weight_decay_groups(self, weight_decay)
+
+
+def build_grounding(config: GroundingConfig, context) -> GroundingModel:
+    """Factory of the ``grounding`` downstream model (text width from the run's text encoder)."""
+    if context.text_encoder is None:
+        raise ValueError("grounding reads text-encoder states of the referring expressions: give a [text_encoder]")
+    return GroundingModel(config, context.frozen_tokenizer, context.text_encoder.width)

@@ -24,7 +24,7 @@ from lgvq_core.downstream import FrozenTokenizer
 
 from .config import VQAConfig
 from .language_model import vocabulary_from_state_dict
-from .prefix import PrefixLanguageModel, texts_of
+from .prefix import PrefixLanguageModel, texts_of, training_vocabulary
 from .vocabulary import AnswerVocabulary, WordVocabulary
 
 _SHARED = ("visual.", "mapper.", "lm.")
@@ -32,8 +32,20 @@ _TOKENIZER_OWN = ("visual.codebook",)  # always this tokenizer's frozen codebook
 
 
 def load_captioning_state(path: str | Path) -> dict:
-    """The model state dict inside a captioning checkpoint file (plain, or under ``'model'``)."""
+    """The model state dict of a captioning model: a downstream run directory (its ``best``
+    checkpoint), a checkpoint directory, or a torch file (plain, or under ``'model'``)."""
     path = Path(path)
+    if path.is_dir():
+        from lgvq_core.runner.checkpoint import load_checkpoint, resolve_checkpoint, split_tensors
+
+        folder = (
+            resolve_checkpoint(path, "best") if (path / "checkpoints").is_dir() else resolve_checkpoint(path, str(path))
+        )
+        tensors, saved = load_checkpoint(folder)
+        state = {**split_tensors(tensors, "downstream"), **split_tensors(saved.get("extra_states", {}), "downstream")}
+        if not any(k.startswith("lm.") for k in state):
+            raise ValueError(f"{folder} holds no captioning model (no 'downstream.lm.' weights)")
+        return state
     if not path.is_file():
         raise FileNotFoundError(f"vqa init_from {str(path)!r} does not exist: give a captioning checkpoint file")
     try:  # weights_only: tensors and containers only; a pickle that would run code is refused unexecuted
@@ -119,3 +131,12 @@ class VQAModel(PrefixLanguageModel):
         finally:
             self.train(was_training)
         return [self.answers.answers[i] for i in best]
+
+
+def build_vqa(config: VQAConfig, context) -> VQAModel:
+    """Factory of the ``vqa`` downstream model: answer classes and question words from the training split."""
+    images = context.train_data.images
+    questions = [question for image in range(len(images)) for question in images.questions(image)]
+    answers = AnswerVocabulary.from_answers([q.answer for q in questions], config.max_answers)
+    vocabulary = training_vocabulary(config, [q.text for q in questions])
+    return VQAModel(config, context.frozen_tokenizer, answers, vocabulary)

@@ -1,0 +1,92 @@
+"""Evaluation tasks of the language downstream models: caption, VQA and grounding scores.
+
+Each runs on a downstream run's validation split (``lgvq eval`` or the end of ``lgvq run``) and
+refuses, with a message, a run whose model is not the one it scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lgvq_core.tasks import TrainedModel
+from lgvq_tasks.errors import TaskError
+
+
+def validation_batches(model: TrainedModel, expected: type, task: str, batch_size: int):
+    """The downstream run's validation split in batches, as the model's ``training_loss`` takes them."""
+    from lgvq_core.runner.batches import to_device
+    from lgvq_core.runner.downstream import model_inputs
+
+    run = model.downstream_run
+    if run is None or not isinstance(run.model, expected):
+        got = "a tokenizer run" if run is None else f"a {type(run.model).__name__} run"
+        raise TaskError(f"{task}: scores a {expected.__name__} downstream run; this is {got}")
+    data = run.val_data
+    for start in range(0, len(data), batch_size):
+        batch = data.collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        if batch["index"]:
+            yield model_inputs(run, to_device(batch, run.device))
+
+
+class CaptionScores:
+    name = "caption-scores"
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def run(self, model: TrainedModel, data: Any, out_dir: Path) -> dict[str, Any]:
+        from lgvq_tasks.language.captioning import CaptioningModel
+        from lgvq_tasks.language.evaluation import evaluate_captioning
+
+        batches = validation_batches(model, CaptioningModel, self.name, self.config.batch_size)
+        return evaluate_captioning(
+            model.downstream_run.model,
+            batches,
+            shuffled_control=self.config.shuffled_control,
+            seed=self.config.seed,
+            meteor=self.config.meteor,
+        )
+
+
+class VQAScores:
+    name = "vqa-scores"
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def run(self, model: TrainedModel, data: Any, out_dir: Path) -> dict[str, Any]:
+        from lgvq_tasks.language.evaluation import evaluate_vqa
+        from lgvq_tasks.language.vqa import VQAModel
+
+        batches = validation_batches(model, VQAModel, self.name, self.config.batch_size)
+        return evaluate_vqa(
+            model.downstream_run.model, batches, shuffled_control=self.config.shuffled_control, seed=self.config.seed
+        )
+
+
+class GroundingScores:
+    name = "grounding-scores"
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def run(self, model: TrainedModel, data: Any, out_dir: Path) -> dict[str, Any]:
+        from lgvq_tasks.language.evaluation import evaluate_grounding
+        from lgvq_tasks.language.grounding import GroundingModel
+
+        batches = validation_batches(model, GroundingModel, self.name, self.config.batch_size)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return evaluate_grounding(model.downstream_run.model, batches, picture=out_dir / "grounding.png")
+
+
+def build_caption_scores(config, context=None) -> CaptionScores:
+    return CaptionScores(config)
+
+
+def build_vqa_scores(config, context=None) -> VQAScores:
+    return VQAScores(config)
+
+
+def build_grounding_scores(config, context=None) -> GroundingScores:
+    return GroundingScores(config)
