@@ -58,3 +58,26 @@ class NonFiniteLossError(LgvqError):
 
 class DataError(LgvqError):
     """An image or caption file that is missing or unreadable; the message names the file."""
+
+
+class DiskFullError(LgvqError, OSError):
+    """No space left while writing ``path``; nothing half-written is left for a reader.
+
+    ``checkpoint`` is the last complete checkpoint (``None`` when the run has none yet), named in
+    the message so that the user knows what survived.
+    """
+
+    def __init__(self, path, checkpoint=None) -> None:
+        self.path = path
+        self.checkpoint = checkpoint
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        last = str(self.checkpoint) if self.checkpoint is not None else "none (the run saved no checkpoint yet)"
+        return (
+            f"no space left on device while writing {self.path}; the last complete checkpoint is {last}. "
+            "Free some space, then continue with `lgvq run --resume RUN_DIR`"
+        )
+
+    def __str__(self) -> str:
+        return self._message()
