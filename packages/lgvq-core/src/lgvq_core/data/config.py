@@ -214,7 +214,9 @@ class MMCelebAHQConfig:
     """CelebA-HQ faces with the MM-CelebA-HQ captions (10 per image)."""
 
     root: str = _root()
-    images_dir: str = _relative_path("images", "Folder of the images <id><image_ext>")
+    images_dir: str = _relative_path(
+        "CelebA-HQ-img", "Folder of the images <id><image_ext> (CelebA-HQ-img in the CelebAMask-HQ archive)"
+    )
     image_ext: str = option(".jpg", "File extension of the images.")
     captions_dir: str = _relative_path("celeba-caption", "Folder of the caption files <id>.txt, one caption per line")
     train_list: str = _relative_path(
