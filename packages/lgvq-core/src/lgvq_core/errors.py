@@ -73,10 +73,17 @@ class DiskFullError(LgvqError, OSError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        last = str(self.checkpoint) if self.checkpoint is not None else "none (the run saved no checkpoint yet)"
+        if self.checkpoint is None:
+            return (
+                f"no space left on device while writing {self.path}; the last complete checkpoint is none "
+                "(the run saved no checkpoint yet). Free some space and start the run again"
+            )
+        from pathlib import Path
+
+        run_dir = Path(self.checkpoint).parent.parent
         return (
-            f"no space left on device while writing {self.path}; the last complete checkpoint is {last}. "
-            "Free some space, then continue with `lgvq run --resume RUN_DIR`"
+            f"no space left on device while writing {self.path}; the last complete checkpoint is "
+            f"{self.checkpoint}. Free some space, then continue with `lgvq run --resume {run_dir}`"
         )
 
     def __str__(self) -> str:

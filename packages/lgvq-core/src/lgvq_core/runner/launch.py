@@ -32,10 +32,25 @@ def run_from_cli(args: argparse.Namespace) -> int:
             raise ConfigError(["$: give a run file (lgvq run FILE) or --resume RUN_DIR"])
         loaded = load_run_file(args.file, overrides=overrides)
         source_text = Path(args.file).read_text(encoding="utf-8")
+    report_plugin_failures()
     result = train(loaded, source_text=source_text, overrides=overrides, resume_dir=resume_dir)
     if result.run_dir is not None and _is_main():
         print(describe_result(result), flush=True)
     return 0
+
+
+def report_plugin_failures() -> None:
+    """Say which plugins failed to load (they are also listed in the run's ``plugins.json``)."""
+    if not _is_main():
+        return
+    from lgvq_core.registry import get_registry
+
+    for failure in get_registry().failures:
+        print(
+            f"warning: {failure.describe()}; its components are unavailable (see `lgvq plugins`)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _is_main() -> bool:
