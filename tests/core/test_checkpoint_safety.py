@@ -271,3 +271,27 @@ def test_disk_full_while_replacing_a_pointer_keeps_the_old_pointer(tmp_path, mon
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [good.name]  # nothing unnamed is left
     assert ckpt.resolve_checkpoint(tmp_path, "last", log=pytest.fail) == good
+
+
+def test_a_pending_checkpoint_moves_last_only_when_promoted_and_is_never_a_fallback(tmp_path):
+    folder = tmp_path / "checkpoints"
+    proven = _save(folder, 2, ["last"])
+    pending = _save(folder, 4, [ckpt.PENDING])
+    assert ckpt.pending_step(folder) == 4
+    assert ckpt.resolve_checkpoint(tmp_path, "last", log=pytest.fail) == proven
+    (folder / "last.json").unlink()  # even with last gone, the newer unproven one is not used
+    assert ckpt.last_complete_checkpoint(folder) == proven
+    (folder / "last.json").write_text(json.dumps({"dir": proven.name, "step": 2}))
+    assert ckpt.promote_pending(folder) == pending
+    assert ckpt.resolve_checkpoint(tmp_path, "last", log=pytest.fail) == pending
+    assert json.loads((folder / "previous.json").read_text())["step"] == 2
+    assert ckpt.pending_step(folder) is None
+
+
+def test_a_discarded_pending_checkpoint_is_removed_and_the_proven_one_stays(tmp_path):
+    folder = tmp_path / "checkpoints"
+    proven = _save(folder, 2, ["last"])
+    pending = _save(folder, 4, [ckpt.PENDING])
+    ckpt.discard_pending(folder)
+    assert not pending.exists() and proven.exists()
+    assert ckpt.good_checkpoint(folder) == (proven, 2)

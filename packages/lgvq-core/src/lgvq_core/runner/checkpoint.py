@@ -8,6 +8,7 @@ Layout (``checkpoints/`` of a run directory)::
                                          state: plain tensors and containers (weights_only=True)
     step-0000120-<id>/manifest.json      step, id, and the SHA-256 and size of both files
     last.json, best.json, previous.json  pointers: {"dir": "step-0000120-<id>", "step": 120, ...}
+    pending.json                         a checkpoint written but not yet shown good (see below)
 
 Why it survives a crash at any moment: every checkpoint directory has a name never used before,
 is written under a temporary name (every file fsynced, the manifest last) and renamed into place
@@ -15,6 +16,11 @@ once; nothing renames or deletes a directory a pointer names. Pointers are repla
 ``previous`` (the checkpoint ``last`` named before) first. Directories no pointer names are
 removed only after the pointers are written. So between any two filesystem operations the old
 pointers still name complete directories.
+
+Why nothing diverged is kept: the training loop writes a periodic checkpoint as ``pending`` and
+moves ``last`` to it (:func:`promote_pending`) only once a finite loss has been computed from its
+weights (the next step's); a NaN discards it (:func:`discard_pending`). A pending checkpoint is
+never a fallback.
 
 Why it is verified: a checkpoint loads only if both files match the SHA-256 of its manifest, so a
 flipped bit is an error, never a silently different model. A missing, unreadable or corrupt
@@ -53,6 +59,7 @@ STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 2
 POINTERS = ("last", "previous", "best")
+PENDING = "pending"
 _DIR_NAME = re.compile(r"^step-\d{7,}-[0-9a-f]{8,32}$")
 
 
@@ -248,6 +255,52 @@ def _pointer_problem(checkpoint_dir: Path, record: Any) -> str | None:
     return None
 
 
+def promote_pending(checkpoint_dir: Path, pointers: tuple[str, ...] = ("last",)) -> Path | None:
+    """Point ``pointers`` at the pending checkpoint (its weights are now shown good); returns it.
+
+    ``last`` moves only now, so the previous good checkpoint is kept until this one is proven.
+    """
+    record, _ = _read_pointer(checkpoint_dir, PENDING)
+    if record is None:
+        return None
+    try:
+        for pointer in pointers:
+            if pointer == "last":
+                _keep_previous(checkpoint_dir, record["dir"])
+            write_json_atomic(checkpoint_dir / f"{pointer}.json", record)
+        (checkpoint_dir / f"{PENDING}.json").unlink(missing_ok=True)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(checkpoint_dir / "last.json", last_complete_checkpoint(checkpoint_dir)) from None
+        raise
+    prune_checkpoints(checkpoint_dir)
+    return checkpoint_dir / record["dir"]
+
+
+def pending_step(checkpoint_dir: Path) -> int | None:
+    """The step of the pending checkpoint (``None`` when there is none)."""
+    record, _ = _read_pointer(checkpoint_dir, PENDING)
+    return None if record is None else int(record.get("step", -1))
+
+
+def discard_pending(checkpoint_dir: Path) -> None:
+    """Drop the pending checkpoint: its weights produced a non-finite loss (or were never checked)."""
+    if (checkpoint_dir / f"{PENDING}.json").exists():
+        (checkpoint_dir / f"{PENDING}.json").unlink()
+        prune_checkpoints(checkpoint_dir)
+
+
+def good_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, int | None]:
+    """The last good checkpoint and its step (``(None, None)`` when the run has none)."""
+    path = last_complete_checkpoint(checkpoint_dir)
+    if path is None:
+        return None, None
+    try:
+        return path, int(read_manifest(path)["step"])
+    except CheckpointError:
+        return path, None
+
+
 def referenced_dirs(checkpoint_dir: Path) -> set[str]:
     names = set()
     for pointer in checkpoint_dir.glob("*.json"):
@@ -331,8 +384,10 @@ def _complete_dirs(checkpoint_dir: Path) -> list[tuple[int, Path]]:
     found = []
     if not checkpoint_dir.is_dir():
         return found
+    pending, _ = _read_pointer(checkpoint_dir, PENDING)
+    unproven = pending["dir"] if pending is not None else None
     for path in checkpoint_dir.iterdir():
-        if not path.is_dir() or not path.name.startswith("step-") or path.is_symlink():
+        if not path.is_dir() or not path.name.startswith("step-") or path.is_symlink() or path.name == unproven:
             continue
         try:
             manifest = verify_checkpoint(path)
