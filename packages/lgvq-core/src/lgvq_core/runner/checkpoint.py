@@ -277,10 +277,18 @@ def promote_pending(checkpoint_dir: Path, pointers: tuple[str, ...] = ("last",))
     return checkpoint_dir / record["dir"]
 
 
+def pointer_step(checkpoint_dir: Path, pointer: str) -> int | None:
+    """The step a pointer (``last``, ``best``, ``pending``) names (``None``: no usable pointer)."""
+    record, _ = _read_pointer(checkpoint_dir, pointer)
+    try:
+        return None if record is None else int(record.get("step", -1))
+    except (TypeError, ValueError):
+        return None
+
+
 def pending_step(checkpoint_dir: Path) -> int | None:
     """The step of the pending checkpoint (``None`` when there is none)."""
-    record, _ = _read_pointer(checkpoint_dir, PENDING)
-    return None if record is None else int(record.get("step", -1))
+    return pointer_step(checkpoint_dir, PENDING)
 
 
 def discard_pending(checkpoint_dir: Path) -> None:

@@ -47,7 +47,7 @@ def nonfinite_tensor(modules: dict[str, torch.nn.Module | None]) -> tuple[str, f
 
 def check_parameters(run: Any) -> None:
     """Raise :class:`NonFiniteLossError` naming a non-finite parameter or buffer."""
-    found = nonfinite_tensor({"tokenizer": run.model, "guidance": run.guidance, "discriminator": run.discriminator})
+    found = nonfinite_tensor(run.saved_modules())  # what a checkpoint would hold
     if found is not None:
         raise NonFiniteLossError(step=run.step, term=found[0], value=found[1], what="parameter")
 
@@ -83,6 +83,14 @@ def prove(run: Any, images: torch.Tensor | None) -> None:
     for name, value in probe_loss(run, images).items():
         if not math.isfinite(value):
             raise NonFiniteLossError(step=run.step, term=name, value=value, what="loss term (of the weights to save)")
+
+
+def check_step_metrics(metrics: dict[str, float], step: int) -> None:
+    """The loss a training step returned must be finite (the default step checks every term
+    before its backward pass; this also covers a plugin's own ``lgvq_train_step``)."""
+    value = metrics.get("loss")
+    if value is not None and not math.isfinite(value):
+        raise NonFiniteLossError(step=step, term="loss", value=value)
 
 
 def check_validation(metrics: dict[str, float], step: int) -> None:

@@ -26,7 +26,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
             raise RunDirError(
                 f"{resume_dir}: not a run directory (no resolved.toml); give the directory `lgvq run` printed"
             )
-        resolve_checkpoint(resume_dir, "last")  # fail before building anything
+        resolve_checkpoint(resume_dir, "last", log=lambda _: None)  # fail before building anything
         loaded = load_run_file(args.file or resolved, overrides=overrides)
     else:
         if not args.file:
@@ -37,7 +37,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
     result = train(loaded, source_text=source_text, overrides=overrides, resume_dir=resume_dir)
     if result.run_dir is not None and _is_main():
         print(describe_result(result), flush=True)
-    return 0
+    return result.exit_code  # 128 + N after signal N (SIGTERM: 143), with checkpoints/last saved
 
 
 def report_plugin_failures() -> None:
