@@ -70,9 +70,12 @@ def _history(run_dir: Path) -> None:
 
 
 def _next_saves(folder: Path) -> None:
-    """What a run does next: best and last at step 3."""
+    """What a run does next: best at step 3, a periodic checkpoint at 3 (pending, then proven by
+    step 4's loss), and last at the end of the run at step 4."""
     _save(folder, 3, ["best"])
-    _save(folder, 3, ["last"])
+    _save(folder, 3, [ckpt.PENDING])
+    ckpt.promote_pending(folder)
+    _save(folder, 4, ["last"])
 
 
 def test_a_kill_between_any_two_filesystem_operations_loses_no_checkpoint(tmp_path, monkeypatch):
@@ -98,12 +101,12 @@ def test_a_kill_between_any_two_filesystem_operations_loses_no_checkpoint(tmp_pa
         # the pointers never name anything missing: no fallback is needed at any point
         last = _loaded_step(run_dir, "last", messages)
         best = _loaded_step(run_dir, "best", messages)
-        assert last in (2, 3) and best in (2, 3), kill_at
+        assert last in (2, 3, 4) and best in (2, 3), kill_at
         assert messages == [], (kill_at, messages)
         # a restart (the next save prunes and recovers) keeps both and the run goes on
-        _save(run_dir / "checkpoints", 4, ["last"])
+        _save(run_dir / "checkpoints", 5, ["last"])
         assert _loaded_step(run_dir, "best", messages) == best
-        assert _loaded_step(run_dir, "last", messages) == 4
+        assert _loaded_step(run_dir, "last", messages) == 5
         assert messages == []
         leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
         assert leftovers == [], (kill_at, leftovers)
