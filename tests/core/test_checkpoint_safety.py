@@ -298,3 +298,14 @@ def test_a_discarded_pending_checkpoint_is_removed_and_the_proven_one_stays(tmp_
     ckpt.discard_pending(folder)
     assert not pending.exists() and proven.exists()
     assert ckpt.good_checkpoint(folder) == (proven, 2)
+
+
+def test_a_checkpoint_folder_swapped_behind_its_pointer_is_not_used(tmp_path):
+    folder = tmp_path / "checkpoints"
+    older = _save(folder, 1, ["best"])
+    newest = _save(folder, 2, ["last"])
+    shutil.rmtree(newest)
+    shutil.copytree(older, newest)  # consistent with its own manifest, but not what last.json recorded
+    messages: list[str] = []
+    assert _loaded_step(tmp_path, "last", messages) == 1  # the content of step 1, wherever it lies
+    assert "does not match the SHA-256 its pointer recorded" in messages[0]

@@ -379,9 +379,14 @@ def _verified_bytes(path: Path, manifest: dict[str, Any], file: str) -> bytes:
     return data
 
 
-def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """Check a checkpoint directory against its manifest; returns the manifest."""
+def verify_checkpoint(path: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check a checkpoint directory against its manifest (and the hashes its pointer ``record``
+    holds, when given); returns the manifest."""
     manifest = read_manifest(path)
+    if record is not None and "files" in record and record["files"] != manifest["files"]:
+        raise CheckpointError(
+            f"{path}: its manifest does not match the SHA-256 its pointer recorded (the folder was changed)"
+        )
     for file in (MODEL_FILE, STATE_FILE):
         _verified_bytes(path, manifest, file)
     return manifest
@@ -411,7 +416,7 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     record, _ = _read_pointer(checkpoint_dir, "last")
     if record is not None:
         try:
-            verify_checkpoint(checkpoint_dir / record["dir"])
+            verify_checkpoint(checkpoint_dir / record["dir"], record)
             return checkpoint_dir / record["dir"]
         except CheckpointError:
             pass
@@ -452,7 +457,7 @@ def resolve_checkpoint(run_dir: Path, which: str = "last", log: Callable[[str], 
     if record is not None:
         target = checkpoint_dir / record["dir"]
         try:
-            verify_checkpoint(target)
+            verify_checkpoint(target, record)
             return target
         except CheckpointError as exc:
             problem = str(exc)
