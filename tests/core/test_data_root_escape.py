@@ -16,8 +16,8 @@ from lgvq_core.data.celeba import MMCelebAHQ
 from lgvq_core.data.coco import CocoCaptions
 from lgvq_core.data.config import CocoCaptionsConfig, CubTextConfig, ImageTextFolderConfig, MMCelebAHQConfig
 from lgvq_core.data.cub import CubText
-from lgvq_core.data.files import escape_problem
 from lgvq_core.data.folder import ImageTextFolder
+from lgvq_core.data.inside_root import escape_problem
 from lgvq_core.errors import DataError
 
 
@@ -44,6 +44,7 @@ def secret(tmp_path) -> Path:
         ("a/../../x.jpg", "climbs out with '..'"),
         ("/etc/passwd", "is absolute"),
         ("~/x.jpg", "is absolute"),
+        ("", "is empty"),
     ],
 )
 def test_escape_problem_is_decided_on_the_path_as_written(path, problem):
@@ -70,7 +71,7 @@ def test_image_text_folder_refuses_a_path_outside_root_naming_file_and_line(tmp_
         _folder(tmp_path, escaping, skip=False)
     message = str(info.value)
     assert f"{tmp_path / 'data' / 'train.jsonl'}:3:" in message
-    assert repr(escaping) in message and "outside the data folder" in message
+    assert f"the image path {escaping!r} leaves the dataset folder" in message
     assert "train.skip_bad_items = true" in message
 
 
@@ -82,7 +83,7 @@ def test_skip_bad_items_skips_an_escaping_path_with_the_same_report_as_other_bad
     batch = collate(items)
     assert batch["image"].shape[0] == 1
     ((index, message),) = batch["skipped"]
-    assert index == 1 and "train.jsonl:3:" in message and "outside the data folder" in message
+    assert index == 1 and "train.jsonl:3:" in message and "leaves the dataset folder" in message
 
 
 def test_a_symlink_inside_the_root_is_the_owners_choice_and_is_followed(tmp_path, secret):
@@ -104,10 +105,10 @@ def test_coco_refuses_a_file_name_outside_the_images_folder(tmp_path, secret):
     path = root / "annotations" / "captions_train2014.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations}))
     config = CocoCaptionsConfig(root=str(root), image_size=8)
-    with pytest.raises(DataError, match=r"captions_train2014\.json: images\[1\]\.file_name: image path .*secret"):
+    with pytest.raises(DataError, match=r"captions_train2014\.json: images\[1\]\.file_name: the image path .*secret"):
         CocoCaptions(config, split="train")
     data = CocoCaptions(config, split="train", skip_bad_items=True)
-    assert "error" in data[1] and "outside the data folder" in data[1]["error"]
+    assert "error" in data[1] and "leaves the dataset folder" in data[1]["error"]
 
 
 def test_cub_images_txt_cannot_climb_out_and_names_its_line(tmp_path, secret):
@@ -119,7 +120,7 @@ def test_cub_images_txt_cannot_climb_out_and_names_its_line(tmp_path, secret):
     (root / "images.txt").write_text("1 001.A/a.jpg\n2 ../../private/secret.png\n")
     (root / "train_test_split.txt").write_text("1 1\n2 1\n")
     config = CubTextConfig(root=str(root), image_size=8)
-    with pytest.raises(DataError, match=r"images\.txt:2: image path '\.\./\.\./private/secret\.png'"):
+    with pytest.raises(DataError, match=r"images\.txt:2: the image path '\.\./\.\./private/secret\.png'"):
         CubText(config, split="train")
     data = CubText(config, split="train", skip_bad_items=True)
     assert data[0]["image"].shape == (3, 8, 8)
@@ -136,7 +137,7 @@ def test_mm_celeba_hq_ids_cannot_climb_out_and_the_default_folder_is_the_archive
     (root / "train" / "filenames.pickle").write_bytes(pickle.dumps(["0", "../../private/secret"]))
     config = MMCelebAHQConfig(root=str(root), image_size=8)
     assert config.images_dir == "CelebA-HQ-img"
-    with pytest.raises(DataError, match=r"filenames\.pickle: entry 1: image path '\.\./\.\./private/secret\.jpg'"):
+    with pytest.raises(DataError, match=r"filenames\.pickle: entry 1: the image path '\.\./\.\./private/secret\.jpg'"):
         MMCelebAHQ(config, split="train")
     data = MMCelebAHQ(config, split="train", skip_bad_items=True)
     assert data[0]["image"].shape == (3, 8, 8) and "entry 1" in data[1]["error"]

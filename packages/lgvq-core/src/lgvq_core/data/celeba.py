@@ -20,7 +20,8 @@ from typing import Any
 
 from lgvq_core.data.base import config_options, split_options
 from lgvq_core.data.config import MMCelebAHQConfig
-from lgvq_core.data.files import ListedPaths, load_name_list, require_dir, resolve
+from lgvq_core.data.files import load_name_list, require_dir, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 
 
@@ -42,7 +43,8 @@ class MMCelebAHQ(ListedImages):
                 images.join(f"{image_id}{config.image_ext}", f"{source}: entry {n}") for n, image_id in enumerate(ids)
             ],
             caption_files=[
-                texts.join(f"{image_id}.txt", f"{source}: entry {n}", "caption file") for n, image_id in enumerate(ids)
+                texts.join(f"{image_id}.txt", f"{source}: entry {n}", "caption file path")
+                for n, image_id in enumerate(ids)
             ],
             refused={**images.refused, **texts.refused},
             source=str(source),

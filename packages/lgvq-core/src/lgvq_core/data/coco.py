@@ -19,14 +19,17 @@ import torch
 
 from lgvq_core.data.base import config_options, normalize_captions, split_options
 from lgvq_core.data.config import CocoCaptionsConfig
-from lgvq_core.data.files import ListedPaths, read_json, require_dir, resolve
+from lgvq_core.data.files import read_json, require_dir, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 from lgvq_core.errors import DataError
 
 
-def read_coco_captions(path: Path, key: str) -> list[tuple[str, list[str], int]]:
-    """``(file_name, captions, position in images)`` per image of the file, in its image order
-    (captions may be empty)."""
+def read_coco_captions(path: Path, key: str, positions: list[int] | None = None) -> list[tuple[str, list[str]]]:
+    """``(file_name, captions)`` per image of the file, in its image order (captions may be empty).
+
+    ``positions`` (when given) receives each image's index in the file's ``images`` list, for messages.
+    """
     data = read_json(path, key)
     if (
         not isinstance(data, dict)
@@ -47,7 +50,9 @@ def read_coco_captions(path: Path, key: str) -> list[tuple[str, list[str], int]]
         if image_id not in captions:
             raise DataError(f"{path}: annotations[{number}] refers to image id {image_id!r}, which 'images' lacks")
         captions[image_id].append(annotation["caption"])
-    return [(names[image_id][0], found, names[image_id][1]) for image_id, found in captions.items()]
+    if positions is not None:
+        positions.extend(names[image_id][1] for image_id in captions)
+    return [(names[image_id][0], found) for image_id, found in captions.items()]
 
 
 class CocoCaptions(ListedImages):
@@ -58,7 +63,8 @@ class CocoCaptions(ListedImages):
         prefix = "train" if split == "train" else "val"
         key = f"{prefix}_annotations"
         path = resolve(root, getattr(config, key))
-        listed = read_coco_captions(path, key)
+        positions: list[int] = []
+        listed = read_coco_captions(path, key, positions)
         folder = require_dir(resolve(root, getattr(config, f"{prefix}_images")), f"{prefix}_images")
         # normalised up front, so that with per_caption an item's caption number stays valid
         paths = ListedPaths(folder, skip_bad_items)
@@ -67,7 +73,7 @@ class CocoCaptions(ListedImages):
                 paths.join(file_name, f"{path}: images[{number}].file_name"),
                 normalize_captions(captions, config.lowercase),
             )
-            for file_name, captions, number in listed
+            for (file_name, captions), number in zip(listed, positions, strict=True)
         ]
         captioned = [(image, group) for image, group in groups if group]
         item_images = None

@@ -19,7 +19,8 @@ from typing import Any
 
 from lgvq_core.data.base import config_options, split_options
 from lgvq_core.data.config import CubTextConfig
-from lgvq_core.data.files import ListedPaths, require_dir, require_file, resolve
+from lgvq_core.data.files import require_dir, require_file, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 from lgvq_core.errors import DataError
 
@@ -73,7 +74,7 @@ class CubText(ListedImages):
         super().__init__(
             images=[images.join(relative, where) for relative, where in chosen],
             caption_files=[
-                texts.join(str(PurePosixPath(relative).with_suffix(".txt")), where, "caption file")
+                texts.join(str(PurePosixPath(relative).with_suffix(".txt")), where, "caption file path")
                 for relative, where in chosen
             ],
             refused={**images.refused, **texts.refused},

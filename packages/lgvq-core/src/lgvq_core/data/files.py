@@ -3,20 +3,13 @@
 Item files (an image, a caption file) get :data:`SKIP_HINT`, since the run can skip such items;
 index files (a JSON, a split list) cannot be skipped and say how to fix the path instead.
 
-Paths *listed in* a data set's index files (a JSONL ``image``, a COCO ``file_name``, a line of
-CUB's ``images.txt``, an MM-CelebA-HQ id) must stay inside the folder they are listed for: an
-absolute path, or one whose ``..`` climbs out once normalised, is refused (:class:`ListedPaths`),
-so that a downloaded index file cannot make a run read ``/etc/...`` or a user's other files. The
-test is on the path as written, not on where symlinks lead: a symlink inside the data folder was
-put there by whoever owns the folder, and is followed. Paths in the run file (``root``,
-``images_dir``, ...) are the user's own choice and may be absolute.
+Paths listed *in* index files are joined through :mod:`lgvq_core.data.inside_root`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -32,48 +25,6 @@ SKIP_HINT = "fix or remove the file, or set train.skip_bad_items = true to skip 
 def resolve(root: Path, path: str) -> Path:
     """``path`` relative to ``root`` unless absolute (``~`` expanded)."""
     return root / Path(path).expanduser()
-
-
-class ListedPaths:
-    """Joins paths listed in an index file to their folder, refusing those that leave it.
-
-    With ``skip_bad_items`` a refused path becomes a bad item (its message is kept in
-    :attr:`refused` and raised when the item is loaded, so it is skipped and reported like a
-    missing image); otherwise it is a :class:`DataError` at once, naming the file and line.
-    """
-
-    def __init__(self, folder: Path, skip_bad_items: bool) -> None:
-        self.folder = folder
-        self.skip_bad_items = skip_bad_items
-        #: placeholder path -> why it was refused
-        self.refused: dict[Path, str] = {}
-
-    def join(self, relative: str, where: str, what: str = "image") -> Path:
-        """``folder / relative``; ``where`` names the index file and line for the message."""
-        problem = escape_problem(relative)
-        if problem is None:
-            return self.folder / relative
-        message = (
-            f"{where}: {what} path {relative!r} {problem}, outside the data folder {self.folder}; listed paths must "
-            f"be relative and stay inside it (symlinks inside the folder are followed); {SKIP_HINT}"
-        )
-        if not self.skip_bad_items:
-            raise DataError(message)
-        placeholder = self.folder / f"<refused {len(self.refused)}>"
-        self.refused[placeholder] = message
-        return placeholder
-
-
-def escape_problem(relative: str) -> str | None:
-    """Why ``relative`` would leave its folder (``None`` when it stays inside)."""
-    if "\x00" in relative:
-        return "holds a NUL byte"
-    if os.path.isabs(relative) or relative.startswith("~") or Path(relative).drive:
-        return "is absolute"
-    normal = os.path.normpath(relative)
-    if normal == ".." or normal.startswith(".." + os.sep) or normal.startswith("../"):
-        return "climbs out with '..'"
-    return None
 
 
 def require_dir(path: Path, key: str) -> Path:

@@ -25,7 +25,8 @@ from typing import Any
 
 from lgvq_core.data.base import config_options, split_options
 from lgvq_core.data.config import ImageTextFolderConfig
-from lgvq_core.data.files import ListedPaths, require_dir, require_file, resolve
+from lgvq_core.data.files import require_dir, require_file, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 from lgvq_core.errors import DataError
 

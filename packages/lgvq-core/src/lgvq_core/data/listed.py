@@ -36,7 +36,7 @@ class ListedImages(CaptionedImages):
     :param source: what lists the images (a file or folder), for messages.
     :param item_images: optional map item -> image, when several items share an image.
     :param refused: listed paths refused as outside the data folder (placeholder -> message, from
-        :class:`~lgvq_core.data.files.ListedPaths`); loading such an item raises that message.
+        :class:`~lgvq_core.data.inside_root.ListedPaths`); loading such an item raises that message.
     """
 
     def __init__(

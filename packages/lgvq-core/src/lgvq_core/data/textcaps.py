@@ -19,7 +19,8 @@ from typing import Any
 
 from lgvq_core.data.base import config_options, split_options
 from lgvq_core.data.config import TextCapsConfig
-from lgvq_core.data.files import ListedPaths, read_json, require_dir, resolve
+from lgvq_core.data.files import read_json, require_dir, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 from lgvq_core.errors import DataError
 
