@@ -366,11 +366,14 @@ def test_set_does_not_change_the_table_it_was_given(registry):
 @pytest.mark.parametrize(
     ("item", "problem"),
     [
-        ("train.max_steps", "--set 'train.max_steps': expected KEY=VALUE, e.g. --set train.max_steps=3"),
-        ("=3", "--set '=3': expected KEY=VALUE, e.g. --set train.max_steps=3"),
-        ("train..max_steps=3", "--set 'train..max_steps=3': empty part in key 'train..max_steps'"),
-        ("alignment.2.weight=1", "--set 'alignment.2.weight=1': $.alignment[2]: no such entry (the run file has 0)"),
-        ("train.max_steps.x=1", "--set 'train.max_steps.x=1': $.train.max_steps: is a value, not a table"),
+        (
+            "train.max_steps",
+            "$.train.max_steps: --set 'train.max_steps': expected KEY=VALUE, e.g. --set train.max_steps=3",
+        ),
+        ("=3", "$: --set '=3': expected KEY=VALUE, e.g. --set train.max_steps=3"),
+        ("train..max_steps=3", "$: --set 'train..max_steps=3': empty part in key 'train..max_steps'"),
+        ("alignment.2.weight=1", "$.alignment[2]: --set 'alignment.2.weight=1': no such entry (the run file has 0)"),
+        ("train.max_steps.x=1", "$.train.max_steps: --set 'train.max_steps.x=1': is a value, not a table"),
     ],
 )
 def test_set_rejects_a_malformed_or_impossible_override(registry, item, problem):

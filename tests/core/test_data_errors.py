@@ -107,7 +107,7 @@ def test_the_factory_takes_skip_bad_items_from_the_context(tmp_path):
     root = tmp_path / "celeba"
     (root / "train").mkdir(parents=True)
     (root / "celeba-caption").mkdir()
-    (root / "images").mkdir()
+    (root / "CelebA-HQ-img").mkdir()
     (root / "train" / "filenames.pickle").write_bytes(pickle.dumps(["0"]))
     (root / "celeba-caption" / "0.txt").write_text("a face\n")
     context = SimpleNamespace(split="train", skip_bad_items=True, log=print)

@@ -189,7 +189,7 @@ def test_cub_reads_reed_et_al_text_c10_folder_when_told(tmp_path):
 def celeba_fixture(root: Path, ids: dict[str, list], use_text_lists: bool = False) -> Path:
     for split_ids in ids.values():
         for image_id in split_ids:
-            write_image(root / "images" / f"{image_id}.jpg", size=(32, 32))
+            write_image(root / "CelebA-HQ-img" / f"{image_id}.jpg", size=(32, 32))
             write_lines(
                 root / "celeba-caption" / f"{image_id}.txt",
                 [f"The woman {image_id} has high cheekbones.", f"She is smiling, face {image_id}."],

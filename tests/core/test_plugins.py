@@ -193,3 +193,17 @@ def test_forgetting_the_manager_loads_every_installed_plugin_again(make_plugin_m
     set_plugin_manager(None)
 
     assert {"core", "testing"} <= set(get_plugin_manager().infos)
+
+
+def test_a_plugin_that_calls_sys_exit_on_import_is_a_failure_like_any_other(
+    fixture_plugin, make_plugin_manager, monkeypatch
+):
+    fixture_plugin("broken")
+    monkeypatch.setenv("LGVQ_TEST_BROKEN_EXIT", "3")
+
+    manager = make_plugin_manager(["core", "testing", "broken"], strict=False)
+
+    [failure] = manager.failures
+    assert failure.name == "broken"
+    assert failure.error == "SystemExit: the plugin called sys.exit(3) while loading"
+    assert get_registry().list_components("backbone") == ["tiny-ae"]  # the others keep working

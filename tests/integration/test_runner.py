@@ -164,7 +164,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_term_and_keeps_the_last_go
     assert "step 4" in str(info.value) and "'rec_loss'" in str(info.value)
     run_dir = run_dirs(tmp_path, "tiny")[0]
     last = resolve_checkpoint(run_dir, "last")
-    assert last.name == "step-0000002"
+    assert last.name.startswith("step-0000002-")
     tensors, state = load_checkpoint(last)
     assert state["step"] == 2
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
@@ -239,7 +239,7 @@ def test_sigterm_saves_last_and_resume_continues(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, stderr
+    assert process.returncode == 128 + signal.SIGTERM, stderr  # the shell's rule for a signal, after saving
     assert "received SIGTERM" in stdout
     run_dir = metrics.parent
     last = resolve_checkpoint(run_dir, "last")
@@ -315,3 +315,33 @@ def test_two_process_gloo_ddp_matches_a_single_process_run(tmp_path):
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
+
+
+def test_extending_a_finished_run_is_exact_with_lg_losses_a_discriminator_vq_ema_and_validation_at_the_leg_end(
+    tmp_path,
+):
+    """7 steps (validated at the end, as every finished run is), then --resume to 12, equals 12 straight.
+
+    Every random draw of the run (text masks, decoder dropout, dead-code restarts, caption and
+    crop sampling, validation loading) comes from a generator the checkpoint restores.
+    """
+    options = dict(adversarial=True, max_steps=12, val_every=5, sample_every=5, checkpoint_every=5)
+    quantizer = ["model.quantizer.type=vq-ema", "model.quantizer.dead_code_threshold=0.5"]
+    straight = tiny_run_file(tmp_path, name="straight12", **options)
+    expected = train_records(train(load_run_file(straight, overrides=quantizer)).run_dir)
+
+    legs = tiny_run_file(tmp_path, name="legs", **options)
+    first = train(load_run_file(legs, overrides=[*quantizer, "train.max_steps=7"]))
+    assert first.step == 7 and first.val_metrics  # validated at the end of the first leg
+    resumed = train(
+        load_run_file(first.run_dir / "resolved.toml", overrides=["train.max_steps=12"]), resume_dir=first.run_dir
+    )
+    assert resumed.step == 12
+    got = train_records(first.run_dir)
+    assert sorted(got) == list(range(1, 13))
+    for step in range(8, 13):
+        for term in ("loss", "rec_loss", "quantizer_loss", "g_loss", "d_loss", *LG_TERMS):
+            assert got[step][term] == expected[step][term], (step, term)
+    straight_val = [r for r in read_metrics(run_dirs(tmp_path, "straight12")[0]) if r["split"] == "val"]
+    legs_val = {r["step"]: r for r in read_metrics(first.run_dir) if r["split"] == "val"}
+    assert legs_val[12] == straight_val[-1]

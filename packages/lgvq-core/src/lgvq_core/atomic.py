@@ -1,11 +1,14 @@
 """Writes a crash cannot leave half done: temporary file in the same folder, fsync, rename.
 
 Every file lgvq saves (checkpoint pointers, run files, text-cache shards, word priors, eval
-results) goes through here, so a reader sees either the old content or the new, never a mix.
+results) goes through here, so a reader sees either the old content or the new, never a mix. A
+full disk is reported once, as :class:`lgvq_core.errors.DiskFullError` naming the file and the
+last complete checkpoint, and leaves no temporary behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -62,10 +65,28 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(path) from None
         raise
     fsync_dir(path.parent)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``ENOSPC`` or ``EDQUOT``: the disk or the user's quota is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: str | Path) -> Exception:
+    """The one clear error for a full disk, naming ``path`` and the last complete checkpoint of its run."""
+    from lgvq_core.errors import DiskFullError
+
+    try:
+        from lgvq_core.runner.checkpoint import disk_full_error
+    except ImportError:  # pragma: no cover - torch missing: no checkpoints to name
+        return DiskFullError(path, None)
+    return disk_full_error(Path(path))
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -244,6 +244,6 @@ def lgvq_exception(run: RunContext, exc: Any) -> None:
     """Called on every rank when training fails with an exception, before it propagates.
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
-    :param exc: the exception (a :class:`lgvq_core.errors.NonFiniteLossError` for a NaN/Inf loss).
-        The last good checkpoint has been kept.
+    :param exc: the exception (a :class:`lgvq_core.errors.NonFiniteLossError` for a NaN/Inf loss,
+        whose message already names the last good checkpoint; nothing diverged was kept).
     """

@@ -137,7 +137,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any read failure is a bad checkpoint
-        raise CheckpointError(f"cannot read LPIPS weights {path}: {exc}") from exc
+        from lgvq_core.safe_load import describe_load_error
+
+        raise CheckpointError(f"cannot read LPIPS weights {path}: {describe_load_error(exc)}") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):

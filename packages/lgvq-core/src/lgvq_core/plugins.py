@@ -67,6 +67,8 @@ def disabled_from_env() -> set[str]:
 
 
 def _format_exception(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r}) while loading"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -117,7 +119,7 @@ class LgvqPluginManager(pluggy.PluginManager):
             try:
                 module = ep.load()
                 self.register_plugin(module, ep.name, dist_name, dist_version)
-            except Exception as exc:  # noqa: BLE001 - any plugin error is recorded
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - any plugin error is recorded, sys.exit() too
                 self._fail(ep.name, dist_name, dist_version, exc)
 
     def register_plugin(self, module: ModuleType | Any, name: str, distribution: str, version: str) -> None:

@@ -49,7 +49,7 @@ class Registry:
                     for spec in specs:
                         if not isinstance(spec, ComponentSpec):
                             raise TypeError(f"{HOOK_FOR_KIND[kind]} returned {spec!r}, not a ComponentSpec")
-                except Exception as exc:  # noqa: BLE001 - reported like an import failure
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported like an import failure
                     self.manager.record_failure(info.name, exc)
                     continue
                 for spec in specs:

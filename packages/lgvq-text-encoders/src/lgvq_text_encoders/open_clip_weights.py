@@ -268,8 +268,10 @@ def build_open_clip_model(config: OpenClipConfig, resolved: ResolvedModel) -> to
     except (CheckpointError, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError, KeyError, OSError ...
+        from lgvq_core.safe_load import describe_load_error
+
         source = resolved.checkpoint or resolved.name
         raise CheckpointError(
-            f"could not load open_clip model {resolved.name!r} from {source}: {exc}. Check that the checkpoint "
-            "belongs to this model config (and quick_gelu to how it was trained)."
-        ) from exc
+            f"could not load open_clip model {resolved.name!r} from {source}: {describe_load_error(exc)}. Check "
+            "that the checkpoint belongs to this model config (and quick_gelu to how it was trained)."
+        ) from None

@@ -10,6 +10,7 @@ text is what ``lgvq schema`` prints::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +54,14 @@ def _bound(name: str, test: Callable[[Any], bool], what: str) -> Callable[..., N
 
 positive = _bound("positive", lambda v: v > 0, "> 0")
 non_negative = _bound("non_negative", lambda v: v >= 0, ">= 0")
+finite = _bound("finite", lambda v: math.isfinite(v), "a finite number")
+#: Largest image side any data set accepts: a 4096 x 4096 batch of 8 already needs gigabytes per layer.
+MAX_IMAGE_SIDE = 4096
+image_side = _bound(
+    "image_side",
+    lambda v: 1 <= v <= MAX_IMAGE_SIDE,
+    f"in [1, {MAX_IMAGE_SIDE}] (larger images do not fit in memory; the paper uses 256)",
+)
 probability = _bound("probability", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 
 

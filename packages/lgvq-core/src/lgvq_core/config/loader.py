@@ -303,6 +303,24 @@ def _component_paths(run: RunFile | DownstreamRunFile) -> list[tuple[str, Compon
     return found
 
 
+def _code_vit_heads(run: RunFile | DownstreamRunFile) -> list[Problem]:
+    """The code ViT is as wide as the codes (the quantizer's ``dim``): its heads must divide it."""
+    if not isinstance(run, RunFile) or not run.alignment or run.model.quantizer is None:
+        return []
+    dim = getattr(run.model.quantizer.config, "dim", None)
+    heads = run.code_vit.heads
+    if not isinstance(dim, int) or dim <= 0 or dim % heads == 0:
+        return []
+    divisors = [d for d in range(1, min(dim, 64) + 1) if dim % d == 0]
+    return [
+        Problem(
+            "$.code_vit.heads",
+            f"{heads} heads do not divide the code dim {dim} ($.model.quantizer.dim), the width of the code ViT; "
+            f"use one of {divisors}",
+        )
+    ]
+
+
 def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
     """Checks that need more than one table. Components add their own with ``cross_check``."""
     problems: list[Problem] = []
@@ -317,6 +335,7 @@ def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
                 Problem(f"$.alignment[{i}].type", f"{loss.type!r} is already given as $.alignment[{seen[loss.type]}]")
             )
         seen.setdefault(loss.type, i)
+    problems.extend(_code_vit_heads(run))
     for path, component in _component_paths(run):
         check = getattr(component.config, "cross_check", None)
         if check is not None:

@@ -92,12 +92,13 @@ def apply_overrides(
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=3")
+            where = f"$.{key}" if key and not sep else "$"
+            problems.append(f"{where}: --set {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=3")
             continue
         try:
             parts = split_key(key)
         except ValueError as exc:
-            problems.append(f"--set {item!r}: {exc}")
+            problems.append(f"$: --set {item!r}: {exc}")
             continue
         value = text if _is_string_field(parts, result, registry) else _parse_value(text)
         node: Any = result
@@ -127,7 +128,8 @@ def apply_overrides(
             else:
                 raise KeyError(f"{path}: is not a table")
         except KeyError as exc:
-            problems.append(f"--set {item!r}: {exc.args[0]}")
+            where, _, message = str(exc.args[0]).partition(": ")
+            problems.append(f"{where}: --set {item!r}: {message}")
     if problems:
         raise ConfigError(problems, source=source)
     return result

@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 import attrs
 
-from lgvq_core.config.fields import non_negative, option, positive
+from lgvq_core.config.fields import finite, non_negative, option, positive
+
+#: Largest run seed: the data order adds the epoch to it, and every generator takes 64 bits.
+MAX_SEED = 2**62
 
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
@@ -15,6 +18,16 @@ _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 def _device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if not _DEVICE.match(value):
         raise ValueError(f'must be "cpu", "cuda" or "cuda:N", got {value!r}')
+
+
+def _seed(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"must be in [0, 2**62] (seeds are 64-bit and the epoch is added), got {value!r}")
+
+
+def _betas(instance: Any, attribute: attrs.Attribute, value: tuple[float, float]) -> None:
+    if not all(0.0 <= beta < 1.0 for beta in value):
+        raise ValueError(f"Adam betas must each be in [0, 1), got {list(value)!r}")
 
 
 def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -27,7 +40,7 @@ class RunSection:
     """Where the run lives and what it runs on."""
 
     name: str = option("lgvq", "Run name; the run directory is <output_dir>/<name>/<timestamp>-<id>.", _name)
-    seed: int = option(0, "Seed for model initialisation, data order, caption sampling and masks.")
+    seed: int = option(0, "Seed for model initialisation, data order, caption sampling and masks.", _seed)
     output_dir: str = option("runs", "Root folder of run directories (relative to the working directory).")
     device: str = option("cpu", 'Device: "cpu", "cuda" (the local rank\'s GPU under torchrun) or "cuda:N".', _device)
     precision: Literal["fp32", "bf16", "fp16"] = option(
@@ -48,7 +61,7 @@ class TrainSection:
 
     batch_size: int = option(8, "Images per step on each process (global batch = batch_size x processes).", positive)
     max_steps: int = option(1000, "Generator steps to train for.", positive)
-    base_lr: float = option(4.5e-6, "Base learning rate before scaling (taming/LG-VQ: 4.5e-6).", positive)
+    base_lr: float = option(4.5e-6, "Base learning rate before scaling (taming/LG-VQ: 4.5e-6).", [positive, finite])
     lr_scaling: Literal["linear", "none"] = option(
         "linear",
         "linear: lr = base_lr x accumulate x world_size x batch_size (taming's rule); none: lr = base_lr.",
@@ -56,10 +69,10 @@ class TrainSection:
     lr: float | None = option(
         None,
         "Learning rate used as given, skipping the scaling rule (resolved.toml records the effective one).",
-        positive,
+        [positive, finite],
     )
-    betas: tuple[float, float] = option((0.5, 0.9), "Adam betas of both optimizers.")
-    weight_decay: float = option(0.0, "Adam weight decay.", non_negative)
+    betas: tuple[float, float] = option((0.5, 0.9), "Adam betas of both optimizers, each in [0, 1).", _betas)
+    weight_decay: float = option(0.0, "Adam weight decay.", [non_negative, finite])
     grad_clip: float | None = option(None, "Clip the gradient norm of each optimizer to this value.", positive)
     accumulate: int = option(1, "Gradient accumulation: micro-batches per optimizer step.", positive)
     val_every: int = option(500, "Validate every N steps (and at the end).", positive)

@@ -1,7 +1,8 @@
 """``coco-captions``: MS-COCO captions in the 2014 layout.
 
 ``annotations/captions_train2014.json`` holds ``images`` (``id``, ``file_name``) and
-``annotations`` (``image_id``, ``caption``). Images are found by the JSON's ``file_name``, never
+``annotations`` (``image_id``, ``caption``). Images are found by the JSON's ``file_name`` (which
+must stay inside the images folder: absolute or climbing paths are refused), never
 by a name built from the id (the official loader's bug dropped every image whose id has fewer
 than 6 digits, silently); a missing image fails, or is skipped and reported, as its item.
 
@@ -19,12 +20,16 @@ import torch
 from lgvq_core.data.base import config_options, normalize_captions, split_options
 from lgvq_core.data.config import CocoCaptionsConfig
 from lgvq_core.data.files import read_json, require_dir, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 from lgvq_core.errors import DataError
 
 
-def read_coco_captions(path: Path, key: str) -> list[tuple[str, list[str]]]:
-    """``(file_name, captions)`` per image of the file, in its image order (captions may be empty)."""
+def read_coco_captions(path: Path, key: str, positions: list[int] | None = None) -> list[tuple[str, list[str]]]:
+    """``(file_name, captions)`` per image of the file, in its image order (captions may be empty).
+
+    ``positions`` (when given) receives each image's index in the file's ``images`` list, for messages.
+    """
     data = read_json(path, key)
     if (
         not isinstance(data, dict)
@@ -32,11 +37,11 @@ def read_coco_captions(path: Path, key: str) -> list[tuple[str, list[str]]]:
         or not isinstance(data.get("annotations"), list)
     ):
         raise DataError(f"{path} is not a COCO captions file: expected 'images' and 'annotations' lists")
-    names: dict[Any, str] = {}
+    names: dict[Any, tuple[str, int]] = {}
     for number, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
             raise DataError(f"{path}: images[{number}] needs an 'id' and a 'file_name'")
-        names[image["id"]] = image["file_name"]
+        names[image["id"]] = (image["file_name"], number)
     captions: dict[Any, list[str]] = {image_id: [] for image_id in names}
     for number, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict) or not isinstance(annotation.get("caption"), str):
@@ -45,7 +50,9 @@ def read_coco_captions(path: Path, key: str) -> list[tuple[str, list[str]]]:
         if image_id not in captions:
             raise DataError(f"{path}: annotations[{number}] refers to image id {image_id!r}, which 'images' lacks")
         captions[image_id].append(annotation["caption"])
-    return [(names[image_id], found) for image_id, found in captions.items()]
+    if positions is not None:
+        positions.extend(names[image_id][1] for image_id in captions)
+    return [(names[image_id][0], found) for image_id, found in captions.items()]
 
 
 class CocoCaptions(ListedImages):
@@ -56,18 +63,27 @@ class CocoCaptions(ListedImages):
         prefix = "train" if split == "train" else "val"
         key = f"{prefix}_annotations"
         path = resolve(root, getattr(config, key))
-        listed = read_coco_captions(path, key)
+        positions: list[int] = []
+        listed = read_coco_captions(path, key, positions)
         folder = require_dir(resolve(root, getattr(config, f"{prefix}_images")), f"{prefix}_images")
         # normalised up front, so that with per_caption an item's caption number stays valid
-        groups = [(file_name, normalize_captions(captions, config.lowercase)) for file_name, captions in listed]
-        captioned = [(file_name, group) for file_name, group in groups if group]
+        paths = ListedPaths(folder, skip_bad_items)
+        groups = [
+            (
+                paths.join(file_name, f"{path}: images[{number}].file_name"),
+                normalize_captions(captions, config.lowercase),
+            )
+            for (file_name, captions), number in zip(listed, positions, strict=True)
+        ]
+        captioned = [(image, group) for image, group in groups if group]
         item_images = None
         self.item_captions: list[int] | None = None
         if config.per_caption:
             item_images = [image for image, (_, group) in enumerate(captioned) for _ in group]
             self.item_captions = [number for _, group in captioned for number in range(len(group))]
         super().__init__(
-            images=[folder / file_name for file_name, _ in captioned],
+            images=[image for image, _ in captioned],
+            refused=paths.refused,
             captions=[group for _, group in captioned],
             source=str(path),
             item_images=item_images,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from lgvq_core.config.fields import in_range, non_negative, option, positive
+from lgvq_core.config.fields import image_side, in_range, non_negative, option, positive
 
 #: How an image of any size becomes ``image_size`` x ``image_size``. "resize-square" scales both
 #: sides to ``image_size``, distorting the aspect ratio (TextCaps' official ``Resize([256, 256])``);
@@ -42,7 +42,7 @@ def _root() -> Any:
 
 
 def _image_size(default: int) -> Any:
-    return option(default, "Side of the square images fed to the tokenizer (the paper uses 256).", positive)
+    return option(default, "Side of the square images fed to the tokenizer (the paper uses 256).", image_side)
 
 
 def _transform(default: str, split: str) -> Any:
@@ -93,7 +93,7 @@ class ShapesConfig:
 
     annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation", "questions", "referring"})
 
-    image_size: int = option(64, "Side of the generated square images.", positive)
+    image_size: int = option(64, "Side of the generated square images.", image_side)
     num_train: int = option(2000, "Images in the train split.", positive)
     num_val: int = option(256, "Images in the val split.", positive)
     seed: int = option(
@@ -109,6 +109,17 @@ class ShapesConfig:
     background: Literal["plain", "varied"] = option(
         "varied", "plain: one flat colour; varied: a faint linear gradient in a random direction."
     )
+
+    def cross_check(self, run: Any, path: str) -> Any:
+        from lgvq_core.config.problems import Problem
+
+        batch_size = getattr(getattr(run, "train", None), "batch_size", None)
+        if isinstance(batch_size, int) and batch_size > self.num_train:
+            yield Problem(
+                "$.train.batch_size",
+                f"{batch_size} is more than the {self.num_train} training images ({path}.num_train): "
+                "not one batch can be formed; lower train.batch_size or raise num_train",
+            )
 
     @classmethod
     def contract_config(cls) -> ShapesConfig:
@@ -214,7 +225,9 @@ class MMCelebAHQConfig:
     """CelebA-HQ faces with the MM-CelebA-HQ captions (10 per image)."""
 
     root: str = _root()
-    images_dir: str = _relative_path("images", "Folder of the images <id><image_ext>")
+    images_dir: str = _relative_path(
+        "CelebA-HQ-img", "Folder of the images <id><image_ext> (CelebA-HQ-img in the CelebAMask-HQ archive)"
+    )
     image_ext: str = option(".jpg", "File extension of the images.")
     captions_dir: str = _relative_path("celeba-caption", "Folder of the caption files <id>.txt, one caption per line")
     train_list: str = _relative_path(

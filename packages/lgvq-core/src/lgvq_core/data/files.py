@@ -2,6 +2,8 @@
 
 Item files (an image, a caption file) get :data:`SKIP_HINT`, since the run can skip such items;
 index files (a JSON, a split list) cannot be skipped and say how to fix the path instead.
+
+Paths listed *in* index files are joined through :mod:`lgvq_core.data.inside_root`.
 """
 
 from __future__ import annotations

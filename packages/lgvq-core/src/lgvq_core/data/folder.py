@@ -5,7 +5,8 @@ This is the format to convert any image-caption data set to. One JSON object per
     {"image": "photos/0001.jpg", "captions": ["a red bus on a street", "a bus parked by a kerb"]}
     {"image": "photos/0002.png", "caption": "two dogs on a beach"}
 
-- ``image``: path of the image, relative to ``root`` (any format PIL reads; any size);
+- ``image``: path of the image, relative to ``root`` (any format PIL reads; any size); a path that
+  is absolute or climbs out of ``root`` is refused (symlinks inside ``root`` are followed);
 - ``captions``: the image's captions (a list of strings), or ``caption``: a single one;
 - lines naming the same image are merged; blank lines are ignored; other keys are ignored.
 
@@ -25,14 +26,18 @@ from typing import Any
 from lgvq_core.data.base import config_options, split_options
 from lgvq_core.data.config import ImageTextFolderConfig
 from lgvq_core.data.files import require_dir, require_file, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 from lgvq_core.errors import DataError
 
 _LINE_FORMAT = '{"image": "relative/path.jpg", "captions": ["...", ...]}'
 
 
-def read_caption_lines(path: Path, key: str) -> dict[str, list[str]]:
-    """Image path -> captions, in file order, from a JSONL captions file."""
+def read_caption_lines(path: Path, key: str, lines_of: dict[str, int] | None = None) -> dict[str, list[str]]:
+    """Image path -> captions, in file order, from a JSONL captions file.
+
+    ``lines_of`` (when given) receives the first line number of each image, for messages.
+    """
     require_file(path, key)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -48,6 +53,8 @@ def read_caption_lines(path: Path, key: str) -> dict[str, list[str]]:
             raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); each line is {_LINE_FORMAT}") from None
         image, captions = _parse_record(record, f"{path}:{number}")
         entries.setdefault(image, []).extend(captions)
+        if lines_of is not None:
+            lines_of.setdefault(image, number)
     return entries
 
 
@@ -84,7 +91,8 @@ class ImageTextFolder(ListedImages):
             key, path = "val_file", resolve(root, config.val_file)
         else:
             key, path = "train_file", resolve(root, config.train_file)
-        entries = read_caption_lines(path, key)
+        lines_of: dict[str, int] = {}
+        entries = read_caption_lines(path, key, lines_of)
         if config.val_fraction is not None:
             held_out = split == "val"
             entries = {
@@ -97,8 +105,10 @@ class ImageTextFolder(ListedImages):
                     f"val_fraction = {config.val_fraction} leaves the {split} split of {path} empty; "
                     "change data.val_fraction or give data.val_file"
                 )
+        listed = ListedPaths(root, skip_bad_items)
         super().__init__(
-            images=[resolve(root, image) for image in entries],
+            images=[listed.join(image, f"{path}:{lines_of[image]}") for image in entries],
+            refused=listed.refused,
             captions=list(entries.values()),
             source=str(path),
             split=split,

@@ -35,6 +35,8 @@ class ListedImages(CaptionedImages):
 
     :param source: what lists the images (a file or folder), for messages.
     :param item_images: optional map item -> image, when several items share an image.
+    :param refused: listed paths refused as outside the data folder (placeholder -> message, from
+        :class:`~lgvq_core.data.inside_root.ListedPaths`); loading such an item raises that message.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class ListedImages(CaptionedImages):
         caption_files: Sequence[Path] | None = None,
         source: str,
         item_images: Sequence[int] | None = None,
+        refused: dict[Path, str] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -55,6 +58,7 @@ class ListedImages(CaptionedImages):
         self.caption_files = None if caption_files is None else list(caption_files)
         self.source = source
         self.item_images = None if item_images is None else list(item_images)
+        self.refused = dict(refused or {})
         if len(self.captions if self.captions is not None else self.caption_files) != len(self.images):
             raise ValueError("images and their captions must have the same length")
         if len(self) == 0:
@@ -74,13 +78,21 @@ class ListedImages(CaptionedImages):
         image = self.image_of(index)
         if self.captions is not None:
             return self.captions[image]
+        self._refuse(self.images[image])
+        self._refuse(self.caption_files[image])
         return read_caption_file(self.caption_files[image])
 
     def _load_image(self, index: int) -> Image.Image:
+        self._refuse(self.image_path(index))
         return open_image_file(self.image_path(index))
 
     def _image_dimensions(self, index: int) -> tuple[int, int]:
+        self._refuse(self.image_path(index))
         return image_dimensions(self.image_path(index))
+
+    def _refuse(self, path: Path) -> None:
+        if path in self.refused:
+            raise DataError(self.refused[path])
 
     def _caption_source(self, index: int) -> str:
         image = self.image_of(index)

@@ -20,6 +20,7 @@ from typing import Any
 from lgvq_core.data.base import config_options, split_options
 from lgvq_core.data.config import TextCapsConfig
 from lgvq_core.data.files import read_json, require_dir, resolve
+from lgvq_core.data.inside_root import ListedPaths
 from lgvq_core.data.listed import ListedImages
 from lgvq_core.errors import DataError
 
@@ -59,8 +60,10 @@ class TextCaps(ListedImages):
         listed = read_textcaps(path, key)
         folder = require_dir(resolve(root, getattr(config, f"{prefix}_images")), f"{prefix}_images")
         captioned = [(file_name, captions) for file_name, captions in listed if captions]
+        paths = ListedPaths(folder, skip_bad_items)
         super().__init__(
-            images=[folder / file_name for file_name, _ in captioned],
+            images=[paths.join(file_name, f"{path}: a 'data' entry") for file_name, _ in captioned],
+            refused=paths.refused,
             captions=[captions for _, captions in captioned],
             source=str(path),
             split=split,

@@ -18,14 +18,20 @@ from lgvq_core.runner.context import RunContext
 from lgvq_core.runner.sampling import ShardSampler, TrainKeySampler
 
 
-def train_loader(run: RunContext) -> tuple[DataLoader, TrainKeySampler]:
-    train = run.config.train
-    sampler = TrainKeySampler(run.train_data, run.config.run.seed, run.rank, run.world_size)
-    if len(sampler) < train.batch_size:
+def check_one_batch(run: RunContext) -> None:
+    """Fail (before a run directory exists) when the training split cannot fill one global batch."""
+    batch_size = run.config.train.batch_size
+    if len(run.train_data) // run.world_size < batch_size:
         raise DataError(
             f"the training split has {len(run.train_data)} items, fewer than one global batch "
-            f"({train.batch_size} x {run.world_size} processes); lower train.batch_size"
+            f"({batch_size} x {run.world_size} processes); lower train.batch_size"
         )
+
+
+def train_loader(run: RunContext) -> tuple[DataLoader, TrainKeySampler]:
+    check_one_batch(run)
+    train = run.config.train
+    sampler = TrainKeySampler(run.train_data, run.config.run.seed, run.rank, run.world_size)
     loader = DataLoader(
         run.train_data,
         batch_size=train.batch_size,

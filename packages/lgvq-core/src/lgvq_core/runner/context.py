@@ -78,6 +78,8 @@ class RunContext:
     #: Why the loop stopped or will stop after this step: ``"max_steps"``, ``"signal"``, or a
     #: callback's reason such as ``"early-stopping"``.
     stop_reason: str | None = None
+    #: The signal (SIGINT, SIGTERM) that stopped the run, if one did: ``lgvq run`` exits 128 + it.
+    stop_signal: int | None = None
     #: Best value of ``train.best_metric`` so far (lower is better).
     best_value: float = math.inf
     #: Callbacks may add numbers here; they are logged with the next metrics line.

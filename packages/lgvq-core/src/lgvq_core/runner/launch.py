@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lgvq_core.errors import ConfigError, RunDirError
@@ -25,17 +26,32 @@ def run_from_cli(args: argparse.Namespace) -> int:
             raise RunDirError(
                 f"{resume_dir}: not a run directory (no resolved.toml); give the directory `lgvq run` printed"
             )
-        resolve_checkpoint(resume_dir, "last")  # fail before building anything
+        resolve_checkpoint(resume_dir, "last", log=lambda _: None)  # fail before building anything
         loaded = load_run_file(args.file or resolved, overrides=overrides)
     else:
         if not args.file:
             raise ConfigError(["$: give a run file (lgvq run FILE) or --resume RUN_DIR"])
         loaded = load_run_file(args.file, overrides=overrides)
         source_text = Path(args.file).read_text(encoding="utf-8")
+    report_plugin_failures()
     result = train(loaded, source_text=source_text, overrides=overrides, resume_dir=resume_dir)
     if result.run_dir is not None and _is_main():
         print(describe_result(result), flush=True)
-    return 0
+    return result.exit_code  # 128 + N after signal N (SIGTERM: 143), with checkpoints/last saved
+
+
+def report_plugin_failures() -> None:
+    """Say which plugins failed to load (they are also listed in the run's ``plugins.json``)."""
+    if not _is_main():
+        return
+    from lgvq_core.registry import get_registry
+
+    for failure in get_registry().failures:
+        print(
+            f"warning: {failure.describe()}; its components are unavailable (see `lgvq plugins`)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _is_main() -> bool:

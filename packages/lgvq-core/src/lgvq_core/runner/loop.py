@@ -18,16 +18,18 @@ import torch
 
 from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.context import BuildContext
-from lgvq_core.errors import LgvqError
+from lgvq_core.errors import LgvqError, NonFiniteLossError
 from lgvq_core.registry import get_registry
+from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
-from lgvq_core.runner.batches import BatchStream, first_images, val_loader
+from lgvq_core.runner import guard
+from lgvq_core.runner.batches import BatchStream, check_one_batch, first_images, val_loader
 from lgvq_core.runner.components import build_run
 from lgvq_core.runner.context import RunContext
 from lgvq_core.runner.progress import Progress
 from lgvq_core.runner.reporting import RunResult, describe_result, report_skipped, train_record, used_components
 from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, write_run_files
-from lgvq_core.runner.state import restore, save
+from lgvq_core.runner.state import promote_pending, restore, save, save_final, save_pending
 from lgvq_core.runner.validation import save_samples, validate_and_keep_best
 
 #: Stop reasons after which the run file's tasks evaluate the result (a signal skips them).
@@ -47,6 +49,7 @@ class SignalGuard:
         if self.received > 1 and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.run.request_stop("signal")
+        self.run.stop_signal = signum
         self.run.log(f"received {signal.Signals(signum).name}: saving checkpoints/last and stopping")
 
     def __enter__(self) -> SignalGuard:
@@ -82,8 +85,9 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
     start_step = run.step
     last_metrics: dict[str, float] = {}
     val_metrics: dict[str, float] = {}
-    last_saved_step = run.step
     hook = run.plugin_manager.hook
+    if run.is_main:  # left by a process that died before proving it: never promoted now
+        ckpt.discard_pending(run.run_dir / "checkpoints")
     hook.lgvq_train_start(run=run)
     try:
         with SignalGuard(run):
@@ -92,6 +96,9 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
                 metrics = hook.lgvq_train_step(run=run, batch=micro_batches)
                 if metrics is None:
                     raise LgvqError("no plugin answered lgvq_train_step")
+                guard.check_step_metrics(metrics, run.step + 1)
+                # the loss just computed came from the pending checkpoint's weights: it is good
+                promote_pending(run)
                 run.step += 1
                 if run.last_output_stats:  # one device sync for every statistic
                     names = list(run.last_output_stats)
@@ -112,21 +119,21 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
                 if sample_images is not None and (run.step % train.sample_every == 0 or is_last):
                     save_samples(run, sample_images)
                 if run.step % train.checkpoint_every == 0 and not is_last:
-                    save(run, ["last"])
-                    last_saved_step = run.step
+                    save_pending(run)
                 if distr.any_rank(run.stop_reason is not None, run.dist, run.device) and run.stop_reason is None:
                     run.stop_reason = "signal"
+        progress.close()
+        if run.stop_reason is None:
+            run.stop_reason = "max_steps"
+        save_final(run, sample_images)
     except BaseException as exc:
         progress.close()
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if isinstance(exc, NonFiniteLossError):
+            guard.settle_nonfinite(exc, run.run_dir / "checkpoints" if run.is_main else None)
         hook.lgvq_exception(run=run, exc=exc)
         raise
-    progress.close()
-    if run.stop_reason is None:
-        run.stop_reason = "max_steps"
-    if run.step != last_saved_step or not (run.run_dir / "checkpoints" / "last.json").exists():
-        save(run, ["last"])
     hook.lgvq_train_end(run=run)
     seconds = time.perf_counter() - started
     done = run.step - start_step
@@ -139,6 +146,7 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
         seconds=seconds,
         val_metrics=val_metrics,
         skipped_items=list(run.skipped_items),
+        stop_signal=run.stop_signal,
     )
 
 
@@ -204,6 +212,7 @@ def train(
     try:
         for warning in loaded.warnings:
             run.log(str(warning))
+        check_one_batch(run)  # before anything is written
         if resume_dir is not None:
             run.run_dir = Path(resume_dir)
         elif run.is_main:

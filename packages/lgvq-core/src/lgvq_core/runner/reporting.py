@@ -24,6 +24,13 @@ class RunResult:
     seconds: float
     val_metrics: dict[str, float] = field(default_factory=dict)
     skipped_items: list[tuple[int, str]] = field(default_factory=list)
+    #: The signal that stopped the run (``None`` otherwise).
+    stop_signal: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 for a finished run; 128 + the signal number for one stopped by a signal (the shell's rule)."""
+        return 128 + self.stop_signal if self.stop_signal is not None else 0
 
 
 def train_record(run: RunContext, metrics: dict[str, float], started: float, images_per_step: int) -> dict[str, Any]:

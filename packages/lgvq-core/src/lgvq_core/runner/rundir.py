@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lgvq_core.atomic import write_json_atomic, write_text_atomic
+from lgvq_core.atomic import disk_full, is_disk_full, write_json_atomic, write_text_atomic
 from lgvq_core.config.describe import dumps_toml, unstructure
 from lgvq_core.errors import RunDirError
 
@@ -113,7 +114,11 @@ def environment_report(device: Any, world_size: int) -> str:
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged step to ``metrics.jsonl`` (flushed and fsynced)."""
+    """Appends one JSON object per logged step to ``metrics.jsonl`` (flushed and fsynced).
+
+    A line is whole or absent: when a write fails (a full disk), the file is cut back to its
+    length before the write, and a full disk is raised as :class:`DiskFullError`.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -122,24 +127,50 @@ class MetricsWriter:
         """Keep lines up to ``step`` (a resume re-runs the later steps); rewritten atomically."""
         if not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a crash
-            if int(record.get("step", 0)) <= step:
-                kept.append(line)
-        write_text_atomic(self.path, "".join(k + "\n" for k in kept))
+        kept = [
+            r for r in parse_metrics(self.path.read_text(encoding="utf-8", errors="replace")) if _step_of(r) <= step
+        ]
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        with open(self.path, "ab") as handle:
+            start = handle.tell()
+            try:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    handle.truncate(start)  # shrinking needs no space
+                if is_disk_full(exc):
+                    raise disk_full(self.path) from None
+                raise
+
+
+def _step_of(record: dict[str, Any]) -> int:
+    try:
+        return int(record.get("step", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_metrics(text: str) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` text; a line a crash cut short (not JSON) is left out."""
+    records = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl``."""
+    """The records of a run's ``metrics.jsonl`` (tolerating a line cut by a crash or a full disk)."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return parse_metrics(path.read_text(encoding="utf-8", errors="replace"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid, save_image
+
+from lgvq_core.atomic import write_bytes_atomic
 
 
 @torch.no_grad()
@@ -14,7 +17,7 @@ def save_reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, path: Pa
     count = images.shape[0]
     both = torch.cat([images.float().cpu(), recon.float().cpu()]).clamp(-1, 1).add(1).div(2)
     grid = make_grid(both, nrow=count, padding=2, pad_value=1.0)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    save_image(grid, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    save_image(grid, buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue())  # whole or absent, a full disk reported once
     return path

@@ -5,6 +5,11 @@ scalers, RNG, data position, best value, callback state added through ``lgvq_sav
 and hands them to :mod:`lgvq_core.runner.checkpoint`, which writes them atomically.
 :func:`restore` is the inverse; callbacks are registered before it runs, so their
 ``lgvq_load_checkpoint`` sees their saved state.
+
+Only weights shown good are checkpointed (:mod:`lgvq_core.runner.guard`): a periodic checkpoint is
+saved as ``pending`` (:func:`save_pending`) and becomes ``last`` once the next step computed a
+finite loss from its weights (:func:`promote_pending`); the checkpoint at the end of a run is
+probed first (:func:`save_final`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 import torch
 
 from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.runner import guard
 from lgvq_core.runner.context import RunContext
 
 
@@ -52,6 +58,34 @@ def save(run: RunContext, pointers: list[str], metrics: dict[str, float] | None 
     if metrics:
         info = {"metric": run.config.train.best_metric, "value": metrics.get(run.config.train.best_metric)}
     ckpt.save_checkpoint(run.run_dir / "checkpoints", run.step, checkpoint_tensors(run), state, pointers, info)
+
+
+def save_pending(run: RunContext) -> None:
+    """A periodic checkpoint, kept as ``pending`` until a finite loss is computed from its weights."""
+    guard.check_parameters(run)
+    save(run, [ckpt.PENDING])
+
+
+def promote_pending(run: RunContext) -> None:
+    """The step just taken computed a finite loss from the pending weights: make them ``last``."""
+    if run.is_main:
+        ckpt.promote_pending(run.run_dir / "checkpoints")
+
+
+def save_final(run: RunContext, images: torch.Tensor | None) -> None:
+    """``last`` at the end of a run (or on a stop request), from weights probed on ``images``.
+
+    A pending checkpoint of this very step is promoted instead of written again.
+    """
+    if not run.is_main:
+        return
+    guard.prove(run, images)
+    folder = run.run_dir / "checkpoints"
+    if ckpt.pending_step(folder) == run.step:
+        ckpt.promote_pending(folder)
+        return
+    if ckpt.pointer_step(folder, "last") != run.step:
+        save(run, ["last"])
 
 
 def restore(run: RunContext, run_dir: Path) -> None:

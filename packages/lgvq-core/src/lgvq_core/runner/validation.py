@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from lgvq_core.image_quality import psnr_per_image, to_unit_range
 from lgvq_core.quantizers.base import usage_from_counts
 from lgvq_core.runner import distributed as distr
+from lgvq_core.runner import guard
 from lgvq_core.runner.context import RunContext
 from lgvq_core.runner.samples import save_reconstruction_grid
 from lgvq_core.runner.state import save
@@ -68,7 +69,11 @@ def validate(run: RunContext, loader: DataLoader) -> dict[str, float]:
 
 
 def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, progress) -> dict[str, float]:
-    """Validate, log, fire ``lgvq_validation_end``, and save ``best`` when the metric improved."""
+    """Validate, log, fire ``lgvq_validation_end``, and save ``best`` when the metric improved.
+
+    A non-finite validation loss raises :class:`~lgvq_core.errors.NonFiniteLossError`; a finite one
+    is the proof that the weights of ``best`` are good.
+    """
     if run.kind == "downstream":
         from lgvq_core.runner.downstream import validate_downstream
 
@@ -81,9 +86,11 @@ def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, 
     if metrics:
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in SHOWN)
         progress.write(f"validation @ step {run.step}: {shown}")
+    guard.check_validation(metrics, run.step)  # a NaN validation loss stops the run, nothing is saved
     key = run.config.train.best_metric
     value = metrics.get(key)
     if value is not None and value < run.best_value:
+        guard.check_parameters(run)
         run.best_value = value
         save(run, ["best"], metrics)
     elif value is None and metrics:
