@@ -19,7 +19,7 @@ from torch import nn
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.generation.conditions import TextCondition, dropped, mode_pool_labels, require, with_text_sizes
 from lgvq_tasks.generation.config import CodeGPTConfig
-from lgvq_tasks.generation.sampling import draw, filter_logits, guided_logits
+from lgvq_tasks.generation.sampling import draw, filter_logits, guided_logits, sampling_settings
 from lgvq_tasks.generation.tokens import TokenLayout
 from lgvq_tasks.generation.transformer import CausalTransformer
 from lgvq_tasks.generation.weight_decay import linear_weight_decay_groups
@@ -260,14 +260,8 @@ class CodeGPT(nn.Module):
 
     def effective_sampling(self, **options) -> dict:
         """The sampling options :meth:`generate` uses: ``options`` over the config's ``sampling`` table."""
-        unknown = sorted(set(options) - set(self.SAMPLING_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"{NAME}: no sampling option {', '.join(unknown)}; options: {', '.join(self.SAMPLING_OPTIONS)}"
-            )
-        settings = {name: getattr(self.config.sampling, name) for name in self.SAMPLING_OPTIONS}
-        settings.update({k: v for k, v in options.items() if v is not None})
-        return settings
+        defaults = {name: getattr(self.config.sampling, name) for name in self.SAMPLING_OPTIONS}
+        return sampling_settings(NAME, defaults, options)
 
     @torch.no_grad()
     def generate(self, batch: dict, generator: torch.Generator | None = None, **options) -> torch.Tensor:
@@ -277,13 +271,7 @@ class CodeGPT(nn.Module):
         ``segmentation`` (or ``condition_codes``) the semantic condition, its ``text_states`` /
         ``text_pad`` the text condition; an unconditional prior only counts its rows.
         """
-        unknown = sorted(set(options) - set(self.SAMPLING_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"{NAME}: no sampling option {', '.join(unknown)}; options: {', '.join(self.SAMPLING_OPTIONS)}"
-            )
-        settings = {name: getattr(self.config.sampling, name) for name in self.SAMPLING_OPTIONS}
-        settings.update({k: v for k, v in options.items() if v is not None})
+        settings = self.effective_sampling(**options)
         rows = require(batch, "codes", NAME, "generate() takes a batch of the validation split").shape[0]
         condition = self.config.condition
         if condition == "completion":

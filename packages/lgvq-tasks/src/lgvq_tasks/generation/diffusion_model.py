@@ -29,7 +29,7 @@ from lgvq_tasks.generation.discrete_diffusion import (
     categorical_kl,
     sampling_times,
 )
-from lgvq_tasks.generation.sampling import filter_logits, guided_logits
+from lgvq_tasks.generation.sampling import filter_logits, guided_logits, sampling_settings
 from lgvq_tasks.generation.transformer import MLP
 from lgvq_tasks.generation.weight_decay import linear_weight_decay_groups
 
@@ -226,18 +226,12 @@ class TextToImageDiffusion(nn.Module):
 
     def effective_sampling(self, **options) -> dict:
         """The sampling options :meth:`generate` uses: ``options`` over the config's."""
-        unknown = sorted(set(options) - set(self.SAMPLING_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"{NAME}: no sampling option {', '.join(unknown)}; options: {', '.join(self.SAMPLING_OPTIONS)}"
-            )
-        settings = {
+        defaults = {
             "steps": self.config.sample_steps,
             "truncation": self.config.truncation,
             "guidance_scale": self.config.guidance_scale,
         }
-        settings.update({k: v for k, v in options.items() if v is not None})
-        return settings
+        return sampling_settings(NAME, defaults, options)
 
     @torch.no_grad()
     def sample(

@@ -41,3 +41,11 @@ def draw(logits: torch.Tensor, generator: torch.Generator | None = None) -> torc
 def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: u + s (c - u); s = 0 gives u, s = 1 gives c, s > 1 extrapolates."""
     return unconditional + scale * (conditional - unconditional)
+
+
+def sampling_settings(model: str, defaults: dict, options: dict) -> dict:
+    """``options`` (``None`` values left out) over ``defaults``; a name not in ``defaults`` is an error."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"{model}: no sampling option {', '.join(unknown)}; options: {', '.join(defaults)}")
+    return {**defaults, **{k: v for k, v in options.items() if v is not None}}
