@@ -132,13 +132,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from lgvq_core.config.describe import format_schema
-    from lgvq_core.config.schema import CodeViTSection, RunFile, RunSection, TrainSection
+    from lgvq_core.config.schema import CodeViTSection, CompareArm, CompareSection, RunFile, RunSection, TrainSection
 
     if args.kind == "run":
         for title, cls in (
             ("[run]", RunSection),
             ("[train]", TrainSection),
             ("[code_vit]", CodeViTSection),
+            ("[compare]", CompareSection),
+            ("[[compare.arms]]", CompareArm),
             ("run file", RunFile),
         ):
             print(format_schema("section", title, (cls.__doc__ or "").strip().splitlines()[0], cls))
@@ -200,13 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compare",
-        help="LG-VQ vs baseline: train a run file with and without its [[alignment]] losses (same seed), "
-        "evaluate both and write a side-by-side table; or table already evaluated run directories",
+        help="LG-VQ vs baseline over seeds: train every arm of a run file for every seed ([compare] table; "
+        "default: with and without its [[alignment]] losses), evaluate, and table mean ± spread with the "
+        "differences that hold; or table already evaluated run directories",
     )
     p.add_argument("sources", nargs="+", metavar="FILE|RUN_DIR", help="one run file, or evaluated run directories")
-    p.add_argument("--labels", nargs="+", help="column labels (default: run names)")
-    p.add_argument("--out", help="folder for compare.md and compare.json")
+    p.add_argument("--labels", nargs="+", help="arm labels of the run directories (same label: one arm's seeds)")
+    p.add_argument("--out", help="comparison folder (default: <run.output_dir>/<run.name>-comparison)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run file")
+    p.add_argument(
+        "--seeds", type=int, metavar="N", help="train N seeds: the first N of [compare] seeds, continued upwards"
+    )
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at a time in separate processes")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run from its last checkpoint (default: train it again; finished runs are "
+        "always kept)",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check", help="validate a run file; report every problem; run nothing")
