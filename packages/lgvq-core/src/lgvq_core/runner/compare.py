@@ -359,8 +359,9 @@ def render_markdown(data: Mapping[str, Any]) -> str:
             cells += [""] * len(others)
         lines.append(f"| {entry['metric']}{arrow} | " + " | ".join(cells) + " |")
     lines += ["", data["rule"]]
-    for key, value in data.get("context", {}).items():
-        lines.append(f"{key}: {value}")
+    if data.get("context"):
+        lines.append("")
+        lines += [f"- {key}: {value}" for key, value in data["context"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -378,6 +378,12 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
 def _context(file, overrides, seed_count, jobs, entries, started) -> dict[str, str]:
     """Command, machine and time: what a reader needs to judge and repeat the table."""
     command = f"lgvq compare {file}" + "".join(f" --set {o}" for o in overrides)
@@ -392,8 +398,8 @@ def _context(file, overrides, seed_count, jobs, entries, started) -> dict[str, s
         "Command": f"`{command}`",
         "Machine": f"{_cpu_name()}, {os.cpu_count()} cores, {'/'.join(threads) or '?'} torch thread(s) per run, "
         f"{jobs} run(s) at a time; {platform.system()} {platform.machine()}, Python {platform.python_version()}",
-        "Time": f"{len(entries)} runs took {training / 60:.1f} min of training and evaluation in total; "
-        f"this invocation {elapsed / 60:.1f} min",
+        "Time": f"{len(entries)} runs took {_duration(training)} of training and evaluation in total; "
+        f"this invocation {_duration(elapsed)}",
     }
 
 
