@@ -277,3 +277,12 @@ def test_a_cut_last_metrics_line_is_dropped_and_a_damaged_middle_line_is_an_erro
     path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
     with pytest.raises(RunDirError, match="line 2"):
         read_metric_lines(path)
+
+
+def test_options_that_do_not_fit_the_source_are_refused(seeded_file, tmp_path, lgvq_cli):
+    labels = lgvq_cli("compare", str(seeded_file), "--labels", "a", "b")
+    assert labels.code == 1 and "[[compare.arms]]" in labels.err
+    seeds = lgvq_cli("compare", str(seeded_file), "--seeds", "0", "--out", str(tmp_path / "cmp"))
+    assert seeds.code == 1 and "--seeds must be at least 1" in seeds.err
+    directories = lgvq_cli("compare", str(tmp_path), str(tmp_path), "--seeds", "2")
+    assert directories.code == 1 and "--seeds applies to a run file" in directories.err
