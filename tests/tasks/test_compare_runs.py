@@ -1,4 +1,4 @@
-"""compare_runs: evaluated runs side by side, the better value of each ranked row in bold."""
+"""compare_runs and ``lgvq compare``: evaluated runs side by side, grouped into arms by name and seed."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import pytest
 from lgvq_core.errors import RunDirError
 from lgvq_core.registry import load_run_file
 from lgvq_core.runner.compare import compare_runs
+from lgvq_core.testing.fixtures import write_run_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "compare.toml"
 
 
-def fake_run(root: Path, name: str, alignment: list[str], results: dict, rec_loss: float) -> Path:
+def fake_run(root: Path, name: str, alignment: list[str], results: dict, rec_loss: float, seed: int = 0) -> Path:
     run_dir = root / name / "20260101-000000-abcdef"
     (run_dir / "eval").mkdir(parents=True)
     tables = "".join(f'\n[[alignment]]\ntype = "{a}"\nweight = 0.1\n' for a in alignment)
-    (run_dir / "resolved.toml").write_text(f'[run]\nname = "{name}"\n{tables}')
+    (run_dir / "resolved.toml").write_text(f'[run]\nname = "{name}"\nseed = {seed}\n{tables}')
     records = [
         {"step": 1, "split": "train", "loss": 1.0},
         {"step": 2, "split": "val", "rec_loss": rec_loss + 1},
@@ -39,7 +40,7 @@ def masked(recall: float) -> dict:
     }
 
 
-def test_table_has_a_column_per_run_and_bolds_the_better_value(tmp_path):
+def test_single_runs_are_tabled_side_by_side_and_none_is_called_better(tmp_path):
     lg = fake_run(
         tmp_path,
         "lg",
@@ -60,18 +61,19 @@ def test_table_has_a_column_per_run_and_bolds_the_better_value(tmp_path):
     )
     markdown, data = compare_runs([lg, base], ["LG-VQ", "baseline"], tmp_path / "out")
 
-    lines = markdown.splitlines()
-    assert lines[0] == "| metric | LG-VQ | baseline |"
+    lines = markdown.split("\n\n")[0].splitlines()
+    assert lines[0] == "| metric | LG-VQ | baseline | LG-VQ − baseline |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
-    assert rows["PSNR ↑"] == "| PSNR ↑ | **21.5** | 20 |"
-    assert rows["rFID ↓"] == "| rFID ↓ | **40** | 45 |"
-    assert rows["codebook usage ↑"] == "| codebook usage ↑ | 0.5 | 0.5 |"  # a tie is not bold
-    assert rows["relation MSE ↓"] == "| relation MSE ↓ | **0.04** | 0.6 |"
-    assert rows["val rec_loss (last) ↓"] == "| val rec_loss (last) ↓ | **0.1** | 0.2 |"
-    assert rows["alignment losses"] == "| alignment losses | semantic-nce, masked-text, relation | none |"
-    assert rows["masked words Mask-1 R@1, leak-free ↑"].endswith("| 0.25 | n/a |")  # one number: nothing to rank
-    assert rows["relation matcher"] == "| relation matcher | model | probe |"
+    # one seed per arm: a difference, but no interval and so no bold
+    assert rows["PSNR ↑"] == "| PSNR ↑ | 21.5 | 20 | +1.5 (one seed) |"
+    assert rows["rFID ↓"] == "| rFID ↓ | 40 | 45 | -5 (one seed) |"
+    assert rows["codebook usage ↑"] == "| codebook usage ↑ | 0.5 | 0.5 | 0 (equal) |"
+    assert rows["val rec_loss (last) ↓"] == "| val rec_loss (last) ↓ | 0.1 | 0.2 | -0.1 (one seed) |"
+    assert rows["alignment losses"] == "| alignment losses | semantic-nce, masked-text, relation | none |  |"
+    assert rows["masked words Mask-1 R@1, leak-free ↑"].endswith("| 0.25 | n/a | n/a |")  # one arm has it
+    assert rows["relation matcher"] == "| relation matcher | model | probe |  |"
     assert "retrieval R@1 ↑" not in rows  # no run has it
+    assert "**" not in markdown and "One seed" in markdown
     # leak-free comes before the leaky official number
     assert lines.index(rows["masked words Mask-1 R@1, leak-free ↑"]) < lines.index(
         rows["masked words Mask-1 R@1, official (leaky) ↑"]
@@ -81,16 +83,35 @@ def test_table_has_a_column_per_run_and_bolds_the_better_value(tmp_path):
     saved = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert saved == json.loads(json.dumps(data))
     psnr = next(r for r in saved["rows"] if r["metric"] == "PSNR")
-    assert psnr["values"] == [21.5, 20.0] and psnr["better"] == "higher"
+    assert psnr["values"] == {"LG-VQ": [21.5], "baseline": [20.0]} and psnr["better"] == "higher"
     assert saved["runs"][0]["eval"]["relation"]["mse"] == 0.04
     assert saved["runs"][1]["run"]["step"] == 4
 
 
-def test_default_labels_are_run_names_made_unique_by_directory(tmp_path):
+def test_runs_sharing_a_name_are_one_arms_seeds(tmp_path):
+    first = fake_run(tmp_path / "a", "same", [], {"reconstruction": {"psnr": 1.0}}, 0.1)
+    second = fake_run(tmp_path / "b", "same", [], {"reconstruction": {"psnr": 2.0}}, 0.1, seed=1)
+    _, data = compare_runs([first, second])
+    assert data["arms"] == ["same"] and data["seeds"] == [0, 1]
+    psnr = next(r for r in data["rows"] if r["metric"] == "PSNR")
+    assert psnr["values"] == {"same": [1.0, 2.0]} and psnr["mean"]["same"] == 1.5
+
+
+def test_two_runs_of_one_arm_and_seed_need_labels(tmp_path):
     first = fake_run(tmp_path / "a", "same", [], {"reconstruction": {"psnr": 1.0}}, 0.1)
     second = fake_run(tmp_path / "b", "same", [], {"reconstruction": {"psnr": 2.0}}, 0.1)
-    _, data = compare_runs([first, second])
-    assert data["columns"] == [f"same ({first.name})", f"same ({second.name})"]
+    with pytest.raises(RunDirError, match="--labels"):
+        compare_runs([first, second])
+    _, data = compare_runs([first, second], ["one", "two"])
+    assert data["arms"] == ["one", "two"]
+
+
+def test_a_cut_last_metrics_line_does_not_stop_the_table(tmp_path):
+    run_dir = fake_run(tmp_path, "cut", [], {"reconstruction": {"psnr": 1.0}}, 0.1)
+    with open(run_dir / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"step": 5, "split": "va')
+    _, data = compare_runs([run_dir])
+    assert data["runs"][0]["run"]["val_rec_loss"] == 0.1
 
 
 def test_a_run_without_eval_results_says_to_run_lgvq_eval(tmp_path):
@@ -108,3 +129,30 @@ def test_the_example_and_its_baseline_are_valid_run_files_with_every_task():
     assert lg.text_encoder.type == "minilm" and lg.data.type == "shapes"
     assert baseline.alignment == [] and baseline.text_encoder.type == "minilm"
     assert baseline.tasks == lg.tasks
+
+
+@pytest.mark.slow
+def test_lgvq_compare_trains_two_seeds_of_both_arms_and_tables_their_real_results(tiny_run_config, tmp_path, lgvq_cli):
+    tiny_run_config["tasks"] = [{"type": "reconstruction", "metrics": ["psnr", "usage"]}]
+    tiny_run_config["compare"] = {"seeds": [0, 1]}
+    path = write_run_file(tiny_run_config, tmp_path / "tiny-compare.toml")
+    out = tmp_path / "cmp"
+
+    result = lgvq_cli("compare", str(path), "--out", str(out))
+    assert result.code == 0, result.err
+    assert "[4/4] baseline, seed 1: done in" in result.out
+    data = json.loads((out / "compare.json").read_text())
+    assert data["arms"] == ["LG-VQ", "baseline"] and data["seeds"] == [0, 1]
+    psnr = next(r for r in data["rows"] if r["metric"] == "PSNR")
+    for run in data["runs"]:  # every per-seed value is that run's own evaluation
+        saved = json.loads((Path(run["run_dir"]) / "eval" / "reconstruction.json").read_text())
+        assert psnr["values"][run["arm"]][run["seed"]] == saved["metrics"]["psnr"]
+        assert run["run"]["alignment"] == (
+            [] if run["arm"] == "baseline" else ["semantic-nce", "masked-text", "relation"]
+        )
+    assert psnr["mean"]["LG-VQ"] == pytest.approx(sum(psnr["values"]["LG-VQ"]) / 2)
+    assert psnr["values"]["LG-VQ"][0] != psnr["values"]["LG-VQ"][1]  # the seeds differ
+    assert len({r["run_dir"] for r in data["runs"]}) == 4
+
+    again = lgvq_cli("compare", str(path), "--out", str(out))
+    assert again.code == 0 and again.out.count("finished earlier, kept") == 4 and ": training (" not in again.out

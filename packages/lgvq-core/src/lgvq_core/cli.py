@@ -103,6 +103,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from lgvq_core.config.schema import (
         CodesSection,
         CodeViTSection,
+        CompareArm,
+        CompareSection,
         DownstreamRunFile,
         RunFile,
         RunSection,
@@ -115,6 +117,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
             ("[run]", RunSection),
             ("[train]", TrainSection),
             ("[code_vit]", CodeViTSection),
+            ("[compare]", CompareSection),
+            ("[[compare.arms]]", CompareArm),
             ("run file", RunFile),
             ("[tokenizer] (downstream runs)", TokenizerSection),
             ("[codes] (downstream runs)", CodesSection),
@@ -204,13 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compare",
-        help="LG-VQ vs baseline: train a run file with and without its [[alignment]] losses (same seed), "
-        "evaluate both and write a side-by-side table; or table already evaluated run directories",
+        help="LG-VQ vs baseline over seeds: train every arm of a run file for every seed ([compare] table; "
+        "default: with and without its [[alignment]] losses), evaluate, and table mean ± spread with the "
+        "differences that hold; or table already evaluated run directories",
     )
     p.add_argument("sources", nargs="+", metavar="FILE|RUN_DIR", help="one run file, or evaluated run directories")
-    p.add_argument("--labels", nargs="+", help="column labels (default: run names)")
-    p.add_argument("--out", help="folder for compare.md and compare.json")
+    p.add_argument("--labels", nargs="+", help="arm labels of the run directories (same label: one arm's seeds)")
+    p.add_argument("--out", help="comparison folder (default: <run.output_dir>/<run.name>-comparison)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run file")
+    p.add_argument(
+        "--seeds", type=int, metavar="N", help="train N seeds: the first N of [compare] seeds, continued upwards"
+    )
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at a time in separate processes")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run from its last checkpoint (default: train it again; finished runs are "
+        "always kept)",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check", help="validate a run file; report every problem; run nothing")

@@ -3,6 +3,8 @@
 A task spec's factory returns an object with ``name`` and
 ``run(model: TrainedModel, data: CaptionedImages, out_dir: pathlib.Path) -> dict``; the dict of
 metrics (numbers, or nested dicts of numbers) is written to ``eval/<task>.json`` and shown in a table.
+An optional ``"better": {"key.path": "higher" | "lower"}`` entry tells ``lgvq compare`` which way
+each number is better (see :mod:`lgvq_core.runner.compare`).
 """
 
 from __future__ import annotations

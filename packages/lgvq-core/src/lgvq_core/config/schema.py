@@ -51,7 +51,9 @@ class RunSection:
         "auto", "Progress display: a bar on a terminal and log lines otherwise (auto), or forced."
     )
     deterministic: bool = option(
-        False, "Ask torch for deterministic kernels (slower on GPU; CPU runs are deterministic anyway)."
+        False,
+        "Ask torch for deterministic kernels (cuDNN, cuBLAS, scatter; slower on GPU) so one machine's runs repeat; "
+        "CPU runs repeat on one machine and thread count anyway. Never across CPUs, thread counts or GPUs.",
     )
 
 
@@ -95,6 +97,41 @@ class CodeViTSection:
     heads: int = option(1, "Attention heads (must divide the code dim).", positive)
 
 
+def _unique_seeds(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
+    if len(set(value)) != len(value):
+        raise ValueError(f"seeds must differ from each other, got {value}")
+    if any(seed < 0 for seed in value):
+        raise ValueError(f"seeds must be >= 0, got {value}")
+
+
+def _unique_labels(instance: Any, attribute: attrs.Attribute, value: list[Any]) -> None:
+    labels = [arm.label for arm in value]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"arm labels must differ from each other, got {labels}")
+
+
+@attrs.define
+class CompareArm:
+    """One arm of ``lgvq compare``: the run file with some keys overridden."""
+
+    label: str = option(doc="Column title of the arm in the comparison table.", validator=_name)
+    overrides: list[str] = option(factory=list, doc='KEY=VALUE overrides, as `--set` takes them (e.g. "alignment=[]").')
+
+
+@attrs.define
+class CompareSection:
+    """What ``lgvq compare`` trains: every arm once per seed. Ignored by ``lgvq run``."""
+
+    seeds: list[int] = option(
+        factory=list, doc="Seeds every arm is trained with; empty: run.seed alone.", validator=_unique_seeds
+    )
+    arms: list[CompareArm] = option(
+        factory=list,
+        doc='The arms; empty: the file as given ("LG-VQ") and without its [[alignment]] losses ("baseline").',
+        validator=_unique_labels,
+    )
+
+
 @attrs.frozen
 class Component:
     """A component table after validation: its registry name and its plugin's config object."""
@@ -128,6 +165,7 @@ class RunFile:
     code_vit: CodeViTSection = option(factory=CodeViTSection, doc="The code ViT shared by the alignment losses.")
     tasks: list[Component] = option(factory=list, doc="Evaluation tasks run at the end.", component="task")
     callbacks: list[Component] = option(factory=list, doc="Run callbacks.", component="callback")
+    compare: CompareSection = option(factory=CompareSection, doc="Seeds and arms of `lgvq compare`.")
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,15 +1,27 @@
-"""Side-by-side comparison of evaluated runs (e.g. a baseline and its LG-VQ twin).
+"""The comparison table: arms side by side, each cell the mean ± spread over seeds.
 
-:func:`compare_runs` reads each run's ``eval/<task>.json`` (written by ``lgvq eval`` or by the end
-of ``lgvq run``), its ``resolved.toml`` and its ``metrics.jsonl``, and writes ``compare.md`` (one
-column per run, the better value of each row in bold) and ``compare.json`` (the same numbers and
-every run's full results).
+An *arm* is one variant (e.g. LG-VQ and its baseline); each arm has one evaluated run directory
+per seed. :func:`compare_arms` reads every run's ``eval/<task>.json``, ``resolved.toml`` and
+``metrics.jsonl`` and writes ``compare.md`` and ``compare.json`` (per-seed values, means, standard
+deviations and paired differences). A value is bold only when its arm wins against every other
+arm by a seed-paired difference whose 95 % t-interval excludes 0 (:mod:`compare_stats`); otherwise
+the row says "within noise". ``lgvq compare FILE`` trains the runs first (:mod:`compare_seeds`).
+
+Which rows appear, and which way is better:
+
+- :data:`ROWS` lists the rows of lgvq's own tasks, in reading order, with ``better`` = "higher",
+  "lower" or None (shown, never ranked). That is where the table's ↑ and ↓ come from.
+- A task with no row in :data:`ROWS` (a stage-2 or language task, a third-party task) gets one
+  row per number in its results, labelled ``<task>: <key.path>``. It says which way is better by
+  returning a ``better`` table among its metrics, keyed like its rows:
+  ``{"fid": 12.3, "better": {"fid": "lower"}}``; numbers it does not name are shown unranked.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +29,7 @@ from typing import Any
 import tomli
 
 from lgvq_core.errors import RunDirError
+from lgvq_core.runner.compare_stats import CONFIDENCE, paired_difference, spread, t_quantile
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,7 @@ class Row:
     better: str | None = None  # "higher", "lower" or None (not ranked)
 
 
-#: The table, in reading order. Rows no run has are left out.
+#: The rows of lgvq's own tasks, in reading order. Rows no run has are left out.
 ROWS: tuple[Row, ...] = (
     Row("training steps", "run", ("step",)),
     Row("alignment losses", "run", ("alignment",)),
@@ -64,9 +77,67 @@ ROWS: tuple[Row, ...] = (
     Row("codes never used", "codebook", ("dead_codes",), "lower"),
 )
 
+#: The metrics key in which a task names the direction of its numbers (see the module docstring).
+BETTER_KEY = "better"
 
-def _lookup(results: dict[str, Any], key: tuple[str, ...]) -> Any:
-    node: Any = results
+
+# ------------------------------------------------------------------------------------------
+# reading runs
+# ------------------------------------------------------------------------------------------
+def read_metric_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a last line cut by a crash or a kill is dropped."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                break  # written when the run stopped mid-line: every complete line before it counts
+            raise RunDirError(
+                f"{path}: line {number} is not JSON ({line[:60]!r}); only a cut last line is expected "
+                "after a crash: repair or delete the line"
+            ) from None
+    return records
+
+
+def run_info(run_dir: str | Path) -> dict[str, Any]:
+    """What the table needs from one evaluated run directory."""
+    from lgvq_core.runner.evaluate import read_results
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
+    resolved = run_dir / "resolved.toml"
+    if not resolved.is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
+    results = read_results(run_dir)
+    if not results:
+        raise RunDirError(f"{run_dir}: no eval/<task>.json results; run `lgvq eval {run_dir}` first")
+    config = tomli.loads(resolved.read_text(encoding="utf-8"))
+    metrics_file = run_dir / "metrics.jsonl"
+    records = read_metric_lines(metrics_file) if metrics_file.is_file() else []
+    val = [r for r in records if r.get("split") == "val"]
+    steps = [r["step"] for r in records if "step" in r]
+    return {
+        "name": config.get("run", {}).get("name", run_dir.parent.name),
+        "seed": int(config.get("run", {}).get("seed", 0)),
+        "run_dir": str(run_dir),
+        "run": {
+            "step": max(steps) if steps else None,
+            "alignment": [a.get("type", "?") for a in config.get("alignment", [])],
+            "val_rec_loss": val[-1].get("rec_loss") if val else None,
+        },
+        "val": val[-1] if val else {},
+        "eval": results,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# rows
+# ------------------------------------------------------------------------------------------
+def _lookup(results: Any, key: Sequence[str]) -> Any:
+    node = results
     for part in key:
         if not isinstance(node, dict) or part not in node:
             return None
@@ -78,6 +149,156 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _numeric_leaves(metrics: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(metrics, dict):
+        keys = []
+        for name, value in metrics.items():
+            if not prefix and name == BETTER_KEY:
+                continue
+            keys += _numeric_leaves(value, (*prefix, str(name)))
+        return keys
+    return [prefix] if _is_number(metrics) else []
+
+
+def table_rows(infos: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """The curated :data:`ROWS` the runs have, then one row per number of every other task."""
+    curated_tasks = {row.task for row in ROWS}
+    rows = [row for row in ROWS if any(_value(info, row) is not None for info in infos)]
+    extra: dict[tuple[str, tuple[str, ...]], str | None] = {}
+    for info in infos:
+        for task, metrics in info["eval"].items():
+            if task in curated_tasks or not isinstance(metrics, dict):
+                continue
+            directions = metrics.get(BETTER_KEY) if isinstance(metrics.get(BETTER_KEY), dict) else {}
+            for key in _numeric_leaves(metrics):
+                direction = directions.get(".".join(key))
+                if direction not in ("higher", "lower"):
+                    direction = None
+                if extra.get((task, key)) is None:
+                    extra[(task, key)] = direction
+    rows += [Row(f"{task}: {'.'.join(key)}", task, key, better) for (task, key), better in extra.items()]
+    return rows
+
+
+def _value(info: Mapping[str, Any], row: Row) -> Any:
+    if row.task == "run":
+        return _lookup(info["run"], row.key)
+    return _lookup(info["eval"].get(row.task, {}), row.key)
+
+
+# ------------------------------------------------------------------------------------------
+# aggregation
+# ------------------------------------------------------------------------------------------
+def _winner(per_arm: dict[str, list[float | None]], means: dict[str, float], better: str | None) -> str | None:
+    """The arm with the best mean, if it beats every other arm beyond the seed-to-seed noise."""
+    if better is None or len(means) < 2:
+        return None
+    sign = 1 if better == "higher" else -1
+    best = max(means, key=lambda label: sign * means[label])
+    for other in means:
+        if other == best:
+            continue
+        pairs = [(a, b) for a, b in zip(per_arm[best], per_arm[other], strict=True) if a is not None and b is not None]
+        if len(pairs) < 2:
+            return None
+        difference = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+        if not difference.holds or sign * difference.mean <= 0:
+            return None
+    return best
+
+
+def _aggregate_row(row: Row, labels: list[str], values: dict[str, list[Any]]) -> dict[str, Any]:
+    present = [v for label in labels for v in values[label] if v is not None]
+    entry: dict[str, Any] = {
+        "metric": row.metric,
+        "task": row.task,
+        "key": list(row.key),
+        "better": row.better,
+        "values": values,
+    }
+    if not present or not all(_is_number(v) for v in present):
+        entry["numeric"] = False
+        return entry
+    entry["numeric"] = True
+    means, stds = {}, {}
+    for label in labels:
+        numbers = [v for v in values[label] if v is not None]
+        if numbers:
+            summary = spread(numbers)
+            means[label], stds[label] = summary.mean, summary.std
+    entry["mean"], entry["std"] = means, stds
+    differences = []
+    reference = labels[0]
+    for other in labels[1:]:
+        pairs = [
+            (a, b) for a, b in zip(values[reference], values[other], strict=True) if a is not None and b is not None
+        ]
+        if not pairs:
+            differences.append({"a": reference, "b": other, "n": 0, "verdict": "no common seed"})
+            continue
+        difference = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+        differences.append(
+            {
+                "a": reference,
+                "b": other,
+                "mean": difference.mean,
+                "low": difference.low,
+                "high": difference.high,
+                "n": difference.count,
+                "verdict": difference.verdict,
+            }
+        )
+    entry["differences"] = differences
+    entry["winner"] = _winner(values, means, row.better)
+    return entry
+
+
+def aggregate(arms: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, Any]:
+    """``{arm label: {seed: run info}}`` -> the comparison's data (rows, per-seed values, the rule)."""
+    if not arms:
+        raise ValueError("a comparison needs at least one arm")
+    labels = list(arms)
+    seeds = sorted({seed for runs in arms.values() for seed in runs})
+    infos = [info for runs in arms.values() for info in runs.values()]
+    rows = []
+    for row in table_rows(infos):
+        values = {
+            label: [_value(arms[label][seed], row) if seed in arms[label] else None for seed in seeds]
+            for label in labels
+        }
+        rows.append(_aggregate_row(row, labels, values))
+    return {
+        "arms": labels,
+        "seeds": seeds,
+        "rule": rule_text(labels, seeds),
+        "rows": rows,
+        "runs": [{"arm": label, **info} for label in labels for info in arms[label].values()],
+    }
+
+
+def rule_text(labels: Sequence[str], seeds: Sequence[int]) -> str:
+    """The sentence under the table that says how to read it."""
+    seed_list = ", ".join(str(s) for s in seeds)
+    if len(seeds) < 2:
+        return (
+            f"One seed ({seed_list}): each cell is a single run, so no difference can be told from noise "
+            "and nothing is bold. Train more seeds (`--seeds 3`) to compare."
+        )
+    t = t_quantile(len(seeds) - 1)
+    versus = f"{labels[0]} − {labels[1]}" if len(labels) == 2 else f"{labels[0]} − each other arm"
+    return (
+        f"Seeds {seed_list} (n = {len(seeds)}); each cell is the mean ± standard deviation over the seeds "
+        "(one value when every seed gave the same). The last column is the seed-paired difference "
+        f"{versus} with its {CONFIDENCE:.0%} t-interval (mean ± {t:.3g} × sd / √{len(seeds)}). "
+        "↑/↓: higher/lower is better. A value is bold only when its arm beats every other arm by a "
+        f"paired difference whose {CONFIDENCE:.0%} interval excludes 0; otherwise the difference is "
+        '"within noise".'
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# markdown
+# ------------------------------------------------------------------------------------------
 def _format(value: Any) -> str:
     if value is None:
         return "n/a"
@@ -92,100 +313,68 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _run_info(run_dir: Path) -> dict[str, Any]:
-    """What the table needs from one run directory besides its eval results."""
-    from lgvq_core.runner.evaluate import read_results
-    from lgvq_core.runner.rundir import read_metrics
-
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such run directory")
-    resolved = run_dir / "resolved.toml"
-    if not resolved.is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
-    results = read_results(run_dir)
-    if not results:
-        raise RunDirError(f"{run_dir}: no eval/<task>.json results; run `lgvq eval {run_dir}` first")
-    config = tomli.loads(resolved.read_text(encoding="utf-8"))
-    records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
-    val = [r for r in records if r.get("split") == "val"]
-    steps = [r["step"] for r in records if "step" in r]
-    return {
-        "name": config.get("run", {}).get("name", run_dir.parent.name),
-        "run_dir": str(run_dir),
-        "run": {
-            "step": max(steps) if steps else None,
-            "alignment": [a.get("type", "?") for a in config.get("alignment", [])],
-            "val_rec_loss": val[-1].get("rec_loss") if val else None,
-        },
-        "val": val[-1] if val else {},
-        "eval": results,
-    }
+def _cell(entry: dict[str, Any], label: str) -> str:
+    values = [v for v in entry["values"][label] if v is not None]
+    if not values:
+        return "n/a"
+    if not entry["numeric"] or all(v == values[0] for v in values):
+        shown: list[str] = []
+        for value in values:
+            if _format(value) not in shown:
+                shown.append(_format(value))
+        text = " / ".join(shown)
+    else:
+        mean, std = entry["mean"][label], entry["std"][label]
+        text = _format(mean) if std is None else f"{mean:.4g} ± {std:.2g}"
+    return f"**{text}**" if entry.get("winner") == label else text
 
 
-def _labels(infos: list[dict[str, Any]], labels: Sequence[str] | None) -> list[str]:
-    if labels is not None:
-        if len(labels) != len(infos):
-            raise ValueError(f"got {len(labels)} label(s) for {len(infos)} run(s)")
-        return list(labels)
-    names = [info["name"] for info in infos]
-    return [
-        f"{name} ({Path(info['run_dir']).name})" if names.count(name) > 1 else name
-        for name, info in zip(names, infos, strict=True)
-    ]
+def _difference_cell(difference: dict[str, Any]) -> str:
+    if difference["n"] == 0:
+        return "n/a"
+    if difference["verdict"] == "equal":
+        return "0 (equal)"
+    text = f"{difference['mean']:+.3g}"
+    if difference["low"] is None:
+        return f"{text} (one seed)"
+    text += f" [{difference['low']:+.3g}, {difference['high']:+.3g}]"
+    return text + (", within noise" if difference["verdict"] == "within noise" else "")
 
 
-def _best(values: list[Any], better: str | None) -> set[int]:
-    # compared as shown (4 significant digits): no bold for a difference the table does not show
-    numbers = [(i, float(f"{v:.4g}")) for i, v in enumerate(values) if _is_number(v)]
-    if better is None or len(numbers) < 2:
-        return set()
-    pick = max if better == "higher" else min
-    target = pick(v for _, v in numbers)
-    if all(v == target for _, v in numbers):
-        return set()
-    return {i for i, v in numbers if v == target}
-
-
-def compare_runs(
-    run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None, out_dir: str | Path | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Compare evaluated runs; return the markdown table and its data, and write both to ``out_dir``.
-
-    ``labels`` name the columns (default: each run's ``run.name``, with its directory when two runs
-    share a name). With ``out_dir``, ``compare.md`` and ``compare.json`` are written there.
-    """
-    if not run_dirs:
-        raise ValueError("compare_runs needs at least one run directory")
-    infos = [_run_info(Path(d)) for d in run_dirs]
-    columns = _labels(infos, labels)
-    rows = []
-    for row in ROWS:
-        if row.task == "run":
-            values = [_lookup(info["run"], row.key) for info in infos]
-        else:
-            values = [_lookup(info["eval"].get(row.task, {}), row.key) for info in infos]
-        if all(v is None for v in values):
-            continue
-        rows.append(
-            {"metric": row.metric, "task": row.task, "key": list(row.key), "better": row.better, "values": values}
-        )
-
+def render_markdown(data: Mapping[str, Any]) -> str:
+    """The table, the rule under it and any context lines (command, machine, time)."""
+    labels = data["arms"]
+    others = [f"{labels[0]} − {other}" for other in labels[1:]]
+    header = ["metric", *labels, *others]
     lines = [
-        "| metric | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
     ]
-    for row in rows:
-        best = _best(row["values"], row["better"])
-        arrow = {"higher": " ↑", "lower": " ↓"}.get(row["better"], "")
-        cells = [f"**{_format(v)}**" if i in best else _format(v) for i, v in enumerate(row["values"])]
-        lines.append(f"| {row['metric']}{arrow} | " + " | ".join(cells) + " |")
-    markdown = "\n".join(lines) + "\n"
+    for entry in data["rows"]:
+        arrow = {"higher": " ↑", "lower": " ↓"}.get(entry["better"], "")
+        cells = [_cell(entry, label) for label in labels]
+        if entry["numeric"]:
+            cells += [_difference_cell(d) for d in entry["differences"]]
+        else:
+            cells += [""] * len(others)
+        lines.append(f"| {entry['metric']}{arrow} | " + " | ".join(cells) + " |")
+    lines += ["", data["rule"]]
+    if data.get("context"):
+        lines.append("")
+        lines += [f"- {key}: {value}" for key, value in data["context"].items()]
+    return "\n".join(lines) + "\n"
 
-    data = {
-        "columns": columns,
-        "rows": rows,
-        "runs": [{"label": label, **info} for label, info in zip(columns, infos, strict=True)],
-    }
+
+def compare_arms(
+    arms: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    out_dir: str | Path | None = None,
+    context: Mapping[str, str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Aggregate ``{arm: {seed: run info}}`` (see :func:`run_info`); write ``compare.md``/``.json``."""
+    data = aggregate(arms)
+    if context:
+        data["context"] = dict(context)
+    markdown = render_markdown(data)
     if out_dir is not None:
         from lgvq_core.atomic import write_json_atomic, write_text_atomic
 
@@ -196,54 +385,59 @@ def compare_runs(
     return markdown, data
 
 
+def compare_runs(
+    run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None, out_dir: str | Path | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Table evaluated run directories; runs with the same label are one arm's seeds.
+
+    ``labels`` (default: each run's ``run.name``) name the arms; an arm's runs are paired with the
+    other arms' runs by their ``run.seed``.
+    """
+    if not run_dirs:
+        raise ValueError("compare_runs needs at least one run directory")
+    infos = [run_info(d) for d in run_dirs]
+    if labels is None:
+        labels = [info["name"] for info in infos]
+    elif len(labels) != len(infos):
+        raise ValueError(f"got {len(labels)} label(s) for {len(infos)} run(s)")
+    arms: dict[str, dict[int, dict[str, Any]]] = {}
+    for label, info in zip(labels, infos, strict=True):
+        runs = arms.setdefault(label, {})
+        if info["seed"] in runs:
+            raise RunDirError(
+                f"{info['run_dir']} and {runs[info['seed']]['run_dir']} are both arm {label!r} with seed "
+                f"{info['seed']}; give --labels to tell the arms apart"
+            )
+        runs[info["seed"]] = info
+    return compare_arms(arms, out_dir)
+
+
 def compare_from_cli(args: Any) -> int:
-    """``lgvq compare FILE`` trains and evaluates both variants; ``lgvq compare DIR DIR...`` tables them."""
+    """``lgvq compare FILE`` trains every arm for every seed; ``lgvq compare DIR DIR...`` tables runs."""
     import datetime
     import time
 
     sources = [Path(s) for s in args.sources]
     if len(sources) == 1 and sources[0].is_file():
-        run_dirs, labels, out = _train_both(sources[0], list(args.set or []))
-        labels = args.labels or labels
-        out = Path(args.out) if args.out else out
+        from lgvq_core.runner.compare_seeds import compare_from_file
+
+        if args.labels:
+            raise RunDirError("--labels applies to run directories; a run file names its arms in [[compare.arms]]")
+        markdown, out = compare_from_file(
+            sources[0],
+            overrides=list(args.set or []),
+            seed_count=args.seeds,
+            out=args.out,
+            jobs=args.jobs,
+            resume=args.resume,
+        )
     else:
-        if args.set:
-            raise RunDirError("--set applies to a run file; with run directories there is nothing to override")
-        run_dirs, labels = sources, args.labels
+        for option, given in (("--set", args.set), ("--seeds", args.seeds), ("--resume", args.resume)):
+            if given:
+                raise RunDirError(f"{option} applies to a run file; with run directories there is nothing to train")
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path(f"comparison-{stamp}-{int(time.time() * 1000) % 1000:03d}")
-    markdown, _ = compare_runs(run_dirs, labels, out)
+        markdown, _ = compare_runs(sources, args.labels, out)
     print(markdown)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
     return 0
-
-
-def _train_both(path: Path, overrides: list[str]) -> tuple[list[Path], list[str], Path]:
-    """Train ``path`` as given and without its alignment losses, same seed; evaluate both."""
-    import time
-
-    from lgvq_core.registry import load_run_file
-    from lgvq_core.runner.loop import describe_result, train
-
-    loaded = load_run_file(path, overrides=overrides)
-    config = loaded.config
-    if not config.alignment:
-        raise RunDirError(f"{path}: has no [[alignment]] losses, so there is no LG-VQ variant to compare")
-    if not config.tasks:
-        raise RunDirError(f"{path}: has no [[tasks]]; add the evaluation tasks the table should show")
-    text = path.read_text(encoding="utf-8")
-    name = config.run.name
-    variants = [
-        ("LG-VQ", [*overrides, f"run.name={name}"]),
-        ("baseline", [*overrides, "alignment=[]", f"run.name={name}-baseline"]),
-    ]
-    run_dirs = []
-    for label, variant in variants:
-        started = time.perf_counter()
-        print(f"== {label}: lgvq run {path} {' '.join('--set ' + o for o in variant)}", flush=True)
-        result = train(load_run_file(path, overrides=variant), source_text=text, overrides=variant)
-        print(describe_result(result), flush=True)
-        print(f"== {label}: {time.perf_counter() - started:.0f} s including evaluation", flush=True)
-        run_dirs.append(result.run_dir)
-    out = Path(config.run.output_dir) / f"{name}-comparison" / run_dirs[0].name
-    return run_dirs, [label for label, _ in variants], out

@@ -24,6 +24,7 @@ from lgvq_core.runner import downstream_step as downstream_step_module
 from lgvq_core.runner import optim as optim_module
 from lgvq_core.runner import step as step_module
 from lgvq_core.runner.context import RunContext, Scalers
+from lgvq_core.runner.determinism import apply_determinism
 from lgvq_core.runner.step import DiscriminatorModule, GeneratorModule
 
 
@@ -122,8 +123,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
     config = loaded.config
     info = distr.init_distributed(config.run.device)
     device = distr.resolve_device(config.run.device, info)
-    if config.run.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    apply_determinism(config.run.deterministic)
 
     def log(message: str) -> None:
         if info.is_main:
