@@ -286,3 +286,37 @@ def test_options_that_do_not_fit_the_source_are_refused(seeded_file, tmp_path, l
     assert seeds.code == 1 and "--seeds must be at least 1" in seeds.err
     directories = lgvq_cli("compare", str(tmp_path), str(tmp_path), "--seeds", "2")
     assert directories.code == 1 and "--seeds applies to a run file" in directories.err
+
+
+# ------------------------------------------------------------------------------------------
+# downstream models on each arm's codes
+# ------------------------------------------------------------------------------------------
+def test_downstream_runs_train_on_every_arms_codes_and_join_the_table(tiny_run_config, tmp_path):
+    from lgvq_core.config.describe import dumps_toml
+
+    tiny_run_config["tasks"] = [{"type": "reconstruction", "metrics": ["psnr"]}]
+    tiny_run_config["compare"] = {"seeds": [0], "downstream": ["prior.toml"]}
+    file = write_run_file(tiny_run_config, tmp_path / "compare.toml")
+    prior = {
+        "tokenizer": {"run_dir": "set by lgvq compare"},
+        "run": {"name": "prior", "progress": "off"},
+        "downstream": {"type": "code-gpt", "layers": 1, "heads": 2, "width": 16},
+        "train": {"batch_size": 4, "max_steps": 2, "val_every": 2},
+        "tasks": [{"type": "generation-fid", "samples": 4, "reference_images": 4, "batch_size": 4, "save_images": 0}],
+    }
+    (tmp_path / "prior.toml").write_text(dumps_toml(prior))
+    lines: list[str] = []
+    markdown, data, folder = run_comparison(file, out=tmp_path / "cmp", say=lines.append)
+    state = json.loads((folder / "compare-state.json").read_text())
+    assert sorted(state["runs"]) == ["LG-VQ/seed-0", "LG-VQ/seed-0/prior", "baseline/seed-0", "baseline/seed-0/prior"]
+    # each downstream run trained on its own arm's tokenizer run
+    for arm in ("LG-VQ", "baseline"):
+        resolved = (Path(state["runs"][f"{arm}/seed-0/prior"]["run_dir"]) / "resolved.toml").read_text()
+        assert Path(state["runs"][f"{arm}/seed-0"]["run_dir"]).resolve().as_posix() in resolved
+    rows = table_rows(markdown)
+    assert "prior: generation-fid: fid ↓" in rows and "prior: validation: bits_per_code ↓" in rows
+    assert not any(name.startswith("prior: generation-fid: samples") for name in rows)  # only ranked numbers
+    # run again: nothing is trained
+    again: list[str] = []
+    run_comparison(file, out=tmp_path / "cmp", say=again.append)
+    assert not any("training" in line for line in again) and sum("kept" in line for line in again) == 4

@@ -58,6 +58,7 @@ class GenerationFID:
             save_images(generated[: config.save_images], out_dir, record)
         return {
             "fid": float(fid.compute()),
+            "better": {"fid": "lower"},
             "samples": len(generated),
             "reference": {"split": "val", "dataset": run.config.data.type, "images": reference},
             **{k: v for k, v in record.items() if k != "samples"},

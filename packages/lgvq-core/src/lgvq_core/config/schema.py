@@ -130,6 +130,11 @@ class CompareSection:
         doc='The arms; empty: the file as given ("LG-VQ") and without its [[alignment]] losses ("baseline").',
         validator=_unique_labels,
     )
+    downstream: list[str] = option(
+        factory=list,
+        doc="Downstream run files (paths relative to this file) trained on the codes of every arm and seed; "
+        "their [[tasks]] and validation NLL join the table, labelled by the file's name.",
+    )
 
 
 @attrs.frozen

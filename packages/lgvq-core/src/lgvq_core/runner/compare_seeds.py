@@ -124,10 +124,13 @@ class PlannedRun:
     spec: RunSpec
     run_name: str
     fingerprint: str
+    #: A downstream run's label (its run file's name); empty for the arm's tokenizer run.
+    part: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.spec.arm}/seed-{self.spec.seed}"
+        key = f"{self.spec.arm}/seed-{self.spec.seed}"
+        return f"{key}/{self.part}" if self.part else key
 
 
 def plan(
@@ -304,15 +307,11 @@ def run_comparison(
             todo.append((index, run))
 
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    if jobs == 1:
-        for index, run in todo:
-            prefix = f"[{index}/{total}] {run.spec.arm}, seed {run.spec.seed}"
-            spec = _prepare(run, state, resume, lambda m, p=prefix: say(f"{p}: {m}"))
-            say(f"{prefix}: training (lgvq run {file} {' '.join('--set ' + o for o in spec.overrides)})")
-            outcome = runner(spec)
-            _finish(run, outcome, state, prefix, say)
-    else:
-        _run_parallel(todo, total, state, resume, runner, jobs, threads, say)
+    _run_todo(todo, total, state, resume, runner, jobs, threads, say, file)
+
+    tokenizer_dirs = {run.key: state.finished(run)["run_dir"] for run in runs}
+    downstream = plan_downstream(file, overrides, runs, tokenizer_dirs)
+    _train_planned(downstream, state, resume, runner, jobs, threads, say, file)
 
     arms = {label: {} for label in labels}
     for run in runs:
@@ -320,9 +319,92 @@ def run_comparison(
         if entry is None:  # pragma: no cover - every run finished or raised above
             raise RunDirError(f"{run.key}: not finished")
         arms[run.spec.arm][run.spec.seed] = run_info(entry["run_dir"])
-    context = _context(file, overrides, seed_count, jobs, [state.runs[r.key] for r in runs], started)
+    for run in downstream:
+        merge_downstream(arms[run.spec.arm][run.spec.seed], run.part, run_info(state.finished(run)["run_dir"]))
+    every = runs + downstream
+    context = _context(file, overrides, seed_count, jobs, [state.runs[r.key] for r in every], started)
     markdown, data = compare_arms(arms, folder, context)
     return markdown, data, folder
+
+
+def _prefix(index: int, total: int, run: PlannedRun) -> str:
+    part = f", {run.part}" if run.part else ""
+    return f"[{index}/{total}] {run.spec.arm}, seed {run.spec.seed}{part}"
+
+
+def _run_todo(todo, total, state, resume, runner, jobs, threads, say, file) -> None:
+    if jobs == 1:
+        for index, run in todo:
+            prefix = _prefix(index, total, run)
+            spec = _prepare(run, state, resume, lambda m, p=prefix: say(f"{p}: {m}"))
+            say(f"{prefix}: training (lgvq run {spec.file} {' '.join('--set ' + o for o in spec.overrides)})")
+            _finish(run, runner(spec), state, prefix, say)
+    else:
+        _run_parallel(todo, total, state, resume, runner, jobs, threads, say)
+
+
+def _train_planned(planned, state, resume, runner, jobs, threads, say, file) -> None:
+    """Train the planned runs not recorded as finished (the downstream phase)."""
+    todo = []
+    for index, run in enumerate(planned, start=1):
+        entry = state.finished(run)
+        if entry is not None:
+            say(f"{_prefix(index, len(planned), run)}: finished earlier, kept ({entry['run_dir']})")
+        else:
+            todo.append((index, run))
+    _run_todo(todo, len(planned), state, resume, runner, jobs, threads, say, file)
+
+
+def plan_downstream(
+    file: str | Path, overrides: Sequence[str], runs: Sequence[PlannedRun], tokenizer_dirs: dict[str, str]
+) -> list[PlannedRun]:
+    """One downstream run per ``[compare] downstream`` file, arm and seed, on that arm's tokenizer run."""
+    from lgvq_core.registry import load_run_file
+
+    file = Path(file)
+    listed = load_run_file(file, overrides=list(overrides)).config.compare.downstream
+    planned = []
+    for entry in listed:
+        path = (file.parent / entry).resolve()
+        if not path.is_file():
+            raise RunDirError(f"{file}: [compare] downstream names {entry!r}, but {path} does not exist")
+        part = path.stem
+        for run in runs:
+            output_dir = Path(run.spec.output_dir)
+            run_name = f"{run.run_name}-{_slug(part)}"
+            spec_overrides = (
+                f"tokenizer.run_dir={Path(tokenizer_dirs[run.key]).as_posix()}",
+                f"run.seed={run.spec.seed}",
+                f"run.name={run_name}",
+                f"run.output_dir={output_dir.as_posix()}",
+            )
+            loaded = load_run_file(path, overrides=list(spec_overrides))
+            spec = RunSpec(run.spec.arm, run.spec.seed, str(path), spec_overrides, str(output_dir))
+            planned.append(PlannedRun(spec, run_name, fingerprint(loaded.config), part))
+    return planned
+
+
+def merge_downstream(info: dict[str, Any], part: str, downstream: dict[str, Any]) -> None:
+    """A downstream run's ranked results (the numbers its tasks name in ``better``) and its validation
+    NLL as ``<file>: <task>`` rows of its arm."""
+    for task, metrics in downstream["eval"].items():
+        better = metrics.get("better") if isinstance(metrics, dict) else None
+        if not isinstance(better, dict):
+            continue
+        ranked: dict[str, Any] = {"better": better}
+        for dotted in better:
+            node, parts = metrics, dotted.split(".")
+            for key in parts:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, (int, float)) and not isinstance(node, bool):
+                target = ranked
+                for key in parts[:-1]:
+                    target = target.setdefault(key, {})
+                target[parts[-1]] = node
+        info["eval"][f"{part}: {task}"] = ranked
+    nll = downstream["val"].get("bits_per_code")
+    if nll is not None:
+        info["eval"][f"{part}: validation"] = {"bits_per_code": nll, "better": {"bits_per_code": "lower"}}
 
 
 def _finish(run: PlannedRun, outcome: RunOutcome, state: ComparisonState, prefix: str, say) -> None:
@@ -345,7 +427,7 @@ def _run_parallel(todo, total, state, resume, runner, jobs, threads, say) -> Non
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         pending = {}
         for index, run in todo:
-            prefix = f"[{index}/{total}] {run.spec.arm}, seed {run.spec.seed}"
+            prefix = _prefix(index, total, run)
             spec = _prepare(run, state, resume, lambda m, p=prefix: say(f"{p}: {m}"))
             spec = RunSpec(**{**asdict(spec), "threads": threads})
             log_file = Path(spec.output_dir) / f"{run.run_name}.log"

@@ -352,6 +352,9 @@ def build_component(entry: RegisteredComponent, registry: Registry, cache_dir: s
     config_cls = entry.spec.config_cls
     config = contract_config(config_cls)
     context = default_context(entry, registry, cache_dir)
+    if entry.kind == "downstream":
+        context.train_data = code_dataset(config, registry, context)
+        context.train_captions = context.train_data.all_captions
     adjust = getattr(config_cls, "contract_context", None)
     if adjust is not None:
         context = adjust(context)
@@ -488,15 +491,34 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
             raise ContractError("the callback's hooks are wrong:\n" + "\n".join(problems))
 
 
-def _exercise_downstream(model: Any, context: BuildContext) -> None:
-    """One loss on random codes (with text states when a text encoder exists), its gradient, its groups."""
+def code_dataset(config: Any, registry: Registry, context: BuildContext) -> Any:
+    """Random codes of 8 ``shapes`` images, itemised as the model's config asks (``unit``,
+    ``annotations``): a downstream model meets the batches a real run gives it."""
     import torch
 
+    from lgvq_core.data.codes import CodeDataset
+
+    images = registry.build(
+        "dataset", {"type": "shapes", "image_size": IMAGE_SIZE, "num_train": 8, "num_val": 2}, "$.data", context
+    )
     frozen = context.frozen_tokenizer
-    codes = torch.randint(frozen.codebook_size, (2, *frozen.grid), generator=torch.Generator().manual_seed(0))
-    batch: dict[str, Any] = {"codes": codes, "caption": list(CAPTIONS[:2]), "index": [0, 1]}
+    generator = torch.Generator().manual_seed(0)
+    codes = {
+        "indices": torch.randint(frozen.codebook_size, (len(images), *frozen.grid), generator=generator),
+        "valid": torch.ones(len(images), dtype=torch.bool),
+    }
+    unit = getattr(config, "unit", None)
+    annotations = getattr(config, "annotations", None)
+    wanted = sorted(annotations()) if callable(annotations) else []
+    return CodeDataset(codes, images, [a for a in wanted if a == "segmentation"], unit() if callable(unit) else "image")
+
+
+def _exercise_downstream(model: Any, context: BuildContext) -> None:
+    """One loss on a real batch of random codes (with text states), its gradient, its groups."""
+    data = context.train_data
+    batch: dict[str, Any] = data.collate([data[(i, i)] for i in range(2)])
     if context.text_encoder is not None:
-        features = context.text_encoder.encode(list(CAPTIONS[:2]))
+        features = context.text_encoder.encode(list(batch.get("text", batch["caption"])))
         batch.update(text_states=features.token_states, text_pad=features.pad_mask)
     terms = model.training_loss(batch)
     if not isinstance(terms, dict) or "loss" not in terms:

@@ -40,13 +40,15 @@ class CaptionScores:
         from lgvq_tasks.language.evaluation import evaluate_captioning
 
         batches = validation_batches(model, CaptioningModel, self.name, self.config.batch_size)
-        return evaluate_captioning(
+        result = evaluate_captioning(
             model.downstream_run.model,
             batches,
             shuffled_control=self.config.shuffled_control,
             seed=self.config.seed,
             meteor=self.config.meteor,
         )
+        names = ("bleu4", "rouge_l", "cider_d", "meteor")
+        return {**result, "better": {name: "higher" for name in names}}
 
 
 class VQAScores:
@@ -60,9 +62,12 @@ class VQAScores:
         from lgvq_tasks.language.vqa import VQAModel
 
         batches = validation_batches(model, VQAModel, self.name, self.config.batch_size)
-        return evaluate_vqa(
+        result = evaluate_vqa(
             model.downstream_run.model, batches, shuffled_control=self.config.shuffled_control, seed=self.config.seed
         )
+        ranked = ["accuracy", *(f"wups@{t}" for t in model.downstream_run.model.config.wups_thresholds)]
+        ranked += [f"per_type.{kind}.{name}" for kind in result.get("per_type", {}) for name in ranked[:3]]
+        return {**result, "better": {name: "higher" for name in ranked}}
 
 
 class GroundingScores:
@@ -77,7 +82,8 @@ class GroundingScores:
 
         batches = validation_batches(model, GroundingModel, self.name, self.config.batch_size)
         out_dir.mkdir(parents=True, exist_ok=True)
-        return evaluate_grounding(model.downstream_run.model, batches, picture=out_dir / "grounding.png")
+        result = evaluate_grounding(model.downstream_run.model, batches, picture=out_dir / "grounding.png")
+        return {**result, "better": {"acc@0.5": "higher", "mean_iou": "higher"}}
 
 
 def build_caption_scores(config, context=None) -> CaptionScores:
