@@ -28,7 +28,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import attrs  # noqa: E402
 import torch  # noqa: E402
 
-from lgvq_core.alignment.guidance import build_guidance  # noqa: E402
+from lgvq_core.alignment.module import build_alignment_module  # noqa: E402
 from lgvq_core.context import BuildContext  # noqa: E402
 from lgvq_core.registry import get_registry  # noqa: E402
 
@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
         (name, registry.build("alignment_loss", {"type": name, "weight": weight}, "$.alignment", context), weight)
         for name, weight in WEIGHTS.items()
     ]
-    guidance = build_guidance(losses, code_vit_layers=2, code_vit_heads=1, context=context).to(device)
+    guidance = build_alignment_module(losses, code_vit_layers=2, code_vit_heads=1, context=context).to(device)
 
     captions = make_captions(max(64, 4 * args.batch_size))
     try:
-        from lgvq_core.text_cache import TextFeatureCache
+        from lgvq_core.text_feature_cache import TextFeatureCache
 
         cache = TextFeatureCache(encoder, mode="memory", device=device)
         cache.warm(captions)
@@ -138,11 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
         cache_name = "TextFeatureCache(memory)"
     except ImportError:
         table = {c: encoder.encode([c]) for c in captions}
-        from lgvq_core.text import TextFeatures
+        from lgvq_core.text_encoder import TextFeatures
 
         cached_text = lambda batch: TextFeatures.cat([table[c] for c in batch])  # noqa: E731
         cache_name = "precomputed dict"
-        notes.append("lgvq_core.text_cache missing; cached side = features precomputed in a dict")
+        notes.append("lgvq_core.text_feature_cache missing; cached side = features precomputed in a dict")
 
     base_optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, betas=(0.5, 0.9))
     lg_optimizer = torch.optim.Adam([*model.parameters(), *guidance.parameters()], lr=1e-5, betas=(0.5, 0.9))

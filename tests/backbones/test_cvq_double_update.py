@@ -63,7 +63,7 @@ def tiny_run(tokenizer: TinyCVQTokenizer) -> SimpleNamespace:
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     return SimpleNamespace(
         model=tokenizer,
-        guidance=None,
+        alignment=None,
         discriminator=discriminator,
         generator_module=GeneratorModule(tokenizer, None),
         discriminator_module=DiscriminatorModule(tokenizer, discriminator),

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from scipy.special import erf
 
 from lgvq_core.alignment.base import AlignmentInputs
-from lgvq_core.alignment.configs import MaskedTextConfig, MaskRatioConfig
+from lgvq_core.alignment.loss_configs import MaskedTextConfig, MaskRatioConfig
 from lgvq_core.alignment.masked_text import MaskedTextLoss, build_masked_text, label_smoothed_nll
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
 from lgvq_core.context import BuildContext
 from lgvq_core.testing.config import TinyTextConfig
 from lgvq_core.testing.doubles import TinyText
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -11,10 +11,10 @@ import torch
 from scipy.special import erf
 
 from lgvq_core.alignment.base import AlignmentInputs
-from lgvq_core.alignment.configs import RelationConfig
+from lgvq_core.alignment.loss_configs import RelationConfig
 from lgvq_core.alignment.relation import RelationLoss, build_relation
 from lgvq_core.context import BuildContext
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 
 # One caption: BOS w EOS PAD; W = D = 2; three image positions (grid 1x3).
 IDS = torch.tensor([[1, 7, 2, 0]])

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from lgvq_core.alignment.base import AlignmentInputs
-from lgvq_core.alignment.configs import SemanticNCEConfig
+from lgvq_core.alignment.loss_configs import SemanticNCEConfig
 from lgvq_core.alignment.semantic_nce import MAX_LOGIT_SCALE, SemanticNCELoss, gather_rows
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

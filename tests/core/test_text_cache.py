@@ -12,7 +12,7 @@ import torch
 
 from lgvq_core.testing.config import TinyTextConfig
 from lgvq_core.testing.doubles import TinyText
-from lgvq_core.text_cache import FORMAT_VERSION, TextFeatureCache, default_cache_dir, identity_folder_name
+from lgvq_core.text_feature_cache import FORMAT_VERSION, TextFeatureCache, default_cache_dir, identity_folder_name
 
 FIELDS = ("ids", "pad_mask", "word_mask", "token_states", "sentence")
 CAPTIONS = [f"a {color} {shape} on a {ground} ground" for color in ("red", "blue", "green") for shape in ("square", "circle") for ground in ("white", "black")]  # fmt: skip

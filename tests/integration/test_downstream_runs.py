@@ -87,7 +87,7 @@ def test_the_codes_are_encoded_once_and_reused_by_later_runs(tmp_path, tokenizer
 
 def test_flipped_codes_are_a_separate_cache_entry_with_both_views(tmp_path, tokenizer_run):
     from lgvq_core.code_cache import CodeCache
-    from lgvq_core.text_cache import cache_root
+    from lgvq_core.text_feature_cache import cache_root
 
     before = set(CodeCache(cache_root() / "codes").root.glob("*.safetensors"))
     train(

@@ -92,7 +92,7 @@ def test_run_writes_a_complete_run_directory(tmp_path):
     last = resolve_checkpoint(run_dir, "last")
     tensors = load_file(str(last / "model.safetensors"))
     assert any(k.startswith("tokenizer.") for k in tensors)
-    assert any(k.startswith("guidance.") for k in tensors)
+    assert any(k.startswith("alignment.") for k in tensors)
     # the frozen text encoder is never saved
     encoder_shapes = {(1024, 16)}  # tiny-text embedding table (vocab x width)
     assert not any(tuple(v.shape) in encoder_shapes for v in tensors.values())

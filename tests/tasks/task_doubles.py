@@ -80,10 +80,10 @@ def tiny_text() -> TinyText:
     return TinyText(TinyTextConfig(width=16, vocab_size=64, context_length=12))
 
 
-def trained_model(tokenizer: nn.Module, guidance=None, text_encoder=None, batch_size: int = 2) -> TrainedModel:
+def trained_model(tokenizer: nn.Module, alignment=None, text_encoder=None, batch_size: int = 2) -> TrainedModel:
     return TrainedModel(
         tokenizer=tokenizer,
-        guidance=guidance,
+        alignment=alignment,
         text_encoder=text_encoder,
         text_cache=None,
         device=torch.device("cpu"),

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from task_doubles import IdentityTokenizer, ListData, id_images, image_ids, trained_model
 from torch import nn
 
-from lgvq_core.alignment.configs import MaskedTextConfig
+from lgvq_core.alignment.loss_configs import MaskedTextConfig
 from lgvq_core.alignment.masked_text import MaskedTextLoss
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 from lgvq_tasks.config import MaskedWordsConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.masked_words import MaskedWordsTask, choose_masks, masked_predictions, visible_rows
@@ -111,10 +111,10 @@ def code_reading_model(captions: list[str], encoder, batch_size: int):
     ids = encoder.tokenize(captions)[0]
     length, width = ids.shape[1], encoder.width
     table = torch.cat([torch.zeros(len(captions), 1, width), encoder.token_embedding[ids]], dim=1)
-    guidance = nn.Module()
-    guidance.code_vit = CodeTableViT(table)
-    guidance.losses = nn.ModuleDict({"masked-text": CodeReadingHead(length, width)})
-    return trained_model(IdentityTokenizer(), guidance, encoder, batch_size=batch_size), ids
+    alignment = nn.Module()
+    alignment.code_vit = CodeTableViT(table)
+    alignment.losses = nn.ModuleDict({"masked-text": CodeReadingHead(length, width)})
+    return trained_model(IdentityTokenizer(), alignment, encoder, batch_size=batch_size), ids
 
 
 def test_recall_is_per_masked_token_with_the_image_and_drops_with_shuffled_images(text_encoder, tmp_path):

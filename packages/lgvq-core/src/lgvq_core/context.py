@@ -35,7 +35,7 @@ class BuildContext:
     skip_bad_items: bool = False
     #: Backbones: the quantizer built from ``[model.quantizer]``.
     quantizer: Any = None
-    #: Alignment losses and text-aware quantizers: the frozen :class:`lgvq_core.text.TextEncoder`.
+    #: Alignment losses and text-aware quantizers: the frozen :class:`lgvq_core.text_encoder.TextEncoder`.
     text_encoder: Any = None
     #: Alignment losses: channels ``D`` of ``quant`` (the backbone's ``code_dim``).
     code_dim: int | None = None

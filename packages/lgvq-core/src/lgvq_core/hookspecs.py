@@ -66,7 +66,7 @@ def lgvq_text_encoders() -> Iterable[ComponentSpec]:
     """Return the frozen text encoders this plugin provides.
 
     :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns a
-        :class:`lgvq_core.text.TextEncoder`. The runner freezes it and never checkpoints it.
+        :class:`lgvq_core.text_encoder.TextEncoder`. The runner freezes it and never checkpoints it.
     """
 
 
@@ -138,7 +138,7 @@ def lgvq_make_optimizers(run: RunContext) -> Any:
 
     :param run: the run context; ``run.generator_parameters`` (tokenizer + alignment heads) and
         ``run.discriminator_parameters`` hold the trainable parameters, ``run.model`` the tokenizer,
-        ``run.guidance`` the alignment module (or ``None``), ``run.config`` the validated run file.
+        ``run.alignment`` the alignment module (or ``None``), ``run.config`` the validated run file.
     :returns: a :class:`lgvq_core.runner.optim.Optimizers` (``generator`` and, when the backbone
         has a discriminator, ``discriminator``), or ``None`` to let the next implementation answer.
     """

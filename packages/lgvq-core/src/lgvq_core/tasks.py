@@ -18,14 +18,14 @@ from typing import Any
 class TrainedModel:
     """A trained tokenizer and what came with it, as loaded from a run directory.
 
-    ``tokenizer`` (eval mode), ``guidance`` (the alignment module with the code ViT and the
+    ``tokenizer`` (eval mode), ``alignment`` (the alignment module with the code ViT and the
     losses' heads, or ``None`` for a baseline run), ``text_encoder`` and ``text_cache`` (or
     ``None``), ``device``, ``config`` (the validated :class:`lgvq_core.config.RunFile`),
     ``run_dir`` and ``step`` (training step of the checkpoint).
     """
 
     tokenizer: Any
-    guidance: Any
+    alignment: Any
     text_encoder: Any
     text_cache: Any
     device: Any

@@ -51,8 +51,8 @@ def choose_masks(
     return masked, eligible
 
 
-def masked_text_head(guidance: Any) -> Any:
-    head = guidance.losses["masked-text"] if "masked-text" in guidance.losses else None
+def masked_text_head(alignment: Any) -> Any:
+    head = alignment.losses["masked-text"] if "masked-text" in alignment.losses else None
     if head is None:
         raise TaskError("masked-words: the alignment module has no masked-text head")
     return head
@@ -96,8 +96,8 @@ class MaskedWordsTask:
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:
         config = self.config
         require_text_encoder(model, self.name)
-        guidance, matcher = guidance_for(model, self.name, config.matcher, "masked-text", config.probe)
-        head = masked_text_head(guidance)
+        alignment, matcher = guidance_for(model, self.name, config.matcher, "masked-text", config.probe)
+        head = masked_text_head(alignment)
         encoder = model.text_encoder
         generator = torch.Generator().manual_seed(config.seed)
         counts = list(dict.fromkeys(config.mask_counts))
@@ -113,7 +113,7 @@ class MaskedWordsTask:
         carry = None
         for batch in split_batches(self.name, data, model, config):
             codes = encode_codes(model.tokenizer, batch.images)
-            vit = guidance.code_vit(codes.quant)  # b (1+n) w
+            vit = alignment.code_vit(codes.quant)  # b (1+n) w
             # the control: each image's captions meet the previous image's codes
             previous = vit[-1:] if carry is None else carry
             shuffled = torch.cat([previous, vit[:-1]])

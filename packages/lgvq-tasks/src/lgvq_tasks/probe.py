@@ -28,10 +28,10 @@ PROBE_LOSSES = ("semantic-nce", "masked-text")
 
 def model_has(model: Any, loss: str | None) -> bool:
     """Whether the run trained ``loss`` (``None``: any loss that uses the code ViT)."""
-    guidance = model.guidance
-    if guidance is None or getattr(guidance, "code_vit", None) is None:
+    alignment = model.alignment
+    if alignment is None or getattr(alignment, "code_vit", None) is None:
         return False
-    return loss is None or loss in guidance.losses
+    return loss is None or loss in alignment.losses
 
 
 def resolve_matcher(model: Any, task: str, choice: str, loss: str | None) -> str:
@@ -52,7 +52,7 @@ def guidance_for(model: Any, task: str, choice: str, loss: str | None, probe: Pr
     """The alignment module a task reads (eval mode) and which matcher it is."""
     matcher = resolve_matcher(model, task, choice, loss)
     if matcher == "model":
-        return model.guidance, matcher
+        return model.alignment, matcher
     key = f"probe{attrs.astuple(probe)}"
     if key not in model.extra:
         model.extra[key] = train_probe(model, probe, task)
@@ -85,7 +85,7 @@ def _code_vit_shape(model: Any, probe: ProbeConfig) -> tuple[int, int]:
 
 def build_probe(model: Any, probe: ProbeConfig, quant_shape: torch.Size) -> Any:
     """An untrained code ViT + semantic-nce + masked-text module for codes of ``quant_shape`` (b D h w)."""
-    from lgvq_core.alignment.guidance import build_guidance
+    from lgvq_core.alignment.module import build_alignment_module
 
     context = BuildContext(
         device=str(model.device),
@@ -103,7 +103,7 @@ def build_probe(model: Any, probe: ProbeConfig, quant_shape: torch.Size) -> Any:
         (name, registry.build("alignment_loss", tables[name], f"probe.{name}", context), 1.0) for name in PROBE_LOSSES
     ]
     layers, heads = _code_vit_shape(model, probe)
-    return build_guidance(losses, layers, heads, context).to(model.device)
+    return build_alignment_module(losses, layers, heads, context).to(model.device)
 
 
 def train_probe(model: Any, probe: ProbeConfig, task: str) -> Any:
@@ -121,7 +121,7 @@ def train_probe(model: Any, probe: ProbeConfig, task: str) -> Any:
     with torch.random.fork_rng(devices=devices), torch.enable_grad():
         torch.manual_seed(probe.seed)
         sampler = torch.Generator().manual_seed(probe.seed)
-        guidance = None
+        alignment = None
         optimizer = None
         progress = Progress(task, probe.steps, probe.progress_every, what="probe step")
         for step in range(1, probe.steps + 1):
@@ -132,17 +132,17 @@ def train_probe(model: Any, probe: ProbeConfig, task: str) -> Any:
                 continue
             codes = encode_codes(tokenizer, batch["image"].to(model.device))
             quant = codes.quant.detach()
-            if guidance is None:
-                guidance = build_probe(model, probe, quant.shape)
-                optimizer = torch.optim.Adam([p for p in guidance.parameters() if p.requires_grad], lr=probe.lr)
-                guidance.train()
+            if alignment is None:
+                alignment = build_probe(model, probe, quant.shape)
+                optimizer = torch.optim.Adam([p for p in alignment.parameters() if p.requires_grad], lr=probe.lr)
+                alignment.train()
             text = caption_features(model, batch["caption"])
-            terms = guidance(quant, text, tokenizer.quantizer.codebook.detach(), codes.indices, model.text_encoder)
+            terms = alignment(quant, text, tokenizer.quantizer.codebook.detach(), codes.indices, model.text_encoder)
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             progress.step(step, " ".join(f"{name} {float(value.detach()):.4f}" for name, value in terms.items()))
-    if guidance is None:
+    if alignment is None:
         raise TaskError(f"{task}: every probe batch was empty (all train items unreadable?)")
-    return guidance.eval()
+    return alignment.eval()

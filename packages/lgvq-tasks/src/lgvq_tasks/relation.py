@@ -76,7 +76,7 @@ class RelationTask:
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:
         config = self.config
         require_text_encoder(model, self.name)
-        guidance, matcher = guidance_for(model, self.name, config.matcher, None, config.probe)
+        alignment, matcher = guidance_for(model, self.name, config.matcher, None, config.probe)
         codebook = model.tokenizer.quantizer.codebook.detach().float()
         encoder = model.text_encoder
         squared_error = MeanMetric(**LOCAL_METRIC).to(model.device)
@@ -84,7 +84,7 @@ class RelationTask:
         drawn: list[Any] = []
         for batch in split_batches(self.name, data, model, config):
             codes = encode_codes(model.tokenizer, batch.images)
-            code_tokens = guidance.code_vit(codes.quant)[:, 1:]  # b n w
+            code_tokens = alignment.code_vit(codes.quant)[:, 1:]  # b n w
             indices = single_code_indices(codes.indices)
             text = caption_features(model, batch.caption)
             if config.word_features == "contextual":

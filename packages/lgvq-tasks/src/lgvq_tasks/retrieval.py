@@ -73,14 +73,14 @@ class RetrievalTask:
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:
         config = self.config
         require_text_encoder(model, self.name)
-        guidance, matcher = guidance_for(model, self.name, config.matcher, "semantic-nce", config.probe)
+        alignment, matcher = guidance_for(model, self.name, config.matcher, "semantic-nce", config.probe)
 
         embeddings: list[torch.Tensor] = []
         captions_per_image: list[list[str]] = []
         shown: list[tuple[Any, str]] = []
         for batch in split_batches(self.name, data, model, config):
             codes = encode_codes(model.tokenizer, batch.images)
-            embeddings.append(guidance.image_embedding(codes.quant).float().cpu())  # b e
+            embeddings.append(alignment.image_embedding(codes.quant).float().cpu())  # b e
             captions_per_image.extend(batch.captions)
             for image, caption in zip(batch.images, batch.caption, strict=True):
                 if len(shown) < config.report_images:

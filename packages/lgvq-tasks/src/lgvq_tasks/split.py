@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from lgvq_core.data.base import collate
 from lgvq_core.quantizers.base import QuantizerOutput
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 from lgvq_tasks.errors import TaskError
 
 #: Options of every metric a task creates. A task walks the whole split in the calling process

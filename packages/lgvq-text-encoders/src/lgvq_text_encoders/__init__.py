@@ -1,7 +1,7 @@
 """lgvq-text-encoders: the frozen text encoders that guide LG-VQ's codebook.
 
 Two components of kind ``text_encoder``, both returning
-:class:`lgvq_core.text.TextFeatures` at ``context_length`` tokens (LG-VQ: 30):
+:class:`lgvq_core.text_encoder.TextFeatures` at ``context_length`` tokens (LG-VQ: 30):
 
 ``open_clip``
     The text tower of any open_clip CLIP model, run in parts at L tokens (causal, CLIP BPE,
@@ -23,7 +23,7 @@ Two components of kind ``text_encoder``, both returning
         type = "minilm"
 
 Both are frozen and never checkpointed; their features are computed once per caption by
-:class:`lgvq_core.text_cache.TextFeatureCache` (``cache = "memory" | "disk" | "off"``), keyed by
+:class:`lgvq_core.text_feature_cache.TextFeatureCache` (``cache = "memory" | "disk" | "off"``), keyed by
 the encoder's ``identity`` (name, settings, L and a digest of the loaded weights).
 
 Importing this package does not import torch.

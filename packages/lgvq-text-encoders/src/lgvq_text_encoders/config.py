@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import attrs
 
 from lgvq_core.config.fields import non_negative, option
-from lgvq_core.text_config import TextEncoderConfig
+from lgvq_core.text_encoder_config import TextEncoderConfig
 
 #: Tokens every caption needs besides its words: the start and end markers.
 MIN_CONTEXT_LENGTH = 2

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lgvq_core.errors import ConfigError
-from lgvq_core.text import TextEncoder, word_ids_from_starts
+from lgvq_core.text_encoder import TextEncoder, word_ids_from_starts
 from lgvq_text_encoders.config import MIN_CONTEXT_LENGTH, OpenClipConfig
 from lgvq_text_encoders.identity import encoder_identity, weights_digest
 from lgvq_text_encoders.open_clip_weights import build_open_clip_model, check_supported, resolve
@@ -25,7 +25,7 @@ _WORD_END = "</w>"
 
 
 class OpenClipTextEncoder(TextEncoder):
-    """A frozen open_clip text tower returning :class:`~lgvq_core.text.TextFeatures` at L tokens."""
+    """A frozen open_clip text tower returning :class:`~lgvq_core.text_encoder.TextFeatures` at L tokens."""
 
     def __init__(self, config: OpenClipConfig) -> None:
         super().__init__()

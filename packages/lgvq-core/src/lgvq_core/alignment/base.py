@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 
 
 @dataclass
@@ -34,7 +34,7 @@ class AlignmentInputs:
 class AlignmentLoss(nn.Module):
     """One language-guided loss. ``forward`` returns a scalar; the runner applies ``weight``.
 
-    Trainable parameters join the generator optimizer. ``uses_code_vit`` tells the guidance
+    Trainable parameters join the generator optimizer. ``uses_code_vit`` tells the alignment
     module whether to run the shared code ViT.
     """
 

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
-from lgvq_core.alignment.configs import MaskedTextConfig
+from lgvq_core.alignment.loss_configs import MaskedTextConfig
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 
 #: Score given to masked-out keys with ``attend_padding = false`` (filled, not added, as the official
 #: decoder's ``masked_fill`` would, though its collapsed mask never selects a key).
@@ -221,7 +221,7 @@ class MaskedTextLoss(AlignmentLoss):
     def masked_loss(self, inputs: AlignmentInputs, masked: torch.Tensor) -> torch.Tensor:
         """Sum of per-token losses over masked non-padding tokens / (their count + 5e-6)."""
         if inputs.vit_tokens is None:
-            raise ValueError("masked-text needs the code ViT tokens; build it through build_guidance")
+            raise ValueError("masked-text needs the code ViT tokens; build it through build_alignment_module")
         text = inputs.text
         pad = text.pad_mask.bool()
         masked = masked & text.word_mask.bool()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lgvq_core.alignment.configs import MaskRatioConfig
+from lgvq_core.alignment.loss_configs import MaskRatioConfig
 
 
 def sample_mask_ratio(

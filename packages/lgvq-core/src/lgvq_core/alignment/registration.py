@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core.alignment.configs import MaskedTextConfig, RelationConfig, SemanticNCEConfig
+from lgvq_core.alignment.loss_configs import MaskedTextConfig, RelationConfig, SemanticNCEConfig
 from lgvq_core.specs import ComponentSpec
 
 ALIGNMENT_LOSSES: list = [

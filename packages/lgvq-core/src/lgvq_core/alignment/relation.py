@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
-from lgvq_core.alignment.configs import RelationConfig
+from lgvq_core.alignment.loss_configs import RelationConfig
 
 
 class CodeProjection(nn.Sequential):
@@ -55,7 +55,7 @@ class RelationLoss(AlignmentLoss):
     def forward(self, inputs: AlignmentInputs) -> torch.Tensor:
         config, text = self.config, inputs.text
         if inputs.vit_tokens is None:
-            raise ValueError("relation needs the code ViT tokens; build it through build_guidance")
+            raise ValueError("relation needs the code ViT tokens; build it through build_alignment_module")
         codes_vit = inputs.vit_tokens[:, 1:]  # b n w
         words = self._word_features(inputs).to(codes_vit.dtype)  # b l w
         valid = text.pad_mask if config.pairs == "all-non-pad" else text.word_mask

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
-from lgvq_core.alignment.configs import SemanticNCEConfig
+from lgvq_core.alignment.loss_configs import SemanticNCEConfig
 
 #: CLIP's cap on a learned logit scale (1 / tau <= 100).
 MAX_LOGIT_SCALE = 100.0
@@ -88,7 +88,7 @@ class SemanticNCELoss(AlignmentLoss):
 
 def _global_token(inputs: AlignmentInputs) -> torch.Tensor:
     if inputs.vit_tokens is None:
-        raise ValueError("semantic-nce needs the code ViT tokens; build it through build_guidance")
+        raise ValueError("semantic-nce needs the code ViT tokens; build it through build_alignment_module")
     return inputs.vit_tokens[:, 0]
 
 
@@ -115,5 +115,5 @@ def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def build_semantic_nce(config: SemanticNCEConfig, context) -> SemanticNCELoss:
-    """Factory of ``semantic-nce`` (the shared code ViT is built by the guidance module)."""
+    """Factory of ``semantic-nce`` (the shared code ViT is built by the alignment module)."""
     return SemanticNCELoss(config)

@@ -2,7 +2,7 @@
 
 Layout (``checkpoints/`` of a run directory)::
 
-    step-0000120-<id>/model.safetensors  tokenizer (``tokenizer.*``), alignment heads (``guidance.*``),
+    step-0000120-<id>/model.safetensors  tokenizer (``tokenizer.*``), alignment heads (``alignment.*``),
                                          discriminator (``discriminator.*``); never the text encoder
     step-0000120-<id>/state.pt           optimizers, scalers, step, data position, RNG states, callback
                                          state: plain tensors and containers (weights_only=True)

@@ -37,7 +37,7 @@ class Components:
     text_encoder: nn.Module | None
     text_cache: Any
     tokenizer: nn.Module
-    guidance: nn.Module | None
+    alignment: nn.Module | None
     discriminator: nn.Module | None
 
 
@@ -53,13 +53,13 @@ def build_components(config, device: torch.device, log=print) -> Components:
 
     text_encoder = text_cache = None
     if config.text_encoder is not None:
-        from lgvq_core.text_cache import TextFeatureCache
+        from lgvq_core.text_feature_cache import TextFeatureCache
 
         text_encoder = registry.build("text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**base))
         text_encoder = text_encoder.freeze().to(device)
         text_cache = TextFeatureCache.from_config(text_encoder, config.text_encoder.config, device=device)
 
-    from lgvq_core.text_cache import cache_root
+    from lgvq_core.text_feature_cache import cache_root
 
     context = BuildContext(
         image_size=image_size,
@@ -72,21 +72,23 @@ def build_components(config, device: torch.device, log=print) -> Components:
     quantizer = registry.build("quantizer", config.model.quantizer, "$.model.quantizer", context)
     context.quantizer = quantizer
     tokenizer = registry.build("backbone", config.model.backbone, "$.model.backbone", context)
-    guidance = _build_alignment(config, tokenizer, text_encoder, image_size, context, log) if config.alignment else None
+    alignment = (
+        _build_alignment(config, tokenizer, text_encoder, image_size, context, log) if config.alignment else None
+    )
     return Components(
         train_data=train_data,
         val_data=val_data,
         text_encoder=text_encoder,
         text_cache=text_cache,
         tokenizer=tokenizer,
-        guidance=guidance,
+        alignment=alignment,
         discriminator=tokenizer.make_discriminator(),
     )
 
 
 def _build_alignment(config, tokenizer, text_encoder, image_size, context: BuildContext, log) -> nn.Module:
     """The shared code ViT and every ``[[alignment]]`` loss, as one module."""
-    from lgvq_core.alignment.guidance import build_guidance
+    from lgvq_core.alignment.module import build_alignment_module
 
     registry = get_registry()
     if image_size is None:
@@ -103,7 +105,7 @@ def _build_alignment(config, tokenizer, text_encoder, image_size, context: Build
         message = warning(text_encoder) if callable(warning) and declared is None else None
         if message:  # configs that declare `causal` were already warned about by the check
             log(f"warning: $.alignment[{i}]: {message}")
-    return build_guidance(losses, config.code_vit.layers, config.code_vit.heads, context)
+    return build_alignment_module(losses, config.code_vit.layers, config.code_vit.heads, context)
 
 
 def _register_defaults(manager) -> None:
@@ -140,7 +142,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         return _finish(run)
     parts = build_components(config, device, log)
     tokenizer = parts.tokenizer.to(device)
-    guidance = parts.guidance.to(device) if parts.guidance is not None else None
+    alignment = parts.alignment.to(device) if parts.alignment is not None else None
     discriminator = parts.discriminator.to(device) if parts.discriminator is not None else None
     run = RunContext(
         config=config,
@@ -148,7 +150,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         dist=info,
         device=device,
         model=tokenizer,
-        guidance=guidance,
+        alignment=alignment,
         discriminator=discriminator,
         text_encoder=parts.text_encoder,
         text_cache=parts.text_cache,
@@ -157,7 +159,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         lr=optim_module.effective_lr(config.train, info.world_size),
         overrides=list(overrides or []),
     )
-    for module in (tokenizer, guidance):
+    for module in (tokenizer, alignment):
         if module is not None:
             run.generator_parameters += [p for p in module.parameters() if p.requires_grad]
     if discriminator is not None:
@@ -167,11 +169,11 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         run.last_output_stats = {k: v.detach() for k, v in output.stats.items()}
         run.plugin_manager.hook.lgvq_after_quantize(run=run, output=output)
 
-    generator = GeneratorModule(tokenizer, guidance, run.text_encoder, on_quantize)
+    generator = GeneratorModule(tokenizer, alignment, run.text_encoder, on_quantize)
     disc_module = DiscriminatorModule(tokenizer, discriminator) if discriminator is not None else None
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
-        generator = DistributedDataParallel(generator, device_ids=ids, find_unused_parameters=guidance is not None)
+        generator = DistributedDataParallel(generator, device_ids=ids, find_unused_parameters=alignment is not None)
         if disc_module is not None:
             disc_module = DistributedDataParallel(disc_module, device_ids=ids)
     run.generator_module = generator

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from lgvq_core.config.schema import DownstreamRunFile, RunFile
     from lgvq_core.downstream import FrozenTokenizer
     from lgvq_core.runner.optim import Optimizers
-    from lgvq_core.text_cache import TextFeatureCache
+    from lgvq_core.text_feature_cache import TextFeatureCache
 
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,7 +52,7 @@ class RunContext:
     dist: DistInfo
     device: torch.device
     model: nn.Module
-    guidance: nn.Module | None
+    alignment: nn.Module | None
     discriminator: nn.Module | None
     text_encoder: nn.Module | None
     text_cache: TextFeatureCache | None
@@ -96,7 +96,7 @@ class RunContext:
         """What a checkpoint holds, by weight prefix (never the text encoder, never a frozen tokenizer)."""
         if self.kind == "downstream":
             return {"downstream": self.model}
-        return {"tokenizer": self.model, "guidance": self.guidance, "discriminator": self.discriminator}
+        return {"tokenizer": self.model, "alignment": self.alignment, "discriminator": self.discriminator}
 
     @property
     def rank(self) -> int:

@@ -73,7 +73,7 @@ def load_frozen_tokenizer(config, device: torch.device, log) -> tuple[Any, dict[
 def cached_codes(run_config, trained, identity, dataset, split: str, device, info, log) -> dict[str, torch.Tensor]:
     """The split's code indices from the cache, encoding them once (rank 0; the others wait)."""
     from lgvq_core.code_cache import CodeCache, cache_key, encode_split
-    from lgvq_core.text_cache import cache_root
+    from lgvq_core.text_feature_cache import cache_root
 
     data_table = {"type": run_config.data.type, **unstructure(run_config.data.config)}
     key = cache_key(identity["sha256"], data_table, split, run_config.codes.flip)
@@ -125,7 +125,7 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
     )
     text_encoder, text_cache = trained.text_encoder, trained.text_cache
     if config.text_encoder is not None and trained.config.text_encoder != config.text_encoder:
-        from lgvq_core.text_cache import TextFeatureCache
+        from lgvq_core.text_feature_cache import TextFeatureCache
 
         text_encoder = registry.build("text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**base))
         text_encoder = text_encoder.freeze().to(device)
@@ -145,7 +145,7 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
         dist=info,
         device=device,
         model=model,
-        guidance=None,
+        alignment=None,
         discriminator=None,
         text_encoder=text_encoder,
         text_cache=text_cache,

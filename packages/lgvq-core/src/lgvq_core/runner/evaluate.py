@@ -49,13 +49,13 @@ def load_trained(
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
     tokenizer = parts.tokenizer
     ckpt.load_module(tokenizer, tensors, "tokenizer", path)
-    guidance = parts.guidance
-    if guidance is not None:
-        ckpt.load_module(guidance, tensors, "guidance", path)
-        guidance = guidance.to(torch_device).eval()
+    alignment = parts.alignment
+    if alignment is not None:
+        ckpt.load_module(alignment, tensors, "alignment", path)
+        alignment = alignment.to(torch_device).eval()
     model = TrainedModel(
         tokenizer=tokenizer.to(torch_device).eval(),
-        guidance=guidance,
+        alignment=alignment,
         text_encoder=parts.text_encoder,
         text_cache=parts.text_cache,
         device=torch_device,
@@ -159,7 +159,7 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
         if run.kind == "downstream"
         else TrainedModel(
             tokenizer=run.model.eval(),
-            guidance=run.guidance.eval() if run.guidance is not None else None,
+            alignment=run.alignment.eval() if run.alignment is not None else None,
             text_encoder=run.text_encoder,
             text_cache=run.text_cache,
             device=run.device,
@@ -183,7 +183,7 @@ def downstream_model(run) -> TrainedModel:
     run.model.eval()
     return TrainedModel(
         tokenizer=run.tokenizer,
-        guidance=None,
+        alignment=None,
         text_encoder=run.text_encoder,
         text_cache=run.text_cache,
         device=run.device,

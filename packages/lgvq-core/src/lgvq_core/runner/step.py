@@ -23,7 +23,7 @@ from torch import nn
 
 from lgvq_core.errors import NonFiniteLossError
 from lgvq_core.plugins import hookimpl
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
 
 
@@ -42,13 +42,13 @@ class GeneratorModule(nn.Module):
     def __init__(
         self,
         tokenizer: Tokenizer,
-        guidance: nn.Module | None,
+        alignment: nn.Module | None,
         text_encoder: nn.Module | None = None,
         on_quantize: Callable[[TokenizerOutput], None] | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        self.guidance = guidance
+        self.alignment = alignment
         # The frozen encoder is used (masked-contextual input) but never registered: it must not
         # be in the optimizer, in DDP's buckets or in a checkpoint.
         self.__dict__["text_encoder"] = text_encoder
@@ -66,11 +66,11 @@ class GeneratorModule(nn.Module):
             self.on_quantize(output)
         terms = dict(self.tokenizer.generator_loss(images, output, step, discriminator))
         total = terms.pop("total")
-        if self.guidance is not None and text is not None:
-            lg_terms = self.guidance(
+        if self.alignment is not None and text is not None:
+            lg_terms = self.alignment(
                 output.quant, text, self.tokenizer.quantizer.codebook, output.indices, self.text_encoder
             )
-            total = total + self.guidance.weighted_sum(lg_terms)
+            total = total + self.alignment.weighted_sum(lg_terms)
             terms.update({term_key(name): value for name, value in lg_terms.items()})
         terms["loss"] = total
         return terms, output.recon
@@ -163,7 +163,7 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
     for i, batch in enumerate(micro_batches):
         last = i == count - 1
         images = batch["image"]
-        text = run.text_features(batch["caption"]) if run.guidance is not None else None
+        text = run.text_features(batch["caption"]) if run.alignment is not None else None
         with no_sync(run.generator_module, not last), frozen(run.discriminator):
             with run.autocast():
                 terms, recon = run.generator_module(images, text, run.step, run.discriminator)

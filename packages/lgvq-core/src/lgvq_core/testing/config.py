@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from lgvq_core.config.fields import non_negative, option, positive
-from lgvq_core.text_config import TextEncoderConfig
+from lgvq_core.text_encoder_config import TextEncoderConfig
 
 
 @attrs.define

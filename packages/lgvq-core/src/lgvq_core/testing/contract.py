@@ -412,7 +412,7 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
         if not any(p.grad is not None for p in component.parameters() if p.requires_grad):
             raise ContractError("generator_loss()['total'] gives no gradient to any parameter")
     elif kind == "text_encoder":
-        from lgvq_core.text import TextEncoder
+        from lgvq_core.text_encoder import TextEncoder
 
         _expect_type(component, TextEncoder)
         features = component.encode(list(CAPTIONS[:2]))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq_core.testing.config import TinyAutoencoderConfig, TinyTextConfig
-from lgvq_core.text import TextEncoder
+from lgvq_core.text_encoder import TextEncoder
 from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
 
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")

@@ -1,4 +1,4 @@
-"""The guidance module (shared code ViT + losses), gradient ownership, registry and configs."""
+"""The alignment module (shared code ViT + losses), gradient ownership, registry and configs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from lgvq_core.alignment.base import AlignmentLoss
-from lgvq_core.alignment.configs import MaskedTextConfig, MaskRatioConfig, RelationConfig, SemanticNCEConfig
-from lgvq_core.alignment.guidance import LanguageGuidance, build_guidance
+from lgvq_core.alignment.loss_configs import MaskedTextConfig, MaskRatioConfig, RelationConfig, SemanticNCEConfig
+from lgvq_core.alignment.module import AlignmentModule, build_alignment_module
 from lgvq_core.cli import main as lgvq_main
 from lgvq_core.config.describe import schema_rows, unstructure
 from lgvq_core.config.fields import field_doc
@@ -70,46 +70,46 @@ def quantize(quantizer: nn.Module, z: torch.Tensor):
     return out.quant, out.indices, out.loss
 
 
-def make_guidance(encoder, names=NAMES, options=None, code_dim=8, grid=(2, 2)) -> LanguageGuidance:
+def make_guidance(encoder, names=NAMES, options=None, code_dim=8, grid=(2, 2)) -> AlignmentModule:
     context = BuildContext(text_encoder=encoder, code_dim=code_dim, latent_size=grid)
     options = options or {}
     losses = [
         (name, build("alignment_loss", {"type": name, **options.get(name, {})}, context=context), 0.1) for name in names
     ]
-    return build_guidance(losses, code_vit_layers=2, code_vit_heads=1, context=context)
+    return build_alignment_module(losses, code_vit_layers=2, code_vit_heads=1, context=context)
 
 
-def _step(guidance, encoder, quantizer, image_encoder, captions=CAPTIONS):
+def _step(alignment, encoder, quantizer, image_encoder, captions=CAPTIONS):
     torch.manual_seed(1)
     z = image_encoder(torch.randn(len(captions), 3, 4, 4))  # b d 2 2
     quant, indices, _ = quantize(quantizer, z)
     text = encoder.encode(captions)
-    terms = guidance(quant, text, quantizer.codebook, indices, encoder)
-    guidance.weighted_sum(terms).backward()
+    terms = alignment(quant, text, quantizer.codebook, indices, encoder)
+    alignment.weighted_sum(terms).backward()
     return terms
 
 
 def test_official_losses_train_the_encoder_and_guidance_but_never_the_codebook_or_text_encoder():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    guidance = make_guidance(encoder)
+    alignment = make_guidance(encoder)
     quantizer = make_quantizer(16, 8)
     image_encoder = nn.Conv2d(3, 8, 2, stride=2)
-    terms = _step(guidance, encoder, quantizer, image_encoder)
+    terms = _step(alignment, encoder, quantizer, image_encoder)
     assert set(terms) == set(NAMES) and all(torch.isfinite(t) for t in terms.values())
     assert image_encoder.weight.grad is not None and image_encoder.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in quantizer.parameters())
     assert all(p.grad is None for p in encoder.parameters())
-    for name, parameter in guidance.named_parameters():
+    for name, parameter in alignment.named_parameters():
         assert parameter.grad is not None, f"{name} is not in the graph (DDP would fail)"
 
 
 def test_relation_with_codebook_source_trains_the_codebook():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    guidance = make_guidance(encoder, names=("relation",), options={"relation": {"code_source": "codebook"}})
+    alignment = make_guidance(encoder, names=("relation",), options={"relation": {"code_source": "codebook"}})
     quantizer = make_quantizer(16, 8)
-    _step(guidance, encoder, quantizer, nn.Conv2d(3, 8, 2, stride=2))
+    _step(alignment, encoder, quantizer, nn.Conv2d(3, 8, 2, stride=2))
     assert quantizer.codebook.grad is not None and quantizer.codebook.grad.abs().sum() > 0
 
 
@@ -117,29 +117,29 @@ def test_a_batch_without_masked_tokens_gives_zero_masked_text_loss_and_zero_grad
     torch.manual_seed(0)
     encoder = tiny_encoder()
     ratio = {"mean": 0.0, "std": 0.1, "min": 0.0, "max": 0.0}
-    guidance = make_guidance(encoder, names=("masked-text",), options={"masked-text": {"mask_ratio": ratio}})
+    alignment = make_guidance(encoder, names=("masked-text",), options={"masked-text": {"mask_ratio": ratio}})
     image_encoder = nn.Conv2d(3, 8, 2, stride=2)
-    terms = _step(guidance, encoder, make_quantizer(16, 8), image_encoder)
+    terms = _step(alignment, encoder, make_quantizer(16, 8), image_encoder)
     assert terms["masked-text"].item() == 0.0
-    for name, parameter in guidance.named_parameters():
+    for name, parameter in alignment.named_parameters():
         assert parameter.grad is not None, name
         assert parameter.grad.abs().sum() == 0, name
     assert image_encoder.weight.grad is not None and image_encoder.weight.grad.abs().sum() == 0
 
 
 def test_weighted_sum_uses_each_losss_weight():
-    guidance = make_guidance(tiny_encoder())
-    guidance.weights = {"semantic-nce": 0.001, "masked-text": 0.01, "relation": 0.0001}
+    alignment = make_guidance(tiny_encoder())
+    alignment.weights = {"semantic-nce": 0.001, "masked-text": 0.01, "relation": 0.0001}
     terms = {"semantic-nce": torch.tensor(2.0), "masked-text": torch.tensor(3.0), "relation": torch.tensor(5.0)}
-    assert guidance.weighted_sum(terms).item() == pytest.approx(0.002 + 0.03 + 0.0005)
+    assert alignment.weighted_sum(terms).item() == pytest.approx(0.002 + 0.03 + 0.0005)
 
 
 def test_one_code_vit_is_shared_and_built_from_the_context():
     encoder = tiny_encoder()
-    guidance = make_guidance(encoder, code_dim=8, grid=(2, 3))
-    vits = [m for m in guidance.modules() if type(m).__name__ == "CodeViT"]
+    alignment = make_guidance(encoder, code_dim=8, grid=(2, 3))
+    vits = [m for m in alignment.modules() if type(m).__name__ == "CodeViT"]
     assert len(vits) == 1 and vits[0].positional_embedding.shape == (7, 8) and vits[0].proj.shape == (8, 16)
-    assert guidance.image_embedding(torch.randn(2, 8, 2, 3)).shape == (2, 16)
+    assert alignment.image_embedding(torch.randn(2, 8, 2, 3)).shape == (2, 16)
 
 
 class _TextOnly(AlignmentLoss):
@@ -151,10 +151,10 @@ class _TextOnly(AlignmentLoss):
 
 
 def test_no_code_vit_is_built_when_no_loss_uses_it():
-    guidance = build_guidance([("text-only", _TextOnly(), 1.0)], 2, 1, BuildContext())
-    assert guidance.code_vit is None and list(guidance.parameters()) == []
+    alignment = build_alignment_module([("text-only", _TextOnly(), 1.0)], 2, 1, BuildContext())
+    assert alignment.code_vit is None and list(alignment.parameters()) == []
     encoder = tiny_encoder()
-    terms = guidance(torch.zeros(2, 8, 2, 2), encoder.encode(CAPTIONS[:2]), torch.zeros(4, 8), None, encoder)
+    terms = alignment(torch.zeros(2, 8, 2, 2), encoder.encode(CAPTIONS[:2]), torch.zeros(4, 8), None, encoder)
     assert terms["text-only"].item() == 0.0
 
 
@@ -162,7 +162,7 @@ def test_the_code_vit_needs_the_grid_and_code_dim():
     context = BuildContext(text_encoder=tiny_encoder(), code_dim=8)
     loss = build("alignment_loss", {"type": "semantic-nce"}, context=context)
     with pytest.raises(ValueError, match="latent_size=None"):
-        build_guidance([("semantic-nce", loss, 0.1)], 2, 1, context)
+        build_alignment_module([("semantic-nce", loss, 0.1)], 2, 1, context)
 
 
 def test_leak_warnings_come_from_the_official_masked_text_input():
@@ -176,7 +176,7 @@ def test_leak_warnings_come_from_the_official_masked_text_input():
 def test_masked_contextual_runs_one_frozen_text_pass_per_step():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    guidance = make_guidance(
+    alignment = make_guidance(
         encoder, names=("masked-text",), options={"masked-text": {"text_input": "masked-contextual"}}
     )
     calls = []
@@ -185,7 +185,7 @@ def test_masked_contextual_runs_one_frozen_text_pass_per_step():
     text = encoder.encode(CAPTIONS)
     calls.clear()
     z = torch.randn(4, 8, 2, 2, requires_grad=True)
-    guidance(z, text, torch.zeros(4, 8), torch.zeros(4, 2, 2, dtype=torch.long), encoder)["masked-text"].backward()
+    alignment(z, text, torch.zeros(4, 8), torch.zeros(4, 2, 2, dtype=torch.long), encoder)["masked-text"].backward()
     assert len(calls) == 1 and z.grad is not None
 
 
@@ -317,21 +317,21 @@ def test_guidance_on_cuda_matches_cpu_and_runs_under_bf16_autocast():
     torch.manual_seed(0)
     encoder = tiny_encoder()
     every_word = {"mask_ratio": {"mean": 1.0, "std": 0.1, "min": 1.0, "max": 1.0}, "dropout": 0.0}
-    guidance = make_guidance(encoder, options={"masked-text": every_word})
+    alignment = make_guidance(encoder, options={"masked-text": every_word})
     quant = torch.randn(4, 8, 2, 2)
     codebook, indices = torch.randn(16, 8), torch.randint(0, 16, (4, 2, 2))
     text = encoder.encode(CAPTIONS)
-    expected = guidance(quant, text, codebook, indices, encoder)
+    expected = alignment(quant, text, codebook, indices, encoder)
 
-    guidance, encoder = guidance.cuda(), encoder.cuda()
+    alignment, encoder = alignment.cuda(), encoder.cuda()
     quant_cuda = quant.cuda().requires_grad_(True)
     args = (text.to("cuda"), codebook.cuda(), indices.cuda(), encoder)
-    terms = guidance(quant_cuda, *args)
+    terms = alignment(quant_cuda, *args)
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
-    guidance.weighted_sum(terms).backward()
+    alignment.weighted_sum(terms).backward()
     assert quant_cuda.grad.abs().sum() > 0
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        terms = guidance(quant_cuda, *args)
+        terms = alignment(quant_cuda, *args)
     assert all(torch.isfinite(v) for v in terms.values())
-    guidance.weighted_sum(terms).backward()
+    alignment.weighted_sum(terms).backward()

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import attrs
 
-from lgvq_core.alignment.config import AlignmentLossConfig
+from lgvq_core.alignment.base_config import AlignmentLossConfig
 from lgvq_core.config.fields import non_negative, option, positive, probability
 from lgvq_core.config.problems import Problem
 

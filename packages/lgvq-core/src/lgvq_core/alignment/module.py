@@ -1,6 +1,6 @@
-"""The language-guidance module: the shared code ViT plus the configured alignment losses.
+"""The alignment module: the shared code ViT plus the configured alignment losses.
 
-The runner builds one :class:`LanguageGuidance` from the run file's ``[[alignment]]`` tables and
+The runner builds one :class:`AlignmentModule` from the run file's ``[[alignment]]`` tables and
 ``[code_vit]`` section, calls it once per generator step and adds :meth:`weighted_sum` of its terms
 to the generator loss. Its parameters join the generator optimizer; the text encoder is not part of it.
 """
@@ -15,10 +15,10 @@ from torch import nn
 
 from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
 from lgvq_core.alignment.code_vit import CodeViT
-from lgvq_core.text import TextFeatures
+from lgvq_core.text_encoder import TextFeatures
 
 
-class LanguageGuidance(nn.Module):
+class AlignmentModule(nn.Module):
     """Named alignment losses with their weights, and the code ViT they share (if any uses it)."""
 
     def __init__(
@@ -88,13 +88,13 @@ class LanguageGuidance(nn.Module):
         return found
 
 
-def build_guidance(
+def build_alignment_module(
     losses: list[tuple[str, AlignmentLoss, float]],
     code_vit_layers: int,
     code_vit_heads: int,
     context: Any,
-) -> LanguageGuidance:
-    """Assemble the guidance module from built losses ``(name, loss, weight)``.
+) -> AlignmentModule:
+    """Assemble the alignment module from built losses ``(name, loss, weight)``.
 
     The code ViT is built only when a loss uses it, from ``context.code_dim`` (D),
     ``context.latent_size`` (grid) and ``context.text_encoder`` (W and E).
@@ -122,8 +122,8 @@ def build_guidance(
             layers=code_vit_layers,
             heads=code_vit_heads,
         )
-    guidance = LanguageGuidance(
+    alignment = AlignmentModule(
         {name: loss for name, loss, _ in losses}, {name: weight for name, _, weight in losses}, code_vit
     )
     device = getattr(context, "device", None)
-    return guidance.to(device) if device else guidance
+    return alignment.to(device) if device else alignment

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 
 from lgvq_core.atomic import write_bytes_atomic
-from lgvq_core.text import TextEncoder, TextFeatures
+from lgvq_core.text_encoder import TextEncoder, TextFeatures
 
 #: Version of the disk format; part of the folder name, so a new format never reads old shards.
 FORMAT_VERSION = 1
@@ -115,7 +115,7 @@ class TextFeatureCache:
 
     @classmethod
     def from_config(cls, encoder: TextEncoder, config, device: str | torch.device | None = None) -> TextFeatureCache:
-        """A cache set up by a :class:`~lgvq_core.text_config.TextEncoderConfig`'s cache keys."""
+        """A cache set up by a :class:`~lgvq_core.text_encoder_config.TextEncoderConfig`'s cache keys."""
         return cls(
             encoder,
             mode=config.cache,
