@@ -15,6 +15,7 @@ SHOWN_TERMS = (
     "masked_text_loss",
     "relation_loss",
     "d_total",
+    "bits_per_code",
 )
 
 
