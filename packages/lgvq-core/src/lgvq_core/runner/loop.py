@@ -236,6 +236,7 @@ def train(
         result = run_loop(run, metrics_writer)
         if run.skipped_items:
             report_skipped(run)
+        distr.barrier(run.dist)  # the ranks leave the process group together, not while one still sends
         if run.is_main and config.tasks and result.stop_reason in EVALUATED_STOPS:
             from lgvq_core.runner.evaluate import evaluate_in_process
 
