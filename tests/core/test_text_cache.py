@@ -248,3 +248,33 @@ def test_two_processes_writing_one_cache_directory_lose_nothing(tmp_path):
     assert len(shards(reader.folder)) == 16
     assert reader.encoded == 0 and encoder.batches == []
     assert_features_equal(features, RecordingText(tiny_config()).encode(CAPTIONS), FRESH)
+
+
+def test_ranks_sharing_a_disk_cache_split_the_warm_up_and_each_caption_is_encoded_once(tmp_path):
+    encoders = [RecordingText(tiny_config()), RecordingText(tiny_config())]
+    caches = [TextFeatureCache(e, mode="disk", directory=tmp_path, batch_size=2) for e in encoders]
+    done: list[int] = []
+
+    def rank_one_writes_before_the_barrier_lets_rank_zero_go() -> None:
+        done.append(caches[1].warm_shared(CAPTIONS, rank=1, world_size=2, wait=lambda: None))
+
+    done.insert(
+        0,
+        caches[0].warm_shared(
+            CAPTIONS, rank=0, world_size=2, wait=rank_one_writes_before_the_barrier_lets_rank_zero_go
+        ),
+    )
+    assert done == [6, 6]
+    assert encoders[0].encoded_captions == CAPTIONS[0::2] and encoders[1].encoded_captions == CAPTIONS[1::2]
+    expected = RecordingText(tiny_config()).encode(CAPTIONS)
+    for cache in caches:  # every rank serves every caption, the other rank's from its shards
+        assert_features_equal(cache.get(CAPTIONS), expected, atol=FRESH)
+        assert cache.encoded == 6
+    assert encoders[0].encoded_captions == CAPTIONS[0::2]
+
+
+def test_a_memory_cache_cannot_share_so_every_rank_warms_everything(encoder):
+    cache = TextFeatureCache(encoder, mode="memory", batch_size=4)
+    waited: list[bool] = []
+    assert cache.warm_shared(CAPTIONS, rank=1, world_size=2, wait=lambda: waited.append(True)) == len(CAPTIONS)
+    assert waited == [True] and sorted(encoder.encoded_captions) == sorted(CAPTIONS)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -278,43 +279,85 @@ def test_skip_bad_items_reports_what_was_skipped(tmp_path):
     assert "3.png" in strict.stderr
 
 
+TORCHRUN_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(*launcher: str, run_file: Path, cwd: Path) -> subprocess.Popen:
+    """``torchrun LAUNCHER... -m lgvq_core.cli run RUN_FILE`` in the background."""
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "lgvq_core.cli", "run", str(run_file)]
+    env = {**os.environ, **TORCHRUN_ENV}
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 600) -> str:
+    """Wait for a launched process; its stderr tail when it failed, ``""`` when it succeeded."""
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        return f"timed out after {timeout} s\n{err[-4000:]}"
+    return "" if process.returncode == 0 else f"exit {process.returncode}\n{err[-4000:]}"
+
+
+def _assert_same_training(tmp_path: Path, single: str, other: str) -> None:
+    """Same per-step losses and final weights in two runs (every rank's loss is averaged in the records)."""
+    (single_dir,) = run_dirs(tmp_path, single)
+    (other_dir,) = run_dirs(tmp_path, other)  # rank 0 alone wrote the run directory
+    a, b = train_records(single_dir), train_records(other_dir)
+    for step in (1, 2, 3, 4):
+        assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-4, abs=1e-6)
+    wa = load_file(str(resolve_checkpoint(single_dir, "last") / "model.safetensors"))
+    wb = load_file(str(resolve_checkpoint(other_dir, "last") / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_a_single_process_run(tmp_path):
     single = tiny_run_file(tmp_path, name="single", alignment=False, max_steps=4, batch_size=8, val_every=4)
     ddp = tiny_run_file(tmp_path, name="ddp", alignment=False, max_steps=4, batch_size=4, val_every=4)
     out = _cli("run", str(single), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    torchrun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "lgvq_core.cli",
-            "run",
-            str(ddp),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert torchrun.returncode == 0, torchrun.stderr[-4000:]
-    (single_dir,) = run_dirs(tmp_path, "single")
-    (ddp_dir,) = run_dirs(tmp_path, "ddp")  # rank 0 alone wrote the run directory
-    a, b = train_records(single_dir), train_records(ddp_dir)
-    for step in (1, 2, 3, 4):
-        assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-4, abs=1e-6)
-    wa = load_file(str(resolve_checkpoint(single_dir, "last") / "model.safetensors"))
-    wb = load_file(str(resolve_checkpoint(ddp_dir, "last") / "model.safetensors"))
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
+    failure = _finish(_torchrun("--standalone", "--nproc_per_node", "2", run_file=ddp, cwd=tmp_path))
+    assert not failure, failure
+    _assert_same_training(tmp_path, "single", "ddp")
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_over_c10d_rendezvous_match_a_single_process_run(tmp_path):
+    """The README's many-machines command, as 2 "nodes" x 1 process on loopback with gloo."""
+    single = tiny_run_file(tmp_path, name="single", alignment=False, max_steps=4, batch_size=8, val_every=4)
+    nodes = tiny_run_file(tmp_path, name="nodes", alignment=False, max_steps=4, batch_size=4, val_every=4)
+    out = _cli("run", str(single), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    port = _free_loopback_port()
+    launched = [
+        _torchrun(
+            "--nnodes", "2",
+            "--nproc_per_node", "1",
+            "--node_rank", str(node),
+            "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"127.0.0.1:{port}",
+            "--rdzv-id", "lgvq-test",
+            "--local-addr", "127.0.0.1",
+            run_file=nodes,
+            cwd=tmp_path,
+        )
+        for node in (0, 1)
+    ]  # fmt: skip
+    failures = [_finish(process, timeout=240) for process in launched]
+    if any("EADDRINUSE" in f or "address already in use" in f.lower() or "Cannot assign" in f for f in failures):
+        pytest.skip(f"torchrun's c10d rendezvous cannot bind 127.0.0.1:{port} here: {failures}")
+    assert not any(failures), "\n".join(failures)
+    _assert_same_training(tmp_path, "single", "nodes")
 
 
 def test_extending_a_finished_run_is_exact_with_lg_losses_a_discriminator_vq_ema_and_validation_at_the_leg_end(

@@ -158,6 +158,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return sample_from_cli(args)
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    from lgvq_core.data.shard_writer import shards_from_cli
+
+    return shards_from_cli(args)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lgvq_core.runner.evaluate import eval_from_cli
 
@@ -227,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         "always kept)",
     )
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("shards", help="write a run file's dataset as WebDataset-style tar shards (tar-shards)")
+    p.add_argument("file", help="run file whose [data] to write")
+    p.add_argument("out", help="folder to write train/shard-*.tar and val/shard-*.tar into")
+    p.add_argument("--samples-per-shard", type=int, default=1000, metavar="N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_shards)
 
     p = sub.add_parser("check", help="validate a run file; report every problem; run nothing")
     p.add_argument("file")

@@ -5,6 +5,10 @@ A task spec's factory returns an object with ``name`` and
 metrics (numbers, or nested dicts of numbers) is written to ``eval/<task>.json`` and shown in a table.
 An optional ``"better": {"key.path": "higher" | "lower"}`` entry tells ``lgvq compare`` which way
 each number is better (see :mod:`lgvq_core.runner.compare`).
+
+Under ``torchrun``, ``lgvq eval`` shards the split of a task whose class sets ``shards_split = True``:
+each rank walks ``model.shard``'s slice and the task's torchmetrics metrics sync on ``compute``, so
+every rank gets the numbers of the whole split. Other tasks run on rank 0 alone.
 """
 
 from __future__ import annotations
@@ -12,6 +16,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class EvalShard:
+    """The part of an evaluation split one process walks: contiguous slice ``rank`` of ``count``.
+
+    Contiguous (not strided) so that rank 0 holds the split's first items, the ones a task shows
+    in its pictures, and the pictures match a single-process evaluation.
+    """
+
+    rank: int = 0
+    count: int = 1
+
+    @property
+    def sharded(self) -> bool:
+        return self.count > 1
+
+    def indices(self, total: int) -> range:
+        """This rank's item indices among ``range(total)``; sizes differ by at most one."""
+        per_rank, extra = divmod(total, self.count)
+        start = self.rank * per_rank + min(self.rank, extra)
+        return range(start, start + per_rank + (1 if self.rank < extra else 0))
 
 
 @dataclass
@@ -37,3 +63,5 @@ class TrainedModel:
     #: A downstream run (its :class:`~lgvq_core.runner.context.RunContext`, model in eval mode) when
     #: the evaluated run trained a model on frozen codes; ``tokenizer`` is then its frozen tokenizer.
     downstream_run: Any = None
+    #: The slice of the split this process evaluates (all of it outside ``torchrun``).
+    shard: EvalShard = field(default_factory=EvalShard)

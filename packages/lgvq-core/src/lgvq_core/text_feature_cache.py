@@ -160,6 +160,26 @@ class TextFeatureCache:
             self._ensure(distinct, progress)
             return self.encoded - before
 
+    def warm_shared(self, captions: Iterable[str], rank: int, world_size: int, wait: Callable[[], None]) -> int:
+        """:meth:`warm` by ``world_size`` processes sharing a ``"disk"`` cache, each caption encoded once.
+
+        Rank ``r`` encodes every ``world_size``-th distinct caption from the ``r``-th and writes
+        its shards; ``wait()`` (a barrier across the ranks) returns once every rank has written;
+        then the other ranks' shards are indexed from their headers, to be loaded on first
+        request. Returns how many captions this rank encoded. A ``"memory"`` cache cannot share,
+        so every rank warms every caption; ``"off"`` warms nothing.
+        """
+        distinct = list(dict.fromkeys(captions))
+        if self.mode != "disk" or world_size == 1:
+            encoded = self.warm(distinct)
+            wait()
+            return encoded
+        encoded = self.warm(distinct[rank::world_size])
+        wait()
+        with self._lock:
+            self._scan()
+        return encoded
+
     def __contains__(self, caption: object) -> bool:
         return caption in self._rows or caption in self._disk_rows
 

@@ -5,7 +5,8 @@ docs/method.md: Evaluation protocols.
 rFID (reconstructions vs originals, Inception pool3), PSNR per image on [0, 1] averaged, SSIM
 (11×11 Gaussian, σ 1.5), LPIPS when weights are given, and codebook usage / perplexity over the
 split. Every metric accumulates in a torchmetrics ``Metric``, so the numbers are the same whether
-the split is walked by one process or several.
+the split is walked by one process or sharded over ``torchrun``'s ranks (states summed, FID
+features gathered).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 
 import torch
 from torchmetrics import Metric
-from torchmetrics.aggregation import MeanMetric
+from torchmetrics.aggregation import MeanMetric, SumMetric
 
 from lgvq_core.image_quality import psnr_per_image
 from lgvq_core.runner.samples import save_reconstruction_grid
 from lgvq_tasks.config import ReconstructionConfig
-from lgvq_tasks.split import LOCAL_METRIC, split_batches
+from lgvq_tasks.split import metric_options, split_batches
 from lgvq_tasks.usage import CodeUsage
 
 
@@ -52,6 +53,7 @@ def load_lpips_metric(paths: list[str]) -> Any:
 
 class ReconstructionTask:
     name = "reconstruction"
+    shards_split = True
 
     def __init__(self, config: ReconstructionConfig) -> None:
         self.config = config
@@ -63,18 +65,19 @@ class ReconstructionTask:
         from lgvq_tasks.fid import InceptionFeatures, SmallSplitFID
 
         wanted = list(dict.fromkeys(self.config.metrics))
+        options = metric_options(model)
         built: dict[str, Any] = {}
         lpips_network = None
         for name in wanted:
             if name == "psnr":
-                built[name] = MeanPSNR(**LOCAL_METRIC)
+                built[name] = MeanPSNR(**options)
             elif name == "ssim":
                 built[name] = StructuralSimilarityIndexMeasure(
-                    gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0, **LOCAL_METRIC
+                    gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0, **options
                 )
             elif name == "fid":
                 features = InceptionFeatures(self.config.fid_feature_weights)
-                built[name] = SmallSplitFID(feature=features, **LOCAL_METRIC)
+                built[name] = SmallSplitFID(feature=features, **options)
             elif name == "lpips":
                 if not self.config.lpips_weights:
                     print(
@@ -83,10 +86,10 @@ class ReconstructionTask:
                         flush=True,
                     )
                     continue
-                built[name] = MeanMetric(**LOCAL_METRIC)
+                built[name] = MeanMetric(**options)
                 lpips_network = load_lpips_metric(self.config.lpips_weights).to(model.device)
             elif name == "usage":
-                built[name] = CodeUsage(model.tokenizer.quantizer.codebook_size, **LOCAL_METRIC)
+                built[name] = CodeUsage(model.tokenizer.quantizer.codebook_size, **options)
         return {name: metric.to(model.device) for name, metric in built.items()}, lpips_network
 
     @torch.no_grad()
@@ -96,13 +99,13 @@ class ReconstructionTask:
         tokenizer = model.tokenizer
         shown: list[tuple[torch.Tensor, torch.Tensor]] = []
         shown_count = 0
-        images_seen = 0
+        images_counted = SumMetric(**metric_options(model)).to(model.device)
         for batch in split_batches(self.name, data, model, config):
             images = batch.images
             output = tokenizer(images)
             recon = output.recon.float().clamp(-1, 1)
             images01, recon01 = images.float().clamp(-1, 1).add(1).div(2), recon.add(1).div(2)
-            images_seen += images.shape[0]
+            images_counted.update(torch.tensor(float(images.shape[0]), device=model.device))
             if "psnr" in metrics:
                 metrics["psnr"].update(recon01, images01)
             if "ssim" in metrics:
@@ -119,6 +122,7 @@ class ReconstructionTask:
                 shown.append((images[:take].cpu(), recon[:take].cpu()))
                 shown_count += take
 
+        images_seen = int(images_counted.compute())  # over every rank
         results: dict[str, Any] = {"images": images_seen}
         if "psnr" in metrics:
             results["psnr"] = float(metrics["psnr"].compute())
@@ -144,7 +148,7 @@ class ReconstructionTask:
             usage = metrics["usage"].compute()
             results["usage"] = usage["usage"]
             results["perplexity"] = usage["perplexity"]
-        if shown:
+        if shown and model.shard.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
             originals = torch.cat([s[0] for s in shown])
             recons = torch.cat([s[1] for s in shown])

@@ -19,10 +19,19 @@ from lgvq_core.quantizers.base import QuantizerOutput
 from lgvq_core.text_encoder import TextFeatures
 from lgvq_tasks.errors import TaskError
 
-#: Options of every metric a task creates. A task walks the whole split in the calling process
-#: (``lgvq eval``, or rank 0 alone at the end of ``lgvq run``), so computing a metric must not wait
-#: for other processes; a task that shards its split across ranks would sync instead.
+#: Options of every metric a task that walks the whole split in the calling process creates
+#: (``lgvq eval``, or rank 0 alone at the end of ``lgvq run``): computing a metric must not wait
+#: for other processes. A task that shards its split uses :func:`metric_options` instead.
 LOCAL_METRIC: dict[str, Any] = {"sync_on_compute": False}
+
+
+def metric_options(model: Any) -> dict[str, Any]:
+    """Options of a sharded task's metrics: sync across ranks on ``compute`` exactly when the split is sharded.
+
+    torchmetrics then sums (or concatenates) each declared state over the ranks before computing,
+    so every rank gets the whole split's number.
+    """
+    return {"sync_on_compute": model.shard.sharded}
 
 
 @dataclass
@@ -56,12 +65,18 @@ def batch_size_of(config: Any, model: Any) -> int:
 
 
 def split_batches(task: str, data: Any, model: Any, config: Any) -> Iterator[SplitBatch]:
-    """Batches of the first ``config.max_images`` items, with a progress line every ``progress_every``."""
+    """Batches of the first ``config.max_images`` items (this rank's slice of them), with a progress line."""
     count = split_size(data, config.max_images)
     if count == 0:
         raise TaskError(f"{task}: the validation split is empty; nothing to evaluate")
+    if count < model.shard.count:
+        raise TaskError(
+            f"{task}: {count} validation item(s) cannot be shared by {model.shard.count} processes; "
+            "evaluate with fewer processes (or without torchrun)"
+        )
     batch_size = batch_size_of(config, model)
-    loader = DataLoader(data, batch_size=batch_size, sampler=range(count), collate_fn=collate)
+    indices = model.shard.indices(count)  # all of range(count) outside torchrun
+    loader = DataLoader(data, batch_size=batch_size, sampler=indices, collate_fn=collate)
     progress = Progress(task, len(loader), config.progress_every)
     skipped: list[tuple[int, str]] = []
     seen = 0

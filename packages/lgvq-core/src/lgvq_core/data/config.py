@@ -127,6 +127,30 @@ class ShapesConfig:
 
 
 @attrs.define
+class TarShardsConfig:
+    """WebDataset-style tar shards: ``shard-NNNNNN.tar`` files of ``KEY.png|jpg`` + ``KEY.json`` members.
+
+    Each ``KEY.json`` holds ``{"captions": ["...", ...]}`` (or ``{"caption": "..."}``). ``lgvq shards``
+    writes this layout from any dataset.
+    """
+
+    root: str = _root()
+    train_dir: str = _relative_path("train", "Folder of the train split's shard-*.tar files")
+    val_dir: str = _relative_path("val", "Folder of the val split's shard-*.tar files")
+    image_size: int = _image_size(256)
+    train_transform: Transform = _transform("resize-center-crop", "train")
+    val_transform: Transform = _transform("resize-center-crop", "val")
+    max_caption_words: int = _max_caption_words(27)
+    lowercase: bool = _lowercase()
+
+    contract_skip_build: ClassVar[str] = "it reads tar shards from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> TarShardsConfig:
+        return cls(root="shards")
+
+
+@attrs.define
 class ImageTextFolderConfig:
     """Images under ``root`` listed in JSONL caption files: the format to convert any data set to.
 

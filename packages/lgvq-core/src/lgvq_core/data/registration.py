@@ -11,6 +11,7 @@ from lgvq_core.data.config import (
     MMCelebAHQConfig,
     RefCocoConfig,
     ShapesConfig,
+    TarShardsConfig,
     TextCapsConfig,
 )
 from lgvq_core.specs import ComponentSpec
@@ -27,6 +28,12 @@ DATASETS: list[ComponentSpec] = [
         summary="images under a folder with JSONL caption files: the format to convert any data set to",
         config_cls=ImageTextFolderConfig,
         factory="lgvq_core.data.folder:build_image_text_folder",
+    ),
+    ComponentSpec(
+        name="tar-shards",
+        summary="WebDataset-style tar shards (KEY.png|jpg + KEY.json captions), as `lgvq shards` writes them",
+        config_cls=TarShardsConfig,
+        factory="lgvq_core.data.tar_shards:build_tar_shards",
     ),
     ComponentSpec(
         name="coco-captions",

@@ -2,11 +2,15 @@
 
 Each task writes ``eval/<task>.json`` (metrics) and may write pictures next to it; a table of
 every task's headline numbers is printed at the end.
+
+Under ``torchrun`` every rank loads the model; a task that shards its split (``shards_split``)
+walks one slice per rank and syncs its metrics, the others run on rank 0 alone. Rank 0 writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -22,7 +26,7 @@ from lgvq_core.errors import ConfigError, RunDirError
 from lgvq_core.registry import get_registry, load_run_file
 from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
-from lgvq_core.tasks import TrainedModel
+from lgvq_core.tasks import EvalShard, TrainedModel
 
 
 def load_trained(
@@ -31,7 +35,10 @@ def load_trained(
     device: str | None = None,
     overrides: list[str] | None = None,
 ) -> tuple[TrainedModel, Any, LoadedRunFile]:
-    """Rebuild a run's tokenizer (and alignment heads) and load a checkpoint; returns the val split too."""
+    """Rebuild a run's tokenizer (and alignment heads) and load a checkpoint; returns the val split too.
+
+    Under ``torchrun`` this joins the process group and the model's ``shard`` is this rank's.
+    """
     from lgvq_core.runner.components import build_components
 
     run_dir = Path(run_dir)
@@ -44,7 +51,8 @@ def load_trained(
     loaded = load_run_file(resolved, overrides=overrides)
     config = loaded.config
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
-    torch_device = distr.resolve_device(config.run.device, distr.DistInfo())
+    info = distr.init_distributed(config.run.device)
+    torch_device = distr.resolve_device(config.run.device, info)
     parts = build_components(config, torch_device, log=lambda m: print(m, flush=True))
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
     tokenizer = parts.tokenizer
@@ -64,6 +72,7 @@ def load_trained(
         step=int(state.get("step", 0)),
         batch_size=config.train.batch_size,
         extra={"train_data": parts.train_data},
+        shard=EvalShard(rank=info.rank, count=info.world_size),
     )
     return model, parts.val_data, loaded
 
@@ -99,16 +108,31 @@ def _json_safe(value: Any) -> Any:
 
 
 def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]], out_dir: Path) -> dict[str, Any]:
-    """Run each task on ``data``; write ``out_dir/<task>.json``; return every task's metrics."""
+    """Run each task on ``data``; write ``out_dir/<task>.json``; return every task's metrics.
+
+    With a sharded ``model`` (under ``torchrun``), a task with ``shards_split`` runs on every rank,
+    each on its slice; any other task runs on rank 0 alone (the other ranks wait for it in the next
+    collective, within the process group's timeout). Only rank 0 writes and returns results.
+    """
     registry = get_registry()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = model.shard.rank == 0
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     context = BuildContext(device=str(model.device), seed=model.config.run.seed, text_encoder=model.text_encoder)
     for path, component in tasks:
         task = registry.build("task", component, path, context)
-        print(f"task {component.type}: running on {len(data)} validation items", flush=True)
+        sharded = model.shard.sharded and getattr(task, "shards_split", False)
+        if not sharded and not main:
+            continue
+        task_model = model if sharded else dataclasses.replace(model, shard=EvalShard())
+        if main:
+            ways = f", {model.shard.count} processes" if sharded else ""
+            print(f"task {component.type}: running on {len(data)} validation items{ways}", flush=True)
         task_dir = out_dir / component.type
-        metrics = task.run(model, data, task_dir)
+        metrics = task.run(task_model, data, task_dir)
+        if not main:
+            continue
         metrics = _json_safe(metrics)
         write_json_atomic(
             out_dir / f"{component.type}.json", {"task": component.type, "step": model.step, "metrics": metrics}
@@ -206,6 +230,10 @@ def eval_from_cli(args: argparse.Namespace) -> int:
 
         if args.set:
             raise ConfigError(["--set: not supported for a downstream run's evaluation; edit the task options instead"])
+        if distr.launched_by_torchrun():
+            raise ConfigError(
+                ["torchrun: a downstream run's evaluation is not sharded; run `lgvq eval` without torchrun"]
+            )
         run = load_downstream_run(args.run_dir, args.checkpoint, args.device)
         model, data, loaded = downstream_model(run), run.val_data, run.loaded
     else:
@@ -213,9 +241,13 @@ def eval_from_cli(args: argparse.Namespace) -> int:
     tasks = task_components(loaded, args.tasks)
     if not tasks:
         raise ConfigError(["$.tasks: the run file has no [[tasks]]; name some with --tasks (see `lgvq list task`)"])
-    results = run_tasks(model, data, tasks, Path(args.run_dir) / "eval")
-    print(format_table(results))
-    print(f"wrote {len(results)} result file(s) to {Path(args.run_dir) / 'eval'}")
+    try:
+        results = run_tasks(model, data, tasks, Path(args.run_dir) / "eval")
+    finally:
+        distr.shutdown_distributed()
+    if model.shard.rank == 0:
+        print(format_table(results))
+        print(f"wrote {len(results)} result file(s) to {Path(args.run_dir) / 'eval'}")
     return 0
 
 

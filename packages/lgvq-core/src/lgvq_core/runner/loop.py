@@ -222,7 +222,10 @@ def train(
         if run.text_cache is not None and run.text_cache.mode != "off" and _uses_text(run):
             captions = sorted(set(run.train_data.all_captions()))
             run.log(f"encoding {len(captions)} training captions once (text feature cache: {run.text_cache.mode})")
-            run.text_cache.warm(captions)
+            shared = run.text_cache.mode == "disk" and run.dist.enabled
+            if shared:
+                run.log(f"  split across {run.world_size} processes through the disk cache")
+            run.text_cache.warm_shared(captions, run.rank, run.world_size, wait=lambda: distr.barrier(run.dist))
 
         callbacks = register_callbacks(run)  # before restore: their lgvq_load_checkpoint sees their state
         if resume_dir is not None:
@@ -233,6 +236,7 @@ def train(
         result = run_loop(run, metrics_writer)
         if run.skipped_items:
             report_skipped(run)
+        distr.barrier(run.dist)  # the ranks leave the process group together, not while one still sends
         if run.is_main and config.tasks and result.stop_reason in EVALUATED_STOPS:
             from lgvq_core.runner.evaluate import evaluate_in_process
 
