@@ -39,8 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lgvq_core.text import TextEncoder, TextFeatures  # noqa: E402
-from lgvq_core.text_cache import TextFeatureCache  # noqa: E402
+from lgvq_core.text_encoder import TextEncoder, TextFeatures  # noqa: E402
+from lgvq_core.text_feature_cache import TextFeatureCache  # noqa: E402
 
 #: CLIP ViT-B/32 text tower: context length, token width, sentence width.
 CLIP_SHAPE = (77, 512, 512)
