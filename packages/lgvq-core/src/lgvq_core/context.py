@@ -27,7 +27,7 @@ class BuildContext:
     seed: int = 0
     #: Image side length of the dataset (square images), when known.
     image_size: int | None = None
-    #: Image channels.
+    #: Image channels: the dataset's ``in_channels`` (3 for RGB; C for ``segmentation-maps``).
     in_channels: int = 3
     #: Datasets: which split to build (``"train"`` or ``"val"``).
     split: str = "train"
@@ -48,6 +48,9 @@ class BuildContext:
     train_data: Any = None
     #: Downstream models: the frozen tokenizer's codebook and grid (:class:`lgvq_core.downstream.FrozenTokenizer`).
     frozen_tokenizer: Any = None
+    #: Downstream models with a ``[condition_tokenizer]`` (semantic ``vq``): that tokenizer's codebook and grid
+    #: (:class:`lgvq_core.downstream.FrozenTokenizer`).
+    condition_tokenizer: Any = None
     #: A folder where a component may cache derived data (``None``: do not cache on disk).
     cache_dir: str | None = None
     #: Where a component reports something the user should know (goes to the run log).

@@ -19,6 +19,11 @@ from lgvq_core.config.problems import Problem
 from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
 from lgvq_core.specs import DownstreamSpec
 
+#: The optional table naming a second frozen tokenizer that encodes each item's condition (semantic ``vq``).
+CONDITION_TOKENIZER = "condition_tokenizer"
+#: The dataset a condition tokenizer must have been trained on.
+MASK_DATASET = "segmentation-maps"
+
 #: ``[train]`` defaults of every downstream run (a model's spec may change them further).
 DOWNSTREAM_TRAIN_DEFAULTS: Mapping[str, Any] = {"best_metric": "loss"}
 
@@ -28,42 +33,46 @@ def is_downstream(raw: Mapping[str, Any]) -> bool:
     return "downstream" in raw
 
 
-def tokenizer_run_file(raw: Mapping[str, Any]) -> tuple[Path | None, dict[str, Any] | None, list[Problem]]:
-    """The tokenizer run directory and its parsed ``resolved.toml``, or the problems that prevent reading it."""
-    section = raw.get("tokenizer")
+def tokenizer_run_file(
+    raw: Mapping[str, Any], name: str = "tokenizer"
+) -> tuple[Path | None, dict[str, Any] | None, list[Problem]]:
+    """The run directory ``[name] run_dir`` and its parsed ``resolved.toml``, or the problems that prevent reading it."""
+    section = raw.get(name)
+    where = f"$.{name}.run_dir"
     if not isinstance(section, Mapping) or not isinstance(section.get("run_dir"), str):
         return None, None, []  # reported by the structuring walker
     run_dir = Path(section["run_dir"]).expanduser()
     resolved = run_dir / "resolved.toml"
     if not run_dir.is_dir():
-        return run_dir, None, [Problem("$.tokenizer.run_dir", f"no such run directory: {run_dir}")]
+        return run_dir, None, [Problem(where, f"no such run directory: {run_dir}")]
     if not resolved.is_file():
         return (
             run_dir,
             None,
-            [Problem("$.tokenizer.run_dir", f"{run_dir} is not a run directory of `lgvq run` (no resolved.toml)")],
+            [Problem(where, f"{run_dir} is not a run directory of `lgvq run` (no resolved.toml)")],
         )
     try:
         parsed = tomli.loads(resolved.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
-        return run_dir, None, [Problem("$.tokenizer.run_dir", f"cannot read {resolved}: {exc}")]
+        return run_dir, None, [Problem(where, f"cannot read {resolved}: {exc}")]
     if "downstream" in parsed or "model" not in parsed:
         return (
             run_dir,
             None,
-            [Problem("$.tokenizer.run_dir", f"{run_dir} is not a tokenizer run (its run file has no [model])")],
+            [Problem(where, f"{run_dir} is not a tokenizer run (its run file has no [model])")],
         )
     return run_dir, parsed, []
 
 
-def checkpoint_problems(run_dir: Path, which: str) -> list[Problem]:
+def checkpoint_problems(run_dir: Path, which: str, name: str = "tokenizer") -> list[Problem]:
     """Whether ``which`` (best, last or a path) names a checkpoint of ``run_dir``; no file is loaded."""
+    where = f"$.{name}.checkpoint"
     if which in ("best", "last"):
         pointers = [which] if which == "last" else ["best", "last"]  # best falls back to last
         if not any((run_dir / "checkpoints" / f"{p}.json").is_file() for p in pointers):
             return [
                 Problem(
-                    "$.tokenizer.checkpoint",
+                    where,
                     f"{run_dir} has no {which!r} checkpoint yet (checkpoints/{which}.json is missing); "
                     "train the tokenizer first or name a checkpoint directory",
                 )
@@ -71,7 +80,7 @@ def checkpoint_problems(run_dir: Path, which: str) -> list[Problem]:
         return []
     path = Path(which).expanduser()
     if not (path / "model.safetensors").is_file():
-        return [Problem("$.tokenizer.checkpoint", f"{path} is not a checkpoint directory (no model.safetensors in it)")]
+        return [Problem(where, f"{path} is not a checkpoint directory (no model.safetensors in it)")]
     return []
 
 
@@ -86,6 +95,8 @@ def fill_from_tokenizer_run(raw: dict[str, Any], registry: Any) -> list[Problem]
             if section not in raw and section in tokenizer_raw:
                 raw[section] = tokenizer_raw[section]
         problems += _codebook_fit(raw, tokenizer_raw)
+    if "condition_tokenizer" in raw:
+        problems += condition_tokenizer_problems(raw)
     train = dict(DOWNSTREAM_TRAIN_DEFAULTS)
     spec = _downstream_spec(raw, registry)
     if spec is not None:
@@ -93,6 +104,42 @@ def fill_from_tokenizer_run(raw: dict[str, Any], registry: Any) -> list[Problem]
     given = raw.get("train")
     if given is None or isinstance(given, Mapping):
         raw["train"] = {**train, **dict(given or {})}
+    return problems
+
+
+def condition_tokenizer_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """``[condition_tokenizer]``: a trained mask autoencoder (a run on ``segmentation-maps``) whose codebook fits.
+
+    The semantic ``vq`` condition of ``code-gpt`` encodes each item's label map with it; its
+    ``condition_vocab`` defaults to that run's codebook size, and a given one must equal it.
+    """
+    run_dir, mask_raw, problems = tokenizer_run_file(raw, CONDITION_TOKENIZER)
+    if run_dir is None or mask_raw is None:
+        return problems
+    checkpoint = raw[CONDITION_TOKENIZER].get("checkpoint", "best")
+    if isinstance(checkpoint, str):
+        problems += checkpoint_problems(run_dir, checkpoint, CONDITION_TOKENIZER)
+    data_type = mask_raw.get("data", {}).get("type")
+    if data_type != MASK_DATASET:
+        problems.append(
+            Problem(
+                f"$.{CONDITION_TOKENIZER}.run_dir",
+                f"{run_dir} was trained on {data_type!r} images, not on label maps; train the mask autoencoder with "
+                f'[data] type = "{MASK_DATASET}"',
+            )
+        )
+    quantizer = mask_raw.get("model", {}).get("quantizer", {})
+    size = quantizer.get("codebook_size") if isinstance(quantizer, Mapping) else None
+    table = raw.get("downstream")
+    wanted = table.get("condition_vocab") if isinstance(table, Mapping) else None
+    if isinstance(size, int) and isinstance(wanted, int) and wanted != size:
+        problems.append(
+            Problem(
+                "$.downstream.condition_vocab",
+                f"{wanted} does not fit the condition tokenizer's codebook of {size} codes ({run_dir}); leave it out "
+                "to use the condition tokenizer's",
+            )
+        )
     return problems
 
 
@@ -147,6 +194,25 @@ def downstream_cross_check(run) -> list[Problem]:
                 "$.text_encoder",
                 f"missing: {run.downstream.type} with this condition reads text-encoder states, and the tokenizer "
                 "run has no [text_encoder] either; add one",
+            )
+        )
+    wants = getattr(model, "uses_condition_tokenizer", None)
+    wants = bool(wants()) if callable(wants) else False
+    if wants and run.condition_tokenizer is None:
+        problems.append(
+            Problem(
+                f"$.{CONDITION_TOKENIZER}",
+                f"missing: {run.downstream.type} with this condition encodes label maps with a trained mask "
+                f'autoencoder; add [{CONDITION_TOKENIZER}] run_dir = "..." naming a run on [data] type = '
+                f'"{MASK_DATASET}"',
+            )
+        )
+    elif not wants and run.condition_tokenizer is not None:
+        problems.append(
+            Problem(
+                f"$.{CONDITION_TOKENIZER}",
+                f"{run.downstream.type} with this condition reads no condition codes; remove the table (or use "
+                'condition = "semantic" with semantic_source = "vq")',
             )
         )
     needed = getattr(model, "annotations", None)

@@ -208,7 +208,8 @@ class CodesSection:
 class DownstreamRunFile:
     """A run file that trains a model on the frozen codes of a trained tokenizer ([tokenizer] + [downstream]).
 
-    ``[data]`` and ``[text_encoder]`` default to the tokenizer run's own.
+    ``[data]`` and ``[text_encoder]`` default to the tokenizer run's own. ``[condition_tokenizer]`` (same
+    keys as ``[tokenizer]``) names a second frozen tokenizer for conditions given as codes.
     """
 
     tokenizer: TokenizerSection = option(doc="The frozen tokenizer: a run directory and a checkpoint.")
@@ -217,6 +218,11 @@ class DownstreamRunFile:
     run: RunSection = option(factory=RunSection, doc="Name, seed, device, precision.")
     train: TrainSection = option(factory=TrainSection, doc="Optimisation schedule.")
     codes: CodesSection = option(factory=CodesSection, doc="The code cache.")
+    condition_tokenizer: TokenizerSection | None = option(
+        None,
+        "A second frozen tokenizer that encodes each item's condition: the mask autoencoder (a run on [data] type = "
+        '"segmentation-maps") of code-gpt\'s semantic_source = "vq". Its codes are cached like the image codes.',
+    )
     text_encoder: Component | None = option(
         None,
         "Frozen text encoder for text conditions (default: the tokenizer run's [text_encoder]).",

@@ -27,11 +27,19 @@ class CodeDataset(Dataset):
     question of each image (``question``, ``answer``, ``question_type``); with ``unit = "referring"``
     one per referring expression (``expression``, ``boxes``: x0 y0 x1 y1 as fractions of the side, and
     ``text``: what the text encoder reads). Annotations are those of the unaugmented view the codes
-    were encoded from, mirrored with the codes.
+    were encoded from, mirrored with the codes. With ``condition_codes`` (the cached codes of a
+    ``[condition_tokenizer]``, e.g. of the image's label map) an item also holds ``condition_codes``
+    (``h' w'``), the flipped ones when its image codes are flipped; an item either cache could not
+    read is unreadable.
     """
 
     def __init__(
-        self, codes: dict[str, torch.Tensor], images: Any, annotations: Sequence[str] = (), unit: str = "image"
+        self,
+        codes: dict[str, torch.Tensor],
+        images: Any,
+        annotations: Sequence[str] = (),
+        unit: str = "image",
+        condition_codes: dict[str, torch.Tensor] | None = None,
     ) -> None:
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
@@ -42,6 +50,16 @@ class CodeDataset(Dataset):
         self.indices = codes["indices"]
         self.flipped = codes.get("indices_flipped")
         self.valid = codes["valid"]
+        self.condition_indices = self.condition_flipped = None
+        if condition_codes is not None:
+            if len(condition_codes["indices"]) != len(self.indices):
+                raise ValueError(
+                    f"the cached condition codes hold {len(condition_codes['indices'])} items but the image codes "
+                    f"{len(self.indices)}; delete the code cache files or check [data]"
+                )
+            self.condition_indices = condition_codes["indices"]
+            self.condition_flipped = condition_codes.get("indices_flipped")
+            self.valid = self.valid & condition_codes["valid"]
         self.images = images  # the image dataset the codes came from: captions, annotations
         self.split = getattr(images, "split", "train")
         if len(self.indices) != len(images):
@@ -82,6 +100,9 @@ class CodeDataset(Dataset):
             if flipped:
                 codes = self.flipped[index]
         item = {"codes": codes.long(), "caption": caption, "captions": captions, "index": position}
+        if self.condition_indices is not None:
+            condition = self.condition_flipped if flipped else self.condition_indices
+            item["condition_codes"] = condition[index].long()
         if "segmentation" in self.annotations:
             labels = self.images.segmentation(index)  # the unaugmented view the codes were encoded from
             item["segmentation"] = labels.flip(-1) if flipped else labels
@@ -106,7 +127,7 @@ class CodeDataset(Dataset):
             "index": [item["index"] for item in good],
             "skipped": [(item["index"], item["error"]) for item in items if "error" in item],
         }
-        for key in ("segmentation", "boxes"):
+        for key in ("segmentation", "boxes", "condition_codes"):
             if good and key in good[0]:
                 batch[key] = torch.stack([item[key] for item in good])
         for key in ("question", "answer", "question_type", "expression", "text"):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from lgvq_core.config.fields import image_side, in_range, non_negative, option, positive
+from lgvq_core.config.schema import Component
 
 #: How an image of any size becomes ``image_size`` x ``image_size``. "resize-square" scales both
 #: sides to ``image_size``, distorting the aspect ratio (TextCaps' official ``Resize([256, 256])``);
@@ -428,3 +429,48 @@ class RefCocoConfig:
     @classmethod
     def contract_config(cls) -> RefCocoConfig:
         return cls(root="data")
+
+
+def _optional_classes(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value < 2:
+        raise ValueError(f"must be at least 2 (the background and one class) when set, got {value!r}")
+
+
+@attrs.define
+class SegmentationMapsConfig:
+    """The label maps of another dataset as one-hot images: what a mask autoencoder trains on.
+
+    Each item's ``image`` is the source item's label map as ``C x H x W`` one-hot channels scaled to
+    {-1, +1} (+1 for the pixel's class, -1 elsewhere), so it lies in the [-1, 1] range every image
+    has and a backbone trained on it with ``C`` input and output channels reconstructs it with its
+    own loss; ``argmax`` over the channels turns a reconstruction back into labels. The captions are
+    the source's. A ``code-gpt`` with ``semantic_source = "vq"`` names such a run as its
+    ``[condition_tokenizer]``.
+    """
+
+    annotation_kinds: ClassVar[frozenset[str]] = frozenset()
+
+    source: Component = option(
+        doc="The dataset whose label maps are encoded (a [data.source] table with its own type; it must have "
+        "segmentation annotations, e.g. shapes or celebamask-hq).",
+        component="dataset",
+    )
+    classes: int | None = option(
+        None,
+        "Channels C of the one-hot maps (unset: the source's number of segmentation classes). A label >= C is an "
+        "error naming the item.",
+        _optional_classes,
+    )
+
+    def cross_check(self, run: Any, path: str) -> typing.Iterable[Any]:
+        from lgvq_core.config.problems import Problem
+        from lgvq_core.data.annotations import SEGMENTATION, missing_annotation_message
+
+        source = self.source
+        kinds = getattr(type(source.config), "annotation_kinds", frozenset())
+        if SEGMENTATION not in kinds:
+            yield Problem(f"{path}.source.type", missing_annotation_message(source.type, SEGMENTATION))
+
+    @classmethod
+    def contract_config(cls) -> SegmentationMapsConfig:
+        return cls(source=Component(type="shapes", config=ShapesConfig.contract_config()))

@@ -10,6 +10,7 @@ from lgvq_core.data.config import (
     ImageTextFolderConfig,
     MMCelebAHQConfig,
     RefCocoConfig,
+    SegmentationMapsConfig,
     ShapesConfig,
     TarShardsConfig,
     TextCapsConfig,
@@ -76,5 +77,11 @@ DATASETS: list[ComponentSpec] = [
         summary="RefCOCO(+/g) referring expressions with boxes, in the refer toolkit's layout",
         config_cls=RefCocoConfig,
         factory="lgvq_core.data.refcoco:build_refcoco",
+    ),
+    ComponentSpec(
+        name="segmentation-maps",
+        summary="another dataset's label maps as one-hot C-channel images, to train a mask autoencoder",
+        config_cls=SegmentationMapsConfig,
+        factory="lgvq_core.data.segmentation_maps:build_segmentation_maps",
     ),
 ]

@@ -63,6 +63,7 @@ def build_components(config, device: torch.device, log=print) -> Components:
 
     context = BuildContext(
         image_size=image_size,
+        in_channels=getattr(train_data, "in_channels", 3),
         text_encoder=text_encoder,
         train_captions=train_data.all_captions,
         cache_dir=str(cache_root() / "components"),
@@ -135,10 +136,14 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         from lgvq_core.runner.downstream import build_downstream_run
 
         run = build_downstream_run(loaded, overrides, info, device, log)
-        # resolved.toml pins the exact tokenizer checkpoint the run trained on
+        # resolved.toml pins the exact tokenizer checkpoints the run trained on
         config.tokenizer.run_dir = run.tokenizer_identity["run_dir"]
         config.tokenizer.checkpoint = run.tokenizer_identity["checkpoint"]
         config.tokenizer.sha256 = run.tokenizer_identity["sha256"]
+        if config.condition_tokenizer is not None:
+            config.condition_tokenizer.run_dir = run.condition_tokenizer_identity["run_dir"]
+            config.condition_tokenizer.checkpoint = run.condition_tokenizer_identity["checkpoint"]
+            config.condition_tokenizer.sha256 = run.condition_tokenizer_identity["sha256"]
         return _finish(run)
     parts = build_components(config, device, log)
     tokenizer = parts.tokenizer.to(device)

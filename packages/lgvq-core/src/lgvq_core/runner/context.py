@@ -65,6 +65,8 @@ class RunContext:
     frozen_tokenizer: FrozenTokenizer | None = None
     #: Downstream runs: where the tokenizer came from (run_dir, checkpoint, sha256), for resolved.toml.
     tokenizer_identity: dict[str, str] = field(default_factory=dict)
+    #: Downstream runs with a ``[condition_tokenizer]``: its run dir, checkpoint and SHA-256.
+    condition_tokenizer_identity: dict[str, str] = field(default_factory=dict)
     run_dir: Path | None = None
     generator_module: nn.Module | None = None
     discriminator_module: nn.Module | None = None

@@ -49,39 +49,47 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_frozen_tokenizer(config, device: torch.device, log) -> tuple[Any, dict[str, str]]:
-    """The tokenizer run's checkpoint, frozen, and its identity (run dir, checkpoint dir, SHA-256)."""
+def load_frozen_tokenizer(config, device: torch.device, log, name: str = "tokenizer") -> tuple[Any, dict[str, str]]:
+    """The checkpoint of the run ``[name]`` names, frozen, and its identity (run dir, checkpoint dir, SHA-256)."""
     from lgvq_core.runner.evaluate import load_trained
 
-    section = config.tokenizer
+    section = getattr(config, name)
     run_dir = Path(section.run_dir).expanduser()
     path = ckpt.resolve_checkpoint(run_dir, section.checkpoint)
     digest = file_sha256(path / ckpt.MODEL_FILE)
     if section.sha256 is not None and section.sha256 != digest:
         raise CheckpointError(
-            f"{path / ckpt.MODEL_FILE}: SHA-256 {digest} differs from $.tokenizer.sha256 = {section.sha256}; "
-            "the tokenizer changed since this run file was written. Remove tokenizer.sha256 to accept it"
+            f"{path / ckpt.MODEL_FILE}: SHA-256 {digest} differs from $.{name}.sha256 = {section.sha256}; "
+            f"the tokenizer changed since this run file was written. Remove {name}.sha256 to accept it"
         )
     trained, _, _ = load_trained(run_dir, str(path), device=str(device))
     for parameter in trained.tokenizer.parameters():
         parameter.requires_grad_(False)
-    log(f"tokenizer: {path} (sha256 {digest[:12]}..., step {trained.step})")
+    log(f"{name.replace('_', ' ')}: {path} (sha256 {digest[:12]}..., step {trained.step})")
     identity = {"run_dir": str(run_dir.resolve()), "checkpoint": str(path.resolve()), "sha256": digest}
     return trained, identity
 
 
-def cached_codes(run_config, trained, identity, dataset, split: str, device, info, log) -> dict[str, torch.Tensor]:
-    """The split's code indices from the cache, encoding them once (rank 0; the others wait)."""
+def cached_codes(
+    run_config, trained, identity, dataset, split: str, device, info, log, data_table: dict | None = None
+) -> dict[str, torch.Tensor]:
+    """The split's code indices from the cache, encoding them once (rank 0; the others wait).
+
+    ``data_table`` names what ``dataset`` yields (default: the run's ``[data]`` table).
+    """
     from lgvq_core.code_cache import CodeCache, cache_key, encode_split
     from lgvq_core.text_feature_cache import cache_root
 
-    data_table = {"type": run_config.data.type, **unstructure(run_config.data.config)}
+    if data_table is None:
+        data_table = {"type": run_config.data.type, **unstructure(run_config.data.config)}
     key = cache_key(identity["sha256"], data_table, split, run_config.codes.flip)
     cache = CodeCache(cache_root() / "codes")
     metadata = {"tokenizer": identity["checkpoint"], "sha256": identity["sha256"], "split": split}
 
     def encode() -> dict[str, torch.Tensor]:
-        log(f"codes: encoding the {split} split ({len(dataset)} images) once with the frozen tokenizer")
+        log(
+            f"codes: encoding the {split} split ({len(dataset)} {data_table['type']} items) once with the frozen tokenizer"
+        )
         return encode_split(trained.tokenizer, dataset, device, run_config.codes.batch_size, run_config.codes.flip)
 
     if info.is_main:
@@ -92,6 +100,41 @@ def cached_codes(run_config, trained, identity, dataset, split: str, device, inf
         if codes is None:
             raise DataError(f"{cache.path(key)}: rank 0 did not write the code cache")
     return codes
+
+
+class ConditionCodes:
+    """``[condition_tokenizer]``: a frozen mask autoencoder and the cached codes of each split's label maps.
+
+    Each item's label map is one-hot encoded exactly as its ``segmentation-maps`` run saw them (the
+    run's channel count), encoded once per split and cached under the mask tokenizer's SHA-256, the
+    ``[data]`` table, the split and the flip option.
+    """
+
+    def __init__(self, config, device, info, log) -> None:
+        self.config, self.device, self.info, self.log = config, device, info, log
+        self.trained, self.identity = load_frozen_tokenizer(config, device, log, "condition_tokenizer")
+        self.classes = self.trained.extra["train_data"].in_channels
+
+    def codes(self, images, split: str) -> dict[str, torch.Tensor]:
+        from lgvq_core.data.segmentation_maps import SegmentationMaps
+
+        maps = SegmentationMaps(images, self.classes)
+        source = {"type": self.config.data.type, **unstructure(self.config.data.config)}
+        table = {"type": "segmentation-maps", "classes": self.classes, "source": source}
+        return cached_codes(
+            self.config, self.trained, self.identity, maps, split, self.device, self.info, self.log, table
+        )
+
+    def frozen(self, train: CodeDataset) -> FrozenTokenizer:
+        quantizer = self.trained.tokenizer.quantizer
+        sample = train.condition_indices
+        return FrozenTokenizer(
+            codebook_size=quantizer.codebook_size,
+            grid=tuple(sample.shape[-2:]),
+            code_dim=quantizer.codebook.shape[1],
+            codebook=quantizer.codebook.detach().to(self.device),
+            indices_per_position=int(sample.shape[1]) if sample.dim() == 4 else 1,
+        )
 
 
 def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, info, device, log) -> RunContext:
@@ -107,11 +150,15 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
     annotations = sorted(needed()) if callable(needed) else []
     unit = getattr(config.downstream.config, "unit", None)
     unit = unit() if callable(unit) else "image"
+    condition = ConditionCodes(config, device, info, log) if config.condition_tokenizer is not None else None
     splits = {}
     for split in ("train", "val"):
         images = registry.build("dataset", config.data, "$.data", BuildContext(split=split, **base))
         codes = cached_codes(config, trained, identity, images, split, device, info, log)
-        splits[split] = CodeDataset(codes, images, [a for a in annotations if a == "segmentation"], unit)
+        condition_codes = condition.codes(images, split) if condition is not None else None
+        splits[split] = CodeDataset(
+            codes, images, [a for a in annotations if a == "segmentation"], unit, condition_codes
+        )
     if len(splits["train"]) == 0:
         raise DataError("the training split of [data] is empty")
     sample = splits["train"].indices
@@ -136,6 +183,7 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
         text_encoder=text_encoder,
         train_data=splits["train"],
         train_captions=splits["train"].all_captions,
+        condition_tokenizer=condition.frozen(splits["train"]) if condition is not None else None,
         **base,
     )
     model = registry.build("downstream", config.downstream, "$.downstream", context).to(device)
@@ -157,6 +205,7 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
         tokenizer=tokenizer,
         frozen_tokenizer=frozen,
         tokenizer_identity=identity,
+        condition_tokenizer_identity=condition.identity if condition is not None else {},
     )
     run.generator_parameters = [p for p in model.parameters() if p.requires_grad]
     module: nn.Module = DownstreamModule(model)

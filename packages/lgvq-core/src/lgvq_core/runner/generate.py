@@ -97,6 +97,8 @@ def generate_images(
         "checkpoint_step": run.step,
         "tokenizer": dict(run.tokenizer_identity),
     }
+    if run.condition_tokenizer_identity:
+        record["condition_tokenizer"] = dict(run.condition_tokenizer_identity)
     return torch.cat(images), record
 
 

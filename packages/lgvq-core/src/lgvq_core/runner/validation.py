@@ -107,4 +107,7 @@ def save_samples(run: RunContext, images: torch.Tensor) -> None:
     with run.autocast():
         recon = run.model(images.to(run.device)).recon
     run.model.train()
+    render = getattr(run.train_data, "render", None)  # data whose images are not RGB (label maps) draw them
+    if images.shape[1] != 3 and callable(render):
+        images, recon = render(images.to(run.device)), render(recon)
     save_reconstruction_grid(images, recon, run.run_dir / "samples" / f"step-{run.step:07d}.png")

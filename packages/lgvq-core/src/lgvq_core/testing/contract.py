@@ -467,8 +467,9 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
         for key in (0, (0, 1234)):
             item = component[key]
             image = item.get("image")
-            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-                raise ContractError(f"item {key!r} has image {image!r}; expected a 3×h×w tensor")
+            channels = getattr(component, "in_channels", 3)
+            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
+                raise ContractError(f"item {key!r} has image {image!r}; expected a {channels}×h×w tensor")
             if float(image.min()) < -1.0 - 1e-6 or float(image.max()) > 1.0 + 1e-6:
                 raise ContractError(f"item {key!r} has pixel values outside [-1, 1]")
             if not isinstance(item.get("caption"), str) or not item["caption"]:

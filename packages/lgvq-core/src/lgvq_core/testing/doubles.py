@@ -88,9 +88,11 @@ def build_tiny_text(config: TinyTextConfig, context=None) -> TinyText:
 
 
 class _TinyDiscriminator(nn.Module):
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, in_channels: int = 3) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, hidden, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 1, 3, 1, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 1, 3, 1, 1)
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -99,7 +101,7 @@ class _TinyDiscriminator(nn.Module):
 class TinyAutoencoder(Tokenizer):
     """conv stride-2 stages -> quantizer -> transposed convs; MSE (+ hinge GAN) loss."""
 
-    def __init__(self, config: TinyAutoencoderConfig, quantizer: nn.Module) -> None:
+    def __init__(self, config: TinyAutoencoderConfig, quantizer: nn.Module, in_channels: int = 3) -> None:
         super().__init__()
         stages = max(1, config.downsample.bit_length() - 1)
         if 2**stages != config.downsample:
@@ -108,15 +110,16 @@ class TinyAutoencoder(Tokenizer):
         self.quantizer = quantizer
         self.code_dim = quantizer.dim
         self.downsample = config.downsample
+        self.in_channels = in_channels
         h = config.hidden
-        down: list[nn.Module] = [nn.Conv2d(3, h, 3, 1, 1)]
+        down: list[nn.Module] = [nn.Conv2d(in_channels, h, 3, 1, 1)]
         for _ in range(stages):
             down += [nn.ReLU(), nn.Conv2d(h, h, 4, 2, 1)]
         self.encoder = nn.Sequential(*down, nn.ReLU(), nn.Conv2d(h, self.code_dim, 1))
         up: list[nn.Module] = [nn.Conv2d(self.code_dim, h, 3, 1, 1)]
         for _ in range(stages):
             up += [nn.ReLU(), nn.ConvTranspose2d(h, h, 4, 2, 1)]
-        self.decoder = nn.Sequential(*up, nn.ReLU(), nn.Conv2d(h, 3, 3, 1, 1))
+        self.decoder = nn.Sequential(*up, nn.ReLU(), nn.Conv2d(h, in_channels, 3, 1, 1))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)
@@ -131,7 +134,7 @@ class TinyAutoencoder(Tokenizer):
         return self.config.adversarial and step >= self.config.disc_start
 
     def make_discriminator(self) -> nn.Module | None:
-        return _TinyDiscriminator(self.config.hidden) if self.config.adversarial else None
+        return _TinyDiscriminator(self.config.hidden, self.in_channels) if self.config.adversarial else None
 
     def generator_loss(self, images, output, step, discriminator):
         rec = F.mse_loss(output.recon, images)
@@ -154,7 +157,7 @@ class TinyAutoencoder(Tokenizer):
 def build_tiny_autoencoder(config: TinyAutoencoderConfig, context) -> TinyAutoencoder:
     if context is None or context.quantizer is None:
         raise ValueError("tiny-ae needs a quantizer in the build context")
-    return TinyAutoencoder(config, context.quantizer)
+    return TinyAutoencoder(config, context.quantizer, getattr(context, "in_channels", 3))
 
 
 class TinyPrior(nn.Module):

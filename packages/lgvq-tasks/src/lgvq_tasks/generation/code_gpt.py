@@ -292,8 +292,34 @@ class CodeGPT(nn.Module):
         return self.sample(given=flat[:, :given], **sampling)
 
 
+def with_condition_sizes(config: CodeGPTConfig, condition_tokenizer) -> CodeGPTConfig:
+    """``condition_vocab`` / ``condition_length`` of semantic ``vq`` from the condition tokenizer where unset.
+
+    Given values must agree with it: a mismatch is an error naming both.
+    """
+    import attrs
+
+    if condition_tokenizer is None:
+        if config.condition_vocab is None or config.condition_length is None:
+            raise ValueError(
+                f"{NAME}: semantic_source = 'vq' needs a [condition_tokenizer] (or condition_vocab and condition_length)"
+            )
+        return config
+    vocab, length = condition_tokenizer.codebook_size, condition_tokenizer.sequence_length
+    for name, given, actual in (
+        ("condition_vocab", config.condition_vocab, vocab),
+        ("condition_length", config.condition_length, length),
+    ):
+        if given is not None and given != actual:
+            raise ValueError(f"{NAME}: {name} {given} differs from the condition tokenizer's {actual}; leave it unset")
+    return attrs.evolve(config, condition_vocab=vocab, condition_length=length)
+
+
 def build_code_gpt(config: CodeGPTConfig, context) -> CodeGPT:
-    """Factory of the ``code-gpt`` downstream model (text sizes from the run's text encoder)."""
+    """Factory of the ``code-gpt`` downstream model (text sizes from the run's text encoder, semantic ``vq``
+    sizes from its condition tokenizer)."""
     if config.uses_text():
         config = with_text_sizes(config, context.text_encoder, NAME)
+    if config.uses_condition_tokenizer():
+        config = with_condition_sizes(config, getattr(context, "condition_tokenizer", None))
     return CodeGPT(config, context.frozen_tokenizer)

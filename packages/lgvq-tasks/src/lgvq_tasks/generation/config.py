@@ -89,17 +89,19 @@ class CodeGPTConfig:
     semantic_source: Literal["grid", "vq"] = option(
         "grid",
         "grid: mode-pool the label map (batch key 'segmentation', b H W) onto the code grid, one token per "
-        "code position (nothing trained); vq: codes of a separately trained mask autoencoder (batch key "
-        "'condition_codes', b h w).",
+        "code position (nothing trained); vq: codes of a mask autoencoder trained as a stage-1 run on "
+        "[data] type = 'segmentation-maps', named by the run file's [condition_tokenizer] (batch key "
+        "'condition_codes', b h w, cached like the image codes).",
     )
     condition_vocab: int | None = option(
         None,
-        "semantic: number of label classes (grid) or the mask autoencoder's codebook size (vq). Required then.",
+        "semantic: number of label classes (grid; required) or the mask autoencoder's codebook size (vq; unset: "
+        "the [condition_tokenizer]'s).",
         _optional_positive,
     )
     condition_length: int | None = option(
         None,
-        "semantic vq: condition codes per image (default: the tokenizer's sequence length).",
+        "semantic vq: condition codes per image (unset: the [condition_tokenizer]'s sequence length).",
         _optional_positive,
     )
     text_width: int | None = option(
@@ -123,12 +125,12 @@ class CodeGPTConfig:
         return self.condition == "text"
 
     def annotations(self) -> frozenset[str]:
-        """Dataset annotations the condition needs (checked by ``lgvq check``)."""
-        return (
-            frozenset({"segmentation"})
-            if self.condition == "semantic" and self.semantic_source == "grid"
-            else frozenset()
-        )
+        """Dataset annotations the condition needs (checked by ``lgvq check``): label maps for ``semantic``."""
+        return frozenset({"segmentation"}) if self.condition == "semantic" else frozenset()
+
+    def uses_condition_tokenizer(self) -> bool:
+        """Semantic ``vq`` reads the codes a ``[condition_tokenizer]`` gives each label map."""
+        return self.condition == "semantic" and self.semantic_source == "vq"
 
     @classmethod
     def paper(cls, **overrides: object) -> CodeGPTConfig:
