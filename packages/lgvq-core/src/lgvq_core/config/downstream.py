@@ -44,7 +44,17 @@ def tokenizer_run_file(
     run_dir = Path(section["run_dir"]).expanduser()
     resolved = run_dir / "resolved.toml"
     if not run_dir.is_dir():
-        return run_dir, None, [Problem(where, f"no such run directory: {run_dir}")]
+        return (
+            run_dir,
+            None,
+            [
+                Problem(
+                    where,
+                    f"no such run directory: {run_dir}; give the directory `lgvq run` printed for the {name} "
+                    f"(in the file, or on the command line: --set {name}.run_dir=runs/<name>/<timestamp>-<id>)",
+                )
+            ],
+        )
     if not resolved.is_file():
         return (
             run_dir,

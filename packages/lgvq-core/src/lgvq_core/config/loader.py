@@ -362,8 +362,12 @@ def validate(raw: Mapping[str, Any], *, registry: Any, source: str = "<run file>
     """Structure and check a parsed run file; raise :class:`ConfigError` listing every problem."""
     raw = dict(raw)
     walker = _Walker(registry)
+    inherited: set[str] = set()  # sections a downstream file takes from a tokenizer run that cannot be read
     if is_downstream(raw):
+        missing = {f"$.{section}" for section in ("data", "text_encoder") if section not in raw}
         early = fill_from_tokenizer_run(raw, registry)
+        if any(p.path == "$.tokenizer.run_dir" for p in early):
+            inherited = missing
         config = walker.table(DownstreamRunFile, raw, "$")
     else:
         early = []
@@ -372,6 +376,8 @@ def validate(raw: Mapping[str, Any], *, registry: Any, source: str = "<run file>
     problems = early + walker.problems
     if config is not None:
         problems = problems + cross_check(config)
+    # A section the tokenizer run would have filled in is not a problem of its own: the run directory is.
+    problems = [p for p in problems if p.path not in inherited]
     errors = [p for p in problems if not p.warning]
     warnings = tuple(p for p in problems if p.warning)
     if errors:
