@@ -109,6 +109,8 @@ def test_the_worked_example_runs_as_written(tmp_path):
     (prior,) = (work / "runs" / "downstream-code-gpt").iterdir()
     assert f"run directory: runs/downstream-tokenizer/{tokenizer.name}" in done.stdout
     assert "codes: encoding the train split (16 images) once with the frozen tokenizer" in done.stdout
+    assert done.stdout.count("codes: wrote ") == 2  # train and val, encoded once; sample and eval reuse them
+    assert "codes: reusing " in done.stdout
 
     # The prior records the tokenizer it was trained on, and never re-saves it.
     resolved = tomli.loads((prior / "resolved.toml").read_text())
