@@ -94,7 +94,12 @@ def test_the_worked_example_runs_as_written(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     (work / "examples").symlink_to(ROOT / "examples")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "LGVQ_CACHE_DIR": str(tmp_path / "cache"),  # a fresh code cache: the first run writes it
+    }
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", commands],
         cwd=work,
