@@ -113,7 +113,7 @@ def test_the_worked_example_runs_as_written(tmp_path):
     (tokenizer,) = (work / "runs" / "downstream-tokenizer").iterdir()
     (prior,) = (work / "runs" / "downstream-code-gpt").iterdir()
     assert f"run directory: runs/downstream-tokenizer/{tokenizer.name}" in done.stdout
-    assert "codes: encoding the train split (16 images) once with the frozen tokenizer" in done.stdout
+    assert "codes: encoding the train split (16 shapes items) once with the frozen tokenizer" in done.stdout
     assert done.stdout.count("codes: wrote ") == 2  # train and val, encoded once; sample and eval reuse them
     assert "codes: reusing " in done.stdout
 
