@@ -140,3 +140,13 @@ def test_the_worked_example_runs_as_written(tmp_path):
     assert math.isfinite(metrics["fid"]) and metrics["fid"] > 0
     assert metrics["samples"] == 4 and metrics["reference"]["images"] == 8
     assert done.stdout.count("generation-fid: FID of 4 samples against 8 validation images") == 2
+
+
+def test_the_placeholder_message_shown_is_what_lgvq_check_says():
+    from lgvq_core.errors import ConfigError
+    from lgvq_core.registry import load_run_file
+
+    (shown,) = fenced_blocks(DOC.read_text(encoding="utf-8"), "text")
+    with pytest.raises(ConfigError) as info:
+        load_run_file(ROOT / "examples" / "paper" / "celeba-hq" / "code-gpt-unconditional.toml")
+    assert info.value.problems == [shown.strip()]

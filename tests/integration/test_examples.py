@@ -158,8 +158,8 @@ def test_downstream_example_placeholder_is_reported_with_the_key_to_set(path):
         load_run_file(path)
     placeholder = tomli.loads(path.read_text(encoding="utf-8"))["tokenizer"]["run_dir"]
     assert info.value.problems == [
-        f"$.tokenizer.run_dir: no such run directory: {placeholder}; give the directory `lgvq run` printed for "
-        "the tokenizer (in the file, or on the command line: --set tokenizer.run_dir=runs/<name>/<timestamp>-<id>)"
+        f"$.tokenizer.run_dir: no such run directory: {placeholder}; give the run directory `lgvq run` printed "
+        "(in the file, or on the command line: --set tokenizer.run_dir=runs/<name>/<timestamp>-<id>)"
     ]
 
 

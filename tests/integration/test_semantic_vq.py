@@ -179,7 +179,11 @@ def test_check_refuses_a_missing_condition_tokenizer_run(tmp_path, tokenizer_run
     path = downstream_file(tmp_path, tokenizer_run, downstream=VQ_PRIOR, condition_tokenizer={"run_dir": str(missing)})
     with pytest.raises(ConfigError) as info:
         load_run_file(path)
-    assert f"$.condition_tokenizer.run_dir: no such run directory: {missing}" in info.value.problems
+    assert any(
+        p.startswith(f"$.condition_tokenizer.run_dir: no such run directory: {missing}; ")
+        and "--set condition_tokenizer.run_dir=" in p
+        for p in info.value.problems
+    )
 
 
 def test_check_asks_for_a_condition_tokenizer_when_the_vq_condition_has_none(tmp_path, tokenizer_run):

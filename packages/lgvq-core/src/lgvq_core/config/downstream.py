@@ -50,8 +50,8 @@ def tokenizer_run_file(
             [
                 Problem(
                     where,
-                    f"no such run directory: {run_dir}; give the directory `lgvq run` printed for the {name} "
-                    f"(in the file, or on the command line: --set {name}.run_dir=runs/<name>/<timestamp>-<id>)",
+                    f"no such run directory: {run_dir}; give the run directory `lgvq run` printed (in the file, "
+                    f"or on the command line: --set {name}.run_dir=runs/<name>/<timestamp>-<id>)",
                 )
             ],
         )
