@@ -78,17 +78,18 @@ def test_plugins_json_lists_the_four_distributions_with_versions_and_components(
 
 
 def test_a_broken_plugin_is_shown_as_failed_and_the_others_keep_working(fixture_plugin, make_plugin_manager, lgvq_cli):
-    fixture_plugin("broken")
+    folder = fixture_plugin("broken")
     make_plugin_manager(["core", "testing", "broken"], strict=False)
 
     text = lgvq_cli("plugins")
     report = json.loads(lgvq_cli("plugins", "--json").out)
     listing = lgvq_cli("list", "backbone")
 
+    location = f"{folder / 'lgvq_test_broken' / '_plugin.py'}:3"
     assert text.code == 0
     assert (
         "FAILED broken  (lgvq-test-broken 0.0.1): ImportError: lgvq_test_broken needs the package "
-        "'imaginary-dependency'; pip install imaginary-dependency"
+        f"'imaginary-dependency'; pip install imaginary-dependency  (at {location})"
     ) in text.out.splitlines()
     assert "    backbone: tiny-ae" in text.out.splitlines()
     assert report["failed"] == [
@@ -98,6 +99,8 @@ def test_a_broken_plugin_is_shown_as_failed_and_the_others_keep_working(fixture_
             "version": "0.0.1",
             "error": "ImportError: lgvq_test_broken needs the package 'imaginary-dependency'; "
             "pip install imaginary-dependency",
+            "hook": "",
+            "location": location,
         }
     ]
     assert {p["name"] for p in report["plugins"]} == {"core", "testing"}

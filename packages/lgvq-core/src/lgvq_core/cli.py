@@ -43,42 +43,80 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(failure: dict) -> str:
+    return f"  (at {failure['location']})" if failure.get("location") else ""
+
+
+def plugin_lines(plugin: dict) -> list[str]:
+    """The lines ``lgvq plugins`` prints under one loaded plugin: what it provides, or why nothing."""
+    lines = [f"    {kind}: {', '.join(names)}" for kind, names in plugin["components"].items()]
+    for kind, names in plugin.get("conflicting", {}).items():
+        lines.append(f"    {kind} (CONFLICT, not available): {', '.join(names)}")
+    if plugin.get("hooks"):
+        lines.append(f"    hooks: {', '.join(plugin['hooks'])}")
+    for failure in plugin.get("failed", []):
+        lines.append(f"    FAILED {failure['hook']}: {failure['error']}{_location(failure)}")
+    if not lines:
+        if plugin.get("registration_hooks"):
+            lines.append(f"    (no components: {', '.join(plugin['registration_hooks'])} returned none)")
+        else:
+            lines.append("    (no hook implementations: mark the module's lgvq_* functions with @hookimpl)")
+    return lines
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     report = _registry().report()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    loaded = {plugin["name"] for plugin in report["plugins"]}
     for plugin in report["plugins"]:
         print(f"{plugin['name']}  ({plugin['distribution']} {plugin['version']}, {plugin['module']})")
-        for kind, names in plugin["components"].items():
-            print(f"    {kind}: {', '.join(names)}")
-        if not plugin["components"]:
-            print("    (hooks only)")
+        for line in plugin_lines(plugin):
+            print(line)
     for failure in report["failed"]:
-        print(f"FAILED {failure['name']}  ({failure['distribution']} {failure['version']}): {failure['error']}")
+        if failure["name"] not in loaded:
+            print(
+                f"FAILED {failure['name']}  ({failure['distribution']} {failure['version']}): "
+                f"{failure['error']}{_location(failure)}"
+            )
     for name in report["disabled"]:
         print(f"disabled {name}  (LGVQ_DISABLE_PLUGINS)")
     for conflict in report["conflicts"]:
         print(f"CONFLICT {conflict}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from lgvq_core.specs import normalize_kind, normalize_name
+
     registry = _registry()
     try:
         names = registry.list_components(args.kind, args.pattern)
+        kind = normalize_kind(args.kind)
     except ValueError as exc:
         print(f"lgvq list: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    entries = {e.name: e for e in registry.entries(args.kind)}
-    width = max((len(n) for n in names), default=0)
+    entries = {e.name: e for e in registry.entries(kind)}
+    pattern = normalize_name(args.pattern)
+    conflicts = {key: claims for key, claims in registry.conflicts[kind].items() if fnmatch.fnmatchcase(key, pattern)}
+    width = max((len(n) for n in [*names, *conflicts]), default=0)
     for name in names:
         entry = entries[name]
         print(f"{name:<{width}}  {entry.spec.summary}  [{entry.plugin}: {entry.distribution} {entry.version}]")
-    if not names:
+    for key, claims in sorted(conflicts.items()):
+        owners = " and ".join(f"{c.plugin}: {c.distribution} {c.version}" for c in claims)
+        print(f"{key:<{width}}  CONFLICT: provided by {owners}; not usable until one is uninstalled or disabled")
+    if not names and not conflicts:
         print(f"no {args.kind} matches {args.pattern!r}", file=sys.stderr)
     for failure in registry.failures:
         print(f"note: {failure.describe()}", file=sys.stderr)
+    for warning in registry.manager.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

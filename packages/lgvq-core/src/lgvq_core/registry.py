@@ -50,7 +50,8 @@ class Registry:
                         if not isinstance(spec, ComponentSpec):
                             raise TypeError(f"{HOOK_FOR_KIND[kind]} returned {spec!r}, not a ComponentSpec")
                 except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported like an import failure
-                    self.manager.record_failure(info.name, exc)
+                    self.manager.record_failure(info.name, exc, HOOK_FOR_KIND[kind])
+                    continue
                     continue
                 for spec in specs:
                     self._add(
@@ -91,12 +92,28 @@ class Registry:
 
     def report(self) -> dict[str, Any]:
         """Plugins, their components, failures, disabled plugins and name conflicts, as plain data
-        (``lgvq plugins --json`` and a run directory's ``plugins.json``)."""
+        (``lgvq plugins --json`` and a run directory's ``plugins.json``).
+
+        Each loaded plugin lists its ``components``, the names it claims that another plugin claims
+        too (``conflicting``), its other hook implementations (``hooks``) and the errors of its own
+        registration hooks (``failed``). The top-level ``failed`` holds every failure, those of
+        plugins that did not load included.
+        """
+        registration = set(HOOK_FOR_KIND.values())
         plugins = []
         for name, info in sorted(self.manager.infos.items()):
             components = {
                 display_kind(kind): [e.name for e in self.entries(kind) if e.plugin == name] for kind in KINDS
             }
+            conflicting = {
+                display_kind(kind): [
+                    key for key, claims in self.conflicts[kind].items() if name in {c.plugin for c in claims}
+                ]
+                for kind in KINDS
+            }
+            plugin = self.manager.get_plugin(name)
+            callers = self.manager.get_hookcallers(plugin) if plugin is not None else None
+            hooks = sorted(caller.name for caller in callers or ())
             plugins.append(
                 {
                     "name": name,
@@ -104,17 +121,18 @@ class Registry:
                     "version": info.version,
                     "module": info.module,
                     "components": {k: v for k, v in components.items() if v},
+                    "conflicting": {k: v for k, v in conflicting.items() if v},
+                    "hooks": [hook for hook in hooks if hook not in registration],
+                    "registration_hooks": [hook for hook in hooks if hook in registration],
+                    "failed": [_failure_record(f) for f in self.failures if f.name == name and f.hook],
                 }
             )
-        failed = [
-            {"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error}
-            for f in self.failures
-        ]
         return {
             "plugins": plugins,
-            "failed": failed,
+            "failed": [_failure_record(f) for f in self.failures],
             "disabled": sorted(self.manager.disabled),
             "conflicts": self.conflict_messages(),
+            "warnings": list(self.manager.warnings),
         }
 
     def conflict_messages(self) -> list[str]:
@@ -176,6 +194,17 @@ class Registry:
         spec = self.get_spec(kind, component.type, f"{path}.type")
         factory = spec.load_factory()
         return factory(component.config, context)
+
+
+def _failure_record(failure: PluginFailure) -> dict[str, str]:
+    return {
+        "name": failure.name,
+        "distribution": failure.distribution,
+        "version": failure.version,
+        "error": failure.error,
+        "hook": failure.hook,
+        "location": failure.location,
+    }
 
 
 # The process-wide plugin manager and its registry: one pair, one accessor each.

@@ -23,13 +23,21 @@ def schema_rows(cls: type) -> list[dict[str, str]]:
             default = "(unset)"
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
             value = field.default.factory()
-            default = "(table)" if attrs.has(type(value)) else toml_value(value)
+            default = "(table)" if attrs.has(type(value)) else _shown(value)
         else:
-            default = toml_value(field.default)
+            default = _shown(field.default)
         rows.append(
             {"name": field.name, "type": describe_type(field.type), "default": default, "doc": field_doc(field)}
         )
     return rows
+
+
+def _shown(value: Any) -> str:
+    """A default as TOML, or as Python when TOML cannot hold it (the contract flags such a field)."""
+    try:
+        return toml_value(value)
+    except TypeError:
+        return f"{value!r} (not a TOML value)"
 
 
 def format_schema(kind: str, name: str, summary: str, cls: type) -> str:

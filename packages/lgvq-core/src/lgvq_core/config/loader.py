@@ -155,6 +155,31 @@ def _structure_leaf(value: Any, tp: Any, path: str) -> tuple[Any, list[Problem]]
         return None, [Problem(path, str(exc) or type(exc).__name__)]
 
 
+def default_problems(cls: type, path: str = "$") -> list[Problem]:
+    """Defaults of ``cls`` that are not values of their declared type (``option("8")`` on an ``int``).
+
+    Such a default would pass ``lgvq check`` and fail deep inside the component; it is the config
+    class's fault, so the message says to fix the class.
+    """
+    problems = []
+    for field in config_fields(cls):
+        default = field.default
+        if default is attrs.NOTHING or isinstance(default, attrs.Factory) or field.metadata.get("component"):  # type: ignore[arg-type]
+            continue
+        if attrs.has(split_optional(field.type)[1]):
+            continue
+        _, found = _structure_leaf(default, field.type, f"{path}.{field.name}")
+        for problem in found:
+            problems.append(
+                Problem(
+                    problem.path,
+                    f"the default {default!r} of {cls.__module__}.{cls.__qualname__}.{field.name} is not a "
+                    f"{describe_type(field.type)} ({problem.message}); fix the config class's option(...)",
+                )
+            )
+    return problems
+
+
 # ------------------------------------------------------------------------------------------
 # table walking
 # ------------------------------------------------------------------------------------------
@@ -170,6 +195,10 @@ class _Walker:
         fields = config_fields(cls)
         by_name = {f.name: f for f in fields}
         ok = True
+        for problem in default_problems(cls, path):
+            if problem.path.rpartition(".")[2] not in data:
+                ok = False
+                self.problems.append(problem)
         for key in data:
             if key not in by_name:
                 ok = False

@@ -21,12 +21,17 @@ and that each component it registers
 
 - has a complete spec (name, one-line summary, attrs config class, ``"module:attr"`` factory);
 - has a name no other installed plugin uses for the same kind;
-- documents every config field (``option(..., doc)``);
+- documents every config field (``option(..., doc)``), declares defaults of the declared types
+  (``option("8")`` on an ``int`` fails), and renders in ``lgvq schema``;
 - has a config that survives a trip through TOML and rejects an unknown key; a backbone's
   ``default_quantizer`` table is a valid quantizer table;
 - has an importable factory, and builds on CPU into the right kind of object, which then works
   on a tiny input (a backbone reconstructs, a quantizer quantizes, a text encoder encodes, an
-  alignment loss returns a finite scalar, a dataset yields an item).
+  alignment loss returns a finite scalar, a dataset yields an item). A quantizer is held to
+  more, because its mistakes otherwise surface far away (an IndexError inside the relation loss, a
+  usage of 0): integer indices within ``[0, codebook_size)``, a ``codebook`` of shape K×D,
+  ``decode_indices(indices)`` equal to ``quant``, a gradient reaching the input through ``quant``,
+  and the same output twice in eval mode.
 
 Conventions a config class may follow for the build check (all optional, none imports torch at
 module level):
@@ -47,7 +52,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.metadata
 import inspect
 import math
 import os
@@ -63,12 +67,12 @@ import pytest
 import tomli
 
 from lgvq_core import hookspecs
-from lgvq_core.config.describe import dumps_toml, unstructure
+from lgvq_core.config.describe import dumps_toml, format_schema, unstructure
 from lgvq_core.config.fields import field_doc
-from lgvq_core.config.loader import config_fields, structure_component
+from lgvq_core.config.loader import config_fields, default_problems, structure_component
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError
-from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager
+from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager, plugin_module_name, plugin_names
 from lgvq_core.registry import Registry
 from lgvq_core.specs import HOOK_FOR_KIND, BackboneSpec, ComponentSpec, RegisteredComponent, normalize_name
 
@@ -100,24 +104,32 @@ def hook_names() -> set[str]:
     return {name for name, value in vars(hookspecs).items() if callable(value) and hasattr(value, marker)}
 
 
-def find_entry_point(plugin: str) -> importlib.metadata.EntryPoint:
-    """The entry point of ``plugin`` in the ``lgvq`` group."""
-    points = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    if plugin not in points:
+def plugin_module(plugin: str) -> str:
+    """The module ``plugin`` registers: its entry point's value (lgvq-core's opt-in ``testing`` included)."""
+    names = plugin_names(testing=True)
+    if plugin not in names:
         raise ContractError(
             f"no plugin named {plugin!r} in the {ENTRY_POINT_GROUP!r} entry-point group; installed plugins: "
-            f"{', '.join(sorted(points)) or 'none'}. Declare it in pyproject.toml as "
+            f"{', '.join(names) or 'none'}. Declare it in pyproject.toml as "
             f'[project.entry-points.{ENTRY_POINT_GROUP}] {plugin} = "your_package._plugin" and reinstall '
             "the package (pip install -e .)"
         )
-    return points[plugin]
+    return plugin_module_name(plugin)
 
 
 def load_plugin(plugin: str) -> LgvqPluginManager:
     """A strict plugin manager holding ``plugin`` alone: raises if it cannot be loaded."""
-    find_entry_point(plugin)
+    plugin_module(plugin)
     manager = LgvqPluginManager(strict=True)
     manager.load_entry_points(disabled=(), only=[plugin])
+    return manager
+
+
+def full_manager() -> LgvqPluginManager:
+    """Every installed plugin (failures recorded, not raised), as a user has them, plus the test
+    doubles the build check uses (``tiny-text`` for alignment losses)."""
+    manager = LgvqPluginManager(strict=False)
+    manager.load_entry_points(disabled=(), testing=True)
     return manager
 
 
@@ -249,6 +261,26 @@ def undocumented_fields(config_cls: type) -> list[str]:
     return [field.name for field in config_fields(config_cls) if not field_doc(field).strip()]
 
 
+def default_type_problems(config_cls: type) -> list[str]:
+    """Defaults that are not values of their declared type (they pass ``lgvq check``, then fail in the model)."""
+    return [problem.message for problem in default_problems(config_cls)]
+
+
+def schema_problem(entry: RegisteredComponent) -> str | None:
+    """``lgvq schema KIND NAME`` must render every field, and every default must be writable as TOML."""
+    try:
+        text = format_schema(entry.kind, entry.spec.name, entry.spec.summary, entry.spec.config_cls)
+    except Exception as exc:  # noqa: BLE001 - any error is the finding
+        return f"`lgvq schema {entry.kind.replace('_', '-')} {entry.spec.name}` fails: {type(exc).__name__}: {exc}"
+    unwritable = [line.strip() for line in text.splitlines() if line.endswith("(not a TOML value)")]
+    if unwritable:
+        return (
+            "defaults a run file cannot hold (use int, float, str, bool, a list of them, or a Literal): "
+            + "; ".join(unwritable)
+        )
+    return None
+
+
 def contract_config(config_cls: type) -> Any:
     """The instance the contract builds: ``config_cls.contract_config()`` or the defaults."""
     make = getattr(config_cls, "contract_config", None)
@@ -378,19 +410,7 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
     kind = entry.kind
     torch.manual_seed(0)
     if kind == "quantizer":
-        from lgvq_core.quantizers.base import Quantizer
-
-        _expect_type(component, Quantizer)
-        z = torch.randn(2, component.dim, 4, 4)
-        out = component(z)
-        if out.quant.shape != z.shape:
-            raise ContractError(f"quant has shape {tuple(out.quant.shape)}, z had {tuple(z.shape)}")
-        if out.indices.shape[0] != 2 or tuple(out.indices.shape[-2:]) != (4, 4):
-            raise ContractError(f"indices have shape {tuple(out.indices.shape)}; expected B×h×w or B×k×h×w")
-        _finite_scalar(out.loss, "the quantizer loss")
-        decoded = component.decode_indices(out.indices)
-        if decoded.shape != out.quant.shape:
-            raise ContractError(f"decode_indices gives {tuple(decoded.shape)}, quant is {tuple(out.quant.shape)}")
+        exercise_quantizer(component)
     elif kind == "backbone":
         from lgvq_core.tokenizer import Tokenizer
 
@@ -559,6 +579,60 @@ def _exercise_annotations(dataset: Any) -> None:
                 raise ContractError(f"referring({key!r}) must be a list of lgvq_core.data.annotations.Referring")
 
 
+def exercise_quantizer(quantizer: Any) -> None:
+    """The quantizer contract, on a 2×D×4×4 input: shapes, index dtype and range, codebook, decode
+    round trip, gradient through ``quant``, determinism in eval mode."""
+    import torch
+
+    from lgvq_core.quantizers.base import Quantizer
+
+    _expect_type(quantizer, Quantizer)
+    size, dim = int(quantizer.codebook_size), int(quantizer.dim)
+    z = torch.randn(2, dim, 4, 4, requires_grad=True)
+    out = quantizer(z)
+    if out.quant.shape != z.shape:
+        raise ContractError(f"quant has shape {tuple(out.quant.shape)}, z had {tuple(z.shape)}")
+    indices = out.indices
+    if indices.shape[0] != 2 or tuple(indices.shape[-2:]) != (4, 4) or indices.dim() not in (3, 4):
+        raise ContractError(f"indices have shape {tuple(indices.shape)}; expected B×h×w or B×k×h×w")
+    if indices.dtype != torch.long:
+        raise ContractError(f"indices have dtype {indices.dtype}; they index the codebook and must be torch.long")
+    low, high = int(indices.min()), int(indices.max())
+    if low < 0 or high >= size:
+        raise ContractError(
+            f"indices range over [{low}, {high}] but codebook_size is {size}: every index must be in [0, {size})"
+        )
+    _finite_scalar(out.loss, "the quantizer loss")
+    try:
+        codebook = quantizer.codebook
+    except Exception as exc:  # noqa: BLE001 - a missing or broken property is the finding
+        raise ContractError(f"the codebook property fails: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(codebook, torch.Tensor) or tuple(codebook.shape) != (size, dim):
+        shape = tuple(codebook.shape) if isinstance(codebook, torch.Tensor) else type(codebook).__name__
+        raise ContractError(
+            f"codebook is {shape}; expected a (codebook_size, dim) = ({size}, {dim}) tensor (the relation "
+            "loss and the codebook statistics read it)"
+        )
+    decoded = quantizer.decode_indices(indices)
+    if decoded.shape != out.quant.shape:
+        raise ContractError(f"decode_indices gives {tuple(decoded.shape)}, quant is {tuple(out.quant.shape)}")
+    if not torch.allclose(decoded, out.quant, atol=1e-4, rtol=1e-4):
+        error = float((decoded - out.quant).abs().max())
+        raise ContractError(
+            f"decode_indices(indices) differs from quant by up to {error:.3g}: the codes a downstream model "
+            "decodes are not the codes the tokenizer trained on"
+        )
+    out.quant.pow(2).sum().backward()
+    if z.grad is None or not bool(z.grad.abs().sum() > 0):
+        raise ContractError("no gradient reaches z through quant: use the straight-through z + (z_q - z).detach()")
+    quantizer.eval()
+    with torch.no_grad():
+        probe = torch.randn(2, dim, 4, 4)
+        first, second = quantizer(probe), quantizer(probe)
+    if not torch.equal(first.indices, second.indices) or not torch.equal(first.quant, second.quant):
+        raise ContractError("two calls in eval mode on the same input give different codes; eval must be deterministic")
+
+
 def _expect_type(component: Any, base: type) -> None:
     if not isinstance(component, base):
         raise ContractError(
@@ -609,9 +683,7 @@ class PluginContract:
     @classmethod
     def full_registry(cls) -> Registry:
         """Every installed plugin (failures recorded, not raised), as a user would have them."""
-        manager = LgvqPluginManager(strict=False)
-        manager.load_entry_points(disabled=())
-        return Registry(manager)
+        return Registry(full_manager())
 
     @pytest.fixture
     def entry(self, own_registry: Registry, component: tuple[str, str]) -> RegisteredComponent:
@@ -628,12 +700,11 @@ class PluginContract:
         Registry(manager)  # strict: a registration hook that raises or returns a non-spec fails here
 
     def test_imports_without_torch(self) -> None:
-        module = find_entry_point(self.plugin).value.partition(":")[0]
-        problem = torch_import_problem(module)
+        problem = torch_import_problem(plugin_module(self.plugin))
         assert problem is None, problem
 
     def test_hooks_are_known_and_well_formed(self) -> None:
-        module = find_entry_point(self.plugin).load()
+        module = importlib.import_module(plugin_module(self.plugin))
         problems = hook_problems(module)
         assert not problems, "\n".join(problems)
 
@@ -654,6 +725,14 @@ class PluginContract:
             f"{entry.spec.config_cls.__qualname__} fields without a doc: {', '.join(missing)}; "
             'declare them as option(default, "what it does")'
         )
+
+    def test_config_defaults_have_their_declared_types(self, entry: RegisteredComponent) -> None:
+        problems = default_type_problems(entry.spec.config_cls)
+        assert not problems, "\n".join(problems)
+
+    def test_schema_renders_every_field(self, entry: RegisteredComponent) -> None:
+        problem = schema_problem(entry)
+        assert problem is None, problem
 
     def test_config_round_trips_through_toml(self, entry: RegisteredComponent, own_registry: Registry) -> None:
         problem = round_trip_problem(entry, own_registry)
@@ -703,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         cut = args.index("--")
         args, extra = args[:cut], args[cut + 1 :]
     if args == ["--all"]:
-        args = sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+        args = plugin_names()
     if not args or any(a.startswith("-") for a in args):
         print("usage: python -m lgvq_core.testing.contract PLUGIN [PLUGIN ...] | --all [-- PYTEST ARGS]")
         return 2

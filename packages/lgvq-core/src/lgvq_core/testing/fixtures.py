@@ -2,7 +2,14 @@
 
 Enable them in a ``conftest.py``::
 
+    import os
+
+    os.environ.setdefault("LGVQ_TEST_COMPONENTS", "1")  # tiny-ae / tiny-text in `lgvq` subprocesses too
     pytest_plugins = ["lgvq_core.testing.fixtures"]
+
+The test doubles ``tiny-ae`` and ``tiny-text`` (the ``testing`` plugin) are opt-in: a manager made
+by ``make_plugin_manager(["core", "testing"])`` has them because it names them; the process-wide
+manager and ``lgvq`` subprocesses have them only with ``LGVQ_TEST_COMPONENTS=1``.
 
 - ``make_plugin_manager(names, plugins=..., strict=True)``: a fresh plugin manager holding only the
   named entry-point plugins (plus plugin objects the test hands over), installed as the
@@ -20,7 +27,6 @@ Enable them in a ``conftest.py``::
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import os
 import subprocess
 import sys
@@ -33,7 +39,7 @@ import pytest
 
 from lgvq_core import registry as lgvq_registry
 from lgvq_core.config.describe import dumps_toml
-from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager
+from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager, plugin_names
 from lgvq_core.registry import set_plugin_manager
 
 #: The run file of ``tiny_run_config``, without ``run.output_dir`` (the fixture sets it).
@@ -75,8 +81,9 @@ def write_run_file(config: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def installed_plugin_names() -> list[str]:
-    """Names of every plugin in the ``lgvq`` entry-point group, installed or on ``sys.path``."""
-    return sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    """Names of every plugin in the ``lgvq`` entry-point group (installed or on ``sys.path``), and
+    ``testing``: naming lgvq-core's test doubles opts in to them."""
+    return plugin_names(testing=True)
 
 
 @pytest.fixture
