@@ -14,6 +14,7 @@ from typing import Any
 
 from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
 from lgvq_core.plugins import LgvqPluginManager, PluginFailure
+from lgvq_core.providers import install_hint
 from lgvq_core.specs import (
     HOOK_FOR_KIND,
     KINDS,
@@ -176,6 +177,7 @@ class Registry:
         else:
             message += "."
         message += f" Available: {', '.join(available)}." if available else f" No {display_kind(kind)} is installed."
+        message += install_hint(kind, name)
         if self.failures:
             failed = "; ".join(f.describe() for f in self.failures)
             message += f" Note: {failed} (it may provide this component)."
