@@ -3,7 +3,8 @@
     nox -s "tests(core)"            one package's tests (core, backbones, text_encoders, tasks, integration)
     nox -s isolated                 each package's wheel alone in a fresh virtualenv
     nox -s contract                 the plugin contract on every installed plugin
-    nox -s combos                   backbone x (no LG, LG with MiniLM): a few training steps each on CPU
+    nox -s combos                   every backbone x quantizer x (no LG, LG per text encoder): a few CPU steps each
+    nox -s combos contract -- --plugin PATH     the same for the plugin project at PATH (installed first)
     nox -s bench -- --steps 5       benchmarks (not run by default, never in CI)
 
 Torch is pinned (``torch==2.14.1``, ``torchvision==0.29.1``). With its CUDA libraries it takes
@@ -19,6 +20,11 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import nox
 
@@ -145,18 +151,44 @@ def _plugins_of(report_text: str, distribution: str) -> list[str]:
     return [p["name"] for p in plugins]
 
 
+def plugin_projects(posargs: list[str]) -> tuple[list[str], list[str]]:
+    """``--plugin PATH`` arguments (plugin project folders) and the other arguments, apart."""
+    paths, rest = [], []
+    args = iter(posargs)
+    for arg in args:
+        if arg == "--plugin":
+            paths.append(next(args, ""))
+        elif arg.startswith("--plugin="):
+            paths.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    for path in paths:
+        if not (Path(path) / "pyproject.toml").is_file():
+            raise SystemExit(f"--plugin {path!r}: not a plugin project folder (no pyproject.toml)")
+    return paths, rest
+
+
+def plugin_names(project: str) -> list[str]:
+    """The plugins a project declares under [project.entry-points.lgvq]."""
+    data = tomllib.loads((Path(project) / "pyproject.toml").read_text(encoding="utf-8"))
+    return sorted(data.get("project", {}).get("entry-points", {}).get("lgvq", {}))
+
+
 @nox.session
 def contract(session: nox.Session) -> None:
-    """The plugin contract on every installed plugin: the four packages and the example plugin."""
-    install_workspace(session, "pytest", "-e", EXAMPLE_PLUGIN)
+    """The plugin contract on every installed plugin (the four packages and the example plugin), or with
+    ``-- --plugin PATH`` on the plugins of that project only."""
+    projects, rest = plugin_projects(session.posargs)
+    install_workspace(session, "pytest", *[arg for path in projects or [EXAMPLE_PLUGIN] for arg in ("-e", path)])
+    names = [name for path in projects for name in plugin_names(path)] or ["--all"]
     session.run(
         "python",
         "-m",
         "lgvq_core.testing.contract",
-        "--all",
+        *names,
         "--",
         "-q",
-        *session.posargs,
+        *rest,
         env={**OFFLINE, "LGVQ_STRICT_PLUGINS": "1"},
     )
 
@@ -169,77 +201,19 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-#: Backbone setups for combos: the run-file tables, kept small enough for a few CPU steps.
-COMBO_MODELS = {
-    "vqvae": {"backbone": {"type": "vqvae", "hidden": 32, "residual_hidden": 16}},
-    "vqgan": {
-        "backbone": {"type": "vqgan", "ch": 32, "ch_mult": [1, 2], "attn_resolutions": [16], "z_channels": 32},
-        "quantizer": {"type": "vq", "codebook_size": 64, "dim": 32},
-    },
-    "cvq": {
-        "backbone": {"type": "vqgan", "ch": 32, "ch_mult": [1, 2], "attn_resolutions": [16], "z_channels": 32},
-        "quantizer": {"type": "cvq", "codebook_size": 64, "dim": 32},
-    },
-    "vqct": {
-        "backbone": {"type": "vqgan", "ch": 32, "ch_mult": [1, 2], "attn_resolutions": [16], "z_channels": 32},
-        "quantizer": {"type": "vqct", "dim": 64, "hidden_dim": 32, "min_frequency": 0},
-    },
-}
-
-#: The three LG-VQ losses at the official CelebA-HQ weights (docs/method.md: Training objective).
-LANGUAGE_GUIDANCE = {
-    "text_encoder": {"type": "minilm"},
-    "alignment": [
-        {"type": "semantic-nce", "weight": 0.001},
-        {"type": "masked-text", "weight": 0.01},
-        {"type": "relation", "weight": 0.0001},
-    ],
-}
-
-
 @nox.session
-@nox.parametrize("guidance", ["none", "lg"], ids=["no-lg", "lg"])
-@nox.parametrize("model", list(COMBO_MODELS), ids=list(COMBO_MODELS))
-def combos(session: nox.Session, model: str, guidance: str) -> None:
-    """A few training steps of one backbone setup, without or with the LG-VQ losses (MiniLM), on CPU."""
-    install_workspace(session)
-    tmp = Path(session.create_tmp())
-    config: dict = {
-        "run": {"name": f"{model}-{guidance}", "output_dir": str(tmp / "runs"), "device": "cpu", "progress": "log"},
-        "train": {
-            "batch_size": 2,
-            "max_steps": 2,
-            "val_every": 2,
-            "val_batches": 1,
-            "checkpoint_every": 2,
-            "sample_every": 2,
-        },
-        "data": {"type": "shapes", "image_size": 32, "num_train": 8, "num_val": 4},
-        "model": COMBO_MODELS[model],
-    }
-    if guidance == "lg":
-        config.update(LANGUAGE_GUIDANCE)
-    elif model == "vqct":
-        config["text_encoder"] = LANGUAGE_GUIDANCE["text_encoder"]  # VQCT's word vectors
-    run_file = tmp / f"{model}-{guidance}.toml"
-    session.run(
-        "python",
-        "-c",
-        "import json, sys; from lgvq_core.config.describe import dumps_toml; "
-        "open(sys.argv[2], 'w').write(dumps_toml(json.loads(sys.argv[1])))",
-        json.dumps(config),
-        str(run_file),
-    )
-    session.run("lgvq", "check", str(run_file), env=OFFLINE)
-    session.run(
-        "lgvq",
-        "run",
-        str(run_file),
-        "--set",
-        "train.max_steps=2",
-        *session.posargs,
-        env={**OFFLINE, "LGVQ_STRICT_PLUGINS": "1"},
-    )
+def combos(session: nox.Session) -> None:
+    """Every installed backbone x quantizer x {no LG, LG with each text encoder}, a few training steps each on
+    CPU, with finite losses, a checkpoint that reloads and indices within the codebook. The matrix comes from the
+    registry (lgvq_core.testing.combos); pairs the run-file check refuses are skipped with its message.
+
+    ``-- --plugin PATH`` installs that plugin project and keeps the combinations that use its components;
+    other arguments go to ``python -m lgvq_core.testing.combos`` (``--quantizer vq``, ``--steps 1``, ``--list``).
+    """
+    projects, rest = plugin_projects(session.posargs)
+    install_workspace(session, *[arg for path in projects for arg in ("-e", path)])
+    names = [arg for path in projects for name in plugin_names(path) for arg in ("--plugin", name)]
+    session.run("python", "-m", "lgvq_core.testing.combos", *names, *rest, env={**OFFLINE, "LGVQ_STRICT_PLUGINS": "1"})
 
 
 @nox.session(default=False)

@@ -120,3 +120,31 @@ def test_a_run_file_naming_the_example_trains_with_lgvq_run(example, tiny_run_co
     last = [m for m in train if m.get("split") == "train"][-1]
     assert last["step"] == tiny_run_config["train"]["max_steps"]
     assert math.isfinite(last["loss"])
+
+
+@pytest.mark.slow
+def test_the_plugin_authors_command_runs_the_contract_and_the_combinations_on_the_example(example, tmp_path):
+    """The documented command, from the example's own folder, with the example installed from that folder."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lgvq_core.testing.plugin_check", ".", "--quantizer", "vq"]
+        + ["--text-encoder", "tiny-text", "--steps", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=EXAMPLE,
+        env={**os.environ, "LGVQ_TEST_COMPONENTS": "1", "LGVQ_STRICT_PLUGINS": "1"},
+        timeout=600,
+    )
+
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "== plugin contract: example-backbone" in lines
+    assert any(
+        " passed in " in line and "failed" not in line
+        for line in lines[: lines.index("== combinations with example-backbone")]
+    )
+    ok = sorted(line.split(":")[0].split()[-1] for line in lines if line.startswith("ok "))
+    assert ok == ["example-conv+vq+lg-tiny-text", "example-conv+vq+no-lg"]
+    assert "2 passed, 0 failed, 0 skipped" in lines
+    assert [p.name for p in tmp_path.iterdir()] and all(
+        (run / "checkpoints" / "last.json").exists() for folder in tmp_path.iterdir() for run in folder.iterdir()
+    )

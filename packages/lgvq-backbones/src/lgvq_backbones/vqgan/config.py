@@ -97,6 +97,11 @@ class VQGANConfig:
     def downsample(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
 
+    @classmethod
+    def contract_config(cls) -> Any:
+        """A small instance for the plugin contract and the combination runs: 32 px -> 16 x 16 latents."""
+        return cls(ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[16], z_channels=32, norm_groups=8)
+
     def cross_check(self, run: Any, path: str) -> Iterable[Problem]:
         image_size = dataset_image_size(run)
         problems = latent_grid_problems(image_size, self.downsample, f"{path}.ch_mult", "ch_mult")
