@@ -53,7 +53,6 @@ class Registry:
                 except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported like an import failure
                     self.manager.record_failure(info.name, exc, HOOK_FOR_KIND[kind])
                     continue
-                    continue
                 for spec in specs:
                     self._add(
                         RegisteredComponent(
