@@ -223,3 +223,23 @@ def test_the_semantic_preset_has_one_condition_token_per_celebamask_hq_class():
 
     raw = tomli.loads((EXAMPLES / "paper/celeba-hq/code-gpt-semantic.toml").read_text(encoding="utf-8"))
     assert raw["downstream"]["condition_vocab"] == len(CLASSES) == 19
+
+
+def test_the_quickstart_uses_the_leak_free_input_and_a_learnable_temperature():
+    config = load_run_file(EXAMPLES / "quickstart.toml").config
+    losses = {a.type: a.config for a in config.alignment}
+
+    assert losses["masked-text"].text_input == "masked-contextual"
+    assert losses["semantic-nce"].learn_temperature is True
+    assert losses["semantic-nce"].temperature == 0.07
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in PRESETS if p.stem.endswith("-lg")], ids=lambda p: p.relative_to(EXAMPLES).as_posix()
+)
+def test_paper_presets_keep_the_official_masked_text_input_and_fixed_temperature(path):
+    losses = {a.type: a.config for a in load_run_file(path).config.alignment}
+
+    assert losses["masked-text"].text_input == "unmasked-contextual"
+    assert losses["semantic-nce"].learn_temperature is False
+    assert losses["semantic-nce"].temperature == 1.0

@@ -19,6 +19,11 @@ SHOWN_TERMS = (
 )
 
 
+def wall_clock() -> str:
+    """The local time of day, ``HH:MM:SS``: log lines carry it so that a log file shows the pace."""
+    return time.strftime("%H:%M:%S")
+
+
 def _eta(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
@@ -74,7 +79,7 @@ class Progress:
             done = step - self.start_step
             eta = elapsed / done * (self.total - step) if done > 0 else 0.0
             self.write(
-                f"step {step}/{self.total} | {_format_terms(metrics)} | "
+                f"{wall_clock()} step {step}/{self.total} | {_format_terms(metrics)} | "
                 f"{self.images_per_second(step):.1f} img/s | eta {_eta(eta)}"
             )
 
