@@ -9,6 +9,11 @@ each number is better (see :mod:`lgvq_core.runner.compare`).
 Under ``torchrun``, ``lgvq eval`` shards the split of a task whose class sets ``shards_split = True``:
 each rank walks ``model.shard``'s slice and the task's torchmetrics metrics sync on ``compute``, so
 every rank gets the numbers of the whole split. Other tasks run on rank 0 alone.
+
+A task may also have ``requires(model: TrainedModel) -> str | None``: why it cannot run on this
+model (``None`` when it can). Evaluation asks every task before any of them works, runs the
+others, and reports the refused one in the table with its reason. A task config's
+``cross_check`` can say the same at ``lgvq check`` time, from the run file alone.
 """
 
 from __future__ import annotations
@@ -65,3 +70,21 @@ class TrainedModel:
     downstream_run: Any = None
     #: The slice of the split this process evaluates (all of it outside ``torchrun``).
     shard: EvalShard = field(default_factory=EvalShard)
+
+
+def refusal(task: Any, model: TrainedModel) -> str | None:
+    """Why ``task`` cannot run on ``model`` (its optional ``requires``), or ``None``."""
+    requires = getattr(task, "requires", None)
+    return requires(model) if requires is not None else None
+
+
+def one_code_per_position(model: TrainedModel, task: str) -> str | None:
+    """The refusal of a task that reads one code per latent position, when the quantizer picks several."""
+    quantizer = model.tokenizer.quantizer
+    codes = int(getattr(quantizer, "codes_per_position", 1))
+    if codes > 1:
+        return (
+            f"{task} needs one code per latent position; this run's quantizer ({type(quantizer).__name__}) "
+            f"picks {codes} per position"
+        )
+    return None

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lgvq_core.tasks import one_code_per_position
 from lgvq_tasks.config import CodebookConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.pictures import save_png, tile, usage_histogram
@@ -50,6 +51,10 @@ class CodebookTask:
 
     def __init__(self, config: CodebookConfig) -> None:
         self.config = config
+
+    def requires(self, model: Any) -> str | None:
+        """Refuse, before any work, a quantizer with several codes per position (``vqct``)."""
+        return one_code_per_position(model, self.name)
 
     @torch.no_grad()
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:

@@ -8,11 +8,13 @@ train a probe on the frozen codes of the train split (``matcher = "probe"``: for
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import attrs
 
 from lgvq_core.config.fields import in_range, option, positive
+from lgvq_core.config.problems import Problem
 
 Matcher = Literal["auto", "model", "probe"]
 ReconstructionMetric = Literal["psnr", "ssim", "fid", "lpips", "usage"]
@@ -34,6 +36,20 @@ def _positive_entries(instance: object, attribute: attrs.Attribute, value: list[
     bad = [v for v in value if v <= 0]
     if bad:
         raise ValueError(f"entries must be > 0, got {bad!r}")
+
+
+def one_code_per_position_problems(run: Any, path: str, task: str) -> Iterator[Problem]:
+    """A warning at `lgvq check` time when ``task`` reads one code per position and the run's
+    quantizer picks several (``vqct``): `lgvq eval` refuses that task and runs the others."""
+    quantizer = run.model.quantizer
+    codes = getattr(quantizer.config, "codes_per_position", 1) if quantizer is not None else 1
+    if codes > 1:
+        yield Problem(
+            path,
+            f"task {task!r} needs one code per latent position, but quantizer {quantizer.type!r} picks {codes}; "
+            "evaluation will refuse this task (and run the others)",
+            warning=True,
+        )
 
 
 @attrs.define
@@ -153,6 +169,9 @@ class MaskedWordsConfig(TaskConfig):
 class RelationConfig(TaskConfig):
     """Code-word relation error (Table 4) and word/code cosine heat maps (Fig. 6)."""
 
+    def cross_check(self, run: Any, path: str) -> Iterator[Problem]:
+        return one_code_per_position_problems(run, path, "relation")
+
     matcher: Matcher = _matcher("any loss with the code ViT")
     word_features: Literal["contextual", "token-embedding"] = option(
         "contextual",
@@ -171,6 +190,9 @@ class RelationConfig(TaskConfig):
 @attrs.define
 class CodebookConfig(TaskConfig):
     """Every code decoded on its own, tiled into one picture (Fig. 7), and the code-usage histogram."""
+
+    def cross_check(self, run: Any, path: str) -> Iterator[Problem]:
+        return one_code_per_position_problems(run, path, "codebook")
 
     patch_scale: int = option(
         1, "Enlarge each decoded code patch this many times (nearest neighbour) in codebook.png.", in_range(1, 16)

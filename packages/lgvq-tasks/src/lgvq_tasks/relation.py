@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.aggregation import MeanMetric
 
+from lgvq_core.tasks import one_code_per_position
 from lgvq_tasks.config import RelationConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.pictures import heatmap, save_png, side_by_side, stacked
@@ -71,6 +72,10 @@ class RelationTask:
 
     def __init__(self, config: RelationConfig) -> None:
         self.config = config
+
+    def requires(self, model: Any) -> str | None:
+        """Refuse, before any work, a quantizer with several codes per position (``vqct``)."""
+        return one_code_per_position(model, self.name)
 
     @torch.no_grad()
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:

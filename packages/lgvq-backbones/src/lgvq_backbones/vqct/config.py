@@ -88,6 +88,11 @@ class VQCTConfig:
         if self.word_list is not None and not Path(self.word_list).expanduser().is_file():
             yield Problem(f"{path}.word_list", f"file not found: {self.word_list}")
 
+    @property
+    def codes_per_position(self) -> int:
+        """Indices per latent position (``adjective_topk`` adjectives and one noun): what tasks check."""
+        return self.adjective_topk + 1
+
     @classmethod
     def contract_config(cls) -> VQCTConfig:
         """Small enough for the plugin contract, and every word of its captions kept."""

@@ -76,6 +76,7 @@ class VQCTQuantizer(Quantizer):
         self.dim = dim
         self.half = dim // 2
         self.adjective_topk = adjective_topk
+        self.codes_per_position = adjective_topk + 1  # k adjective codes and one noun code
         self.beta = beta
         self.beta_placement = beta_placement
         self.codebook_weight, self.commitment_weight = loss_weights(beta, beta_placement)

@@ -34,6 +34,9 @@ class Quantizer(nn.Module):
 
     codebook_size: int
     dim: int
+    #: Codes picked per latent position (indices B×h×w when 1, B×k×h×w when k > 1). Tasks that
+    #: read one code per position (``relation``, ``codebook``) refuse a quantizer with more.
+    codes_per_position: int = 1
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:  # pragma: no cover - interface
         raise NotImplementedError

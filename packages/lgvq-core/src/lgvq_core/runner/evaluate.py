@@ -26,7 +26,7 @@ from lgvq_core.errors import ConfigError, RunDirError
 from lgvq_core.registry import get_registry, load_run_file
 from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
-from lgvq_core.tasks import EvalShard, TrainedModel
+from lgvq_core.tasks import EvalShard, TrainedModel, refusal
 
 
 def load_trained(
@@ -113,15 +113,30 @@ def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]]
     With a sharded ``model`` (under ``torchrun``), a task with ``shards_split`` runs on every rank,
     each on its slice; any other task runs on rank 0 alone (the other ranks wait for it in the next
     collective, within the process group's timeout). Only rank 0 writes and returns results.
+
+    Every task is asked first whether it can serve this model (its ``requires``); a refused task
+    does no work, the others run, and its entry is ``{"refused": reason}``.
     """
+    from lgvq_core.config.describe import unstructure
+
     registry = get_registry()
     main = model.shard.rank == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     context = BuildContext(device=str(model.device), seed=model.config.run.seed, text_encoder=model.text_encoder)
-    for path, component in tasks:
-        task = registry.build("task", component, path, context)
+    built = [(component, registry.build("task", component, path, context)) for path, component in tasks]
+    refused = {component.type: refusal(task, model) for component, task in built}
+    for name, reason in refused.items():
+        if reason and main:
+            print(f"task {name}: refused: {reason}", flush=True)
+    for component, task in built:
+        record: dict[str, Any] = {"task": component.type, "step": model.step, "options": unstructure(component.config)}
+        if refused[component.type]:
+            if main:
+                results[component.type] = {"refused": refused[component.type]}
+                write_json_atomic(out_dir / f"{component.type}.json", {**record, "refused": refused[component.type]})
+            continue
         sharded = model.shard.sharded and getattr(task, "shards_split", False)
         if not sharded and not main:
             continue
@@ -129,14 +144,11 @@ def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]]
         if main:
             ways = f", {model.shard.count} processes" if sharded else ""
             print(f"task {component.type}: running on {len(data)} validation items{ways}", flush=True)
-        task_dir = out_dir / component.type
-        metrics = task.run(task_model, data, task_dir)
+        metrics = task.run(task_model, data, out_dir / component.type)
         if not main:
             continue
         metrics = _json_safe(metrics)
-        write_json_atomic(
-            out_dir / f"{component.type}.json", {"task": component.type, "step": model.step, "metrics": metrics}
-        )
+        write_json_atomic(out_dir / f"{component.type}.json", {**record, "metrics": metrics})
         results[component.type] = metrics
     return results
 
@@ -144,6 +156,9 @@ def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]]
 def format_table(results: dict[str, Any]) -> str:
     rows = []
     for task, metrics in results.items():
+        if isinstance(metrics, dict) and set(metrics) == {"refused"}:
+            rows.append((task, "refused", str(metrics["refused"])))
+            continue
         for key, value in _flatten(metrics):
             rows.append((task, key, f"{value:.4g}" if isinstance(value, float) else str(value)))
     if not rows:
@@ -194,7 +209,7 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
             extra={"train_data": run.train_data},
         )
     )
-    tasks = [(f"$.tasks[{i}]", c) for i, c in enumerate(run.config.tasks)]
+    tasks = [(f"$.tasks[{i}]", c) for i, c in enumerate(run.config.tasks)] + earlier_tasks(run.run_dir, run.config)
     print(f"evaluating {path.name} ({checkpoint})", flush=True)
     with torch.no_grad():
         results = run_tasks(model, run.val_data, tasks, run.run_dir / "eval")
@@ -218,6 +233,30 @@ def downstream_model(run) -> TrainedModel:
         extra={"train_data": run.train_data},
         downstream_run=run,
     )
+
+
+def earlier_tasks(run_dir: Path, config: Any) -> list[tuple[str, Component]]:
+    """Tasks with a result in ``eval/`` that the run file does not list (``lgvq eval --tasks``), with the
+    options they ran with: after a resume they are evaluated again, so that every file in ``eval/``
+    describes the same checkpoint."""
+    from lgvq_core.config.loader import structure_component
+
+    registry = get_registry()
+    listed = {c.type for c in config.tasks}
+    found = []
+    for result in sorted((Path(run_dir) / "eval").glob("*.json")):
+        try:
+            record = json.loads(result.read_text())
+            name = record["task"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if name in listed or name not in registry.list_components("task"):
+            continue
+        table = {"type": name, **(record.get("options") or {})}
+        found.append(
+            (f"eval/{result.name}", structure_component("task", table, f"eval/{result.name}", registry=registry))
+        )
+    return found
 
 
 def eval_from_cli(args: argparse.Namespace) -> int:
@@ -255,5 +294,6 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     """Every ``eval/<task>.json`` of a run directory."""
     out = {}
     for path in sorted((Path(run_dir) / "eval").glob("*.json")):
-        out[path.stem] = json.loads(path.read_text())["metrics"]
+        record = json.loads(path.read_text())
+        out[path.stem] = record.get("metrics", {"refused": record.get("refused", "")})
     return out

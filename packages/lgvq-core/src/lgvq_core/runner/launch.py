@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
             )
         resolve_checkpoint(resume_dir, "last", log=lambda _: None)  # fail before building anything
         loaded = load_run_file(args.file or resolved, overrides=overrides)
+        refuse_finished_run(resume_dir, loaded.config.train.max_steps)
     else:
         if not args.file:
             raise ConfigError(["$: give a run file (lgvq run FILE) or --resume RUN_DIR"])
@@ -51,6 +53,22 @@ def report_plugin_failures() -> None:
             f"warning: {failure.describe()}; its components are unavailable (see `lgvq plugins`)",
             file=sys.stderr,
             flush=True,
+        )
+
+
+def refuse_finished_run(run_dir: Path, max_steps: int) -> None:
+    """Stop at once when ``last`` is already at ``max_steps``: resuming would load everything to take no
+    step. The message says how to train further and how to evaluate again."""
+    pointer = run_dir / "checkpoints" / "last.json"
+    try:
+        step = int(json.loads(pointer.read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an older or damaged pointer: restore() reads the checkpoint itself and says what is wrong
+    if step >= max_steps:
+        raise RunDirError(
+            f"{run_dir}: the run is already at train.max_steps = {max_steps} (checkpoints/last is at step "
+            f"{step}); nothing to resume. To train further, raise it: lgvq run --resume {run_dir} --set "
+            f"train.max_steps={max(2 * max_steps, step + 1)}. To evaluate again: lgvq eval {run_dir}"
         )
 
 
