@@ -211,7 +211,8 @@ def combos(session: nox.Session) -> None:
     other arguments go to ``python -m lgvq_core.testing.combos`` (``--quantizer vq``, ``--steps 1``, ``--list``).
     """
     projects, rest = plugin_projects(session.posargs)
-    install_workspace(session, *[arg for path in projects for arg in ("-e", path)])
+    # pytest: lgvq-core[testing], whose contract module sizes the components (contract_config).
+    install_workspace(session, "pytest", *[arg for path in projects for arg in ("-e", path)])
     names = [arg for path in projects for name in plugin_names(path) for arg in ("--plugin", name)]
     session.run("python", "-m", "lgvq_core.testing.combos", *names, *rest, env={**OFFLINE, "LGVQ_STRICT_PLUGINS": "1"})
 

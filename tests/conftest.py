@@ -19,7 +19,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Every plugin failure is fatal in tests (a broken plugin must not hide behind a warning);
 # tests of the tolerant behaviour build managers with strict=False or unset it themselves.
 os.environ.setdefault("LGVQ_STRICT_PLUGINS", "1")
-# lgvq-core's test doubles (tiny-ae, tiny-text) are opt-in; the suite and its `lgvq` subprocesses use them.
+# lgvq-core's test doubles (tiny-ae, tiny-text, tiny-prior) are opt-in; the suite and its `lgvq` subprocesses use them.
 os.environ.setdefault("LGVQ_TEST_COMPONENTS", "1")
 # Caches (text features, VQCT word priors) go to a temporary folder, never the user's home.
 os.environ.setdefault("LGVQ_CACHE_DIR", tempfile.mkdtemp(prefix="lgvq-test-cache-"))

@@ -43,7 +43,11 @@ def test_lgvq_plugins_has_no_testing_plugin_unless_opted_in():
     [testing] = [p for p in opted_in["plugins"] if p["name"] == "testing"]
     assert testing["module"] == "lgvq_core.testing._plugin"
     assert testing["distribution"] == "lgvq-core"
-    assert testing["components"] == {"backbone": ["tiny-ae"], "text-encoder": ["tiny-text"]}
+    assert testing["components"] == {
+        "backbone": ["tiny-ae"],
+        "text-encoder": ["tiny-text"],
+        "downstream": ["tiny-prior"],
+    }
 
 
 def test_naming_the_testing_plugin_opts_in(monkeypatch):

@@ -9,7 +9,7 @@ The entry-point name is the plugin's name. A plugin that fails to import is reco
 distribution, version, the exception and where it was raised) and the others keep working, unless
 ``LGVQ_STRICT_PLUGINS=1``. ``LGVQ_DISABLE_PLUGINS=a,b`` blocks plugins by name.
 
-lgvq-core's test doubles (``tiny-ae``, ``tiny-text``: the ``testing`` plugin) are opt-in, as
+lgvq-core's test doubles (``tiny-ae``, ``tiny-text``, ``tiny-prior``: the ``testing`` plugin) are opt-in, as
 pytest's ``pytester`` is: they load only with ``LGVQ_TEST_COMPONENTS=1`` or when a caller names
 the ``testing`` plugin, so a user's ``lgvq list`` never shows them. A test suite that wants them
 in subprocesses too sets the variable in its ``conftest.py``.

@@ -17,10 +17,15 @@ PROVIDERS: dict[str, dict[str, str]] = {
     "quantizer": {name: "lgvq-backbones" for name in ("cvq", "vqct")},
     "text_encoder": {name: "lgvq-text-encoders" for name in ("open_clip", "minilm")},
     "task": {name: "lgvq-tasks" for name in ("reconstruction", "retrieval", "masked-words", "relation", "codebook")},
+    "downstream": {name: "lgvq-tasks" for name in ("code-gpt", "text-to-image")},
 }
 
 #: The opt-in test doubles of lgvq-core (see :mod:`lgvq_core.plugins`).
-TEST_DOUBLES: dict[str, set[str]] = {"backbone": {"tiny-ae"}, "text_encoder": {"tiny-text"}}
+TEST_DOUBLES: dict[str, set[str]] = {
+    "backbone": {"tiny-ae"},
+    "text_encoder": {"tiny-text"},
+    "downstream": {"tiny-prior"},
+}
 
 
 def provider_of(kind: str, name: str) -> str | None:

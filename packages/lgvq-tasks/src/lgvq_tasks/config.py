@@ -41,7 +41,7 @@ def _positive_entries(instance: object, attribute: attrs.Attribute, value: list[
 def one_code_per_position_problems(run: Any, path: str, task: str) -> Iterator[Problem]:
     """A warning at `lgvq check` time when ``task`` reads one code per position and the run's
     quantizer picks several (``vqct``): `lgvq eval` refuses that task and runs the others."""
-    quantizer = run.model.quantizer
+    quantizer = getattr(getattr(run, "model", None), "quantizer", None)  # a downstream run has no [model]
     codes = getattr(quantizer.config, "codes_per_position", 1) if quantizer is not None else 1
     if codes > 1:
         yield Problem(

@@ -14,7 +14,8 @@ skipped with the check's own message. Every other one trains for a few steps on 
 back into a freshly built model at the right step, and that the reloaded model's code indices
 are integers within its codebook.
 
-Nothing here imports torch or pytest at module level.
+Nothing here imports torch or pytest at module level; sizing the components uses the contract
+module, so install ``lgvq-core[testing]``.
 """
 
 from __future__ import annotations
