@@ -85,7 +85,9 @@ def test_a_broken_plugin_is_shown_as_failed_and_the_others_keep_working(fixture_
     report = json.loads(lgvq_cli("plugins", "--json").out)
     listing = lgvq_cli("list", "backbone")
 
-    location = f"{folder / 'lgvq_test_broken' / '_plugin.py'}:3"
+    source = folder / "lgvq_test_broken" / "_plugin.py"
+    line = next(i for i, text in enumerate(source.read_text().splitlines(), 1) if text.startswith("raise ImportError"))
+    location = f"{source}:{line}"
     assert text.code == 0
     assert (
         "FAILED broken  (lgvq-test-broken 0.0.1): ImportError: lgvq_test_broken needs the package "

@@ -16,8 +16,21 @@ PROVIDERS: dict[str, dict[str, str]] = {
     "backbone": {name: "lgvq-backbones" for name in ("vqvae", "vqgan", "cvq", "vqct")},
     "quantizer": {name: "lgvq-backbones" for name in ("cvq", "vqct")},
     "text_encoder": {name: "lgvq-text-encoders" for name in ("open_clip", "minilm")},
-    "task": {name: "lgvq-tasks" for name in ("reconstruction", "retrieval", "masked-words", "relation", "codebook")},
-    "downstream": {name: "lgvq-tasks" for name in ("code-gpt", "text-to-image")},
+    "task": {
+        name: "lgvq-tasks"
+        for name in (
+            "reconstruction",
+            "retrieval",
+            "masked-words",
+            "relation",
+            "codebook",
+            "caption-scores",
+            "generation-fid",
+            "grounding-scores",
+            "vqa-scores",
+        )
+    },
+    "downstream": {name: "lgvq-tasks" for name in ("code-gpt", "text-to-image", "captioning", "grounding", "vqa")},
 }
 
 #: The opt-in test doubles of lgvq-core (see :mod:`lgvq_core.plugins`).
