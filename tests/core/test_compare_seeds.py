@@ -320,3 +320,27 @@ def test_downstream_runs_train_on_every_arms_codes_and_join_the_table(tiny_run_c
     again: list[str] = []
     run_comparison(file, out=tmp_path / "cmp", say=again.append)
     assert not any("training" in line for line in again) and sum("kept" in line for line in again) == 4
+
+
+def test_downstream_rows_keep_ranked_numbers_and_their_shuffled_controls():
+    from lgvq_core.runner.compare_seeds import merge_downstream
+
+    info = {"eval": {}}
+    downstream = {
+        "val": {"bits_per_code": 1.5},
+        "eval": {
+            "grounding-scores": {"acc@0.5": 0.25, "expressions": 40, "better": {"acc@0.5": "higher"}},
+            "vqa-scores": {
+                "accuracy": 0.5,
+                "per_type": {"color": {"accuracy": 0.75, "questions": 4}},
+                "shuffled_images": {"accuracy": 0.25, "questions": 8},
+                "better": {"accuracy": "higher", "per_type.color.accuracy": "higher"},
+            },
+        },
+    }
+    merge_downstream(info, "ground", downstream)
+    assert info["eval"]["ground: grounding-scores"] == {"better": {"acc@0.5": "higher"}, "acc@0.5": 0.25}
+    vqa = info["eval"]["ground: vqa-scores"]
+    assert vqa["accuracy"] == 0.5 and vqa["per_type"] == {"color": {"accuracy": 0.75}}
+    assert vqa["shuffled_images"] == {"accuracy": 0.25}  # the control, shown unranked
+    assert info["eval"]["ground: validation"] == {"bits_per_code": 1.5, "better": {"bits_per_code": "lower"}}

@@ -385,26 +385,38 @@ def plan_downstream(
 
 
 def merge_downstream(info: dict[str, Any], part: str, downstream: dict[str, Any]) -> None:
-    """A downstream run's ranked results (the numbers its tasks name in ``better``) and its validation
-    NLL as ``<file>: <task>`` rows of its arm."""
+    """A downstream run's results as ``<file>: <task>`` rows of its arm: the numbers its tasks rank
+    (``better``), their shuffled-image controls (unranked), and the run's validation NLL."""
     for task, metrics in downstream["eval"].items():
         better = metrics.get("better") if isinstance(metrics, dict) else None
         if not isinstance(better, dict):
             continue
-        ranked: dict[str, Any] = {"better": better}
-        for dotted in better:
-            node, parts = metrics, dotted.split(".")
-            for key in parts:
-                node = node.get(key) if isinstance(node, dict) else None
-            if isinstance(node, (int, float)) and not isinstance(node, bool):
-                target = ranked
-                for key in parts[:-1]:
-                    target = target.setdefault(key, {})
-                target[parts[-1]] = node
-        info["eval"][f"{part}: {task}"] = ranked
+        kept: dict[str, Any] = {"better": better}
+        for path, value in _leaves(metrics):
+            ranked = ".".join(path) in better
+            control = path[0] == "shuffled_images" and ".".join(path[1:]) in better
+            if ranked or control:
+                node = kept
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = value
+        info["eval"][f"{part}: {task}"] = kept
     nll = downstream["val"].get("bits_per_code")
     if nll is not None:
         info["eval"][f"{part}: validation"] = {"bits_per_code": nll, "better": {"bits_per_code": "lower"}}
+
+
+def _leaves(metrics: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+    """(key path, number) of every number in nested results (keys may contain dots: ``acc@0.5``)."""
+    if isinstance(metrics, dict):
+        found = []
+        for key, value in metrics.items():
+            if not (path == () and key == "better"):
+                found += _leaves(value, (*path, str(key)))
+        return found
+    if isinstance(metrics, (int, float)) and not isinstance(metrics, bool):
+        return [(path, metrics)]
+    return []
 
 
 def _finish(run: PlannedRun, outcome: RunOutcome, state: ComparisonState, prefix: str, say) -> None:
