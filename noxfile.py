@@ -221,7 +221,7 @@ def combos(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every bench/*.py in turn; arguments after -- go to each script. Not a test: not run in CI."""
     install_workspace(session, "vector-quantize-pytorch", "einops")
-    scripts = sorted((ROOT / "bench").glob("*.py"))
+    scripts = sorted(p for p in (ROOT / "bench").glob("*.py") if p.name != "harness.py")  # harness: shared setup
     if not scripts:
         session.skip("no benchmark in bench/")
     for script in scripts:

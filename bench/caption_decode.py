@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from harness import add_common_options, prepare
 
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.language.captioning import CaptioningModel
@@ -54,21 +55,16 @@ def time_median(step: Callable[[], object], device: torch.device, repeats: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=64, help="images decoded (one batch when cached)")
     parser.add_argument("--max-length", type=int, default=20, help="tokens per caption at most (EOS counted)")
     parser.add_argument("--latent", type=int, default=16, help="code grid side h = w")
     parser.add_argument("--dim", type=int, default=256, help="code width D")
     parser.add_argument("--codebook-size", type=int, default=1024, help="codes K")
     parser.add_argument("--words", type=int, default=1000, help="vocabulary words")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_common_options(parser, repeats=3, device="cpu")
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = prepare(args)
     generator = torch.Generator().manual_seed(args.seed)
     codebook = torch.randn(args.codebook_size, args.dim, generator=generator)
     tokenizer = FrozenTokenizer(args.codebook_size, (args.latent, args.latent), args.dim, codebook)

@@ -26,6 +26,7 @@ import statistics
 import time
 
 import torch
+from harness import add_common_options, prepare
 
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.generation.config import TextToImageConfig
@@ -39,7 +40,6 @@ def _synchronize(device: torch.device) -> None:
 
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--side", type=int, default=16, help="code grid side")
     parser.add_argument("--codebook-size", type=int, default=1024)
@@ -51,20 +51,15 @@ def main() -> dict:
     parser.add_argument("--text-width", type=int, default=512)
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--fid", action="store_true", help="also train a tiny model on shapes and report FID per step count"
     )
     parser.add_argument("--fid-samples", type=int, default=64, help="samples (and reference images) per FID")
     parser.add_argument("--fid-train-steps", type=int, default=400, help="training steps of each tiny run")
+    add_common_options(parser, repeats=1)
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
+    device = prepare(args)
     tokenizer = FrozenTokenizer(args.codebook_size, (args.side, args.side), 4, torch.zeros(args.codebook_size, 4))
     shape = {"text_length": args.text_length, "text_width": args.text_width}
     config = (

@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from harness import add_common_options, prepare
 
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.generation.code_gpt import CodeGPT
@@ -43,7 +44,6 @@ def timed_sample(prior: CodeGPT, samples: int, seed: int, use_cache: bool, devic
 
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samples", type=int, default=64, help="sequences sampled in one batch")
     parser.add_argument("--side", type=int, default=16, help="code grid side (sequence length side²)")
     parser.add_argument("--codebook-size", type=int, default=1024)
@@ -52,15 +52,10 @@ def main() -> dict:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--paper", action="store_true", help="the paper's size: 16 layers, 16 heads, width 1024")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_common_options(parser, repeats=1)
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
+    device = prepare(args)
     grid = (args.side, args.side)
     tokenizer = FrozenTokenizer(args.codebook_size, grid, 4, torch.zeros(args.codebook_size, 4))
     config = (

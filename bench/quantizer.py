@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from harness import add_common_options, prepare
 
 from lgvq_core.quantizers.vq import VectorQuantizer
 
@@ -61,23 +62,17 @@ def forward_backward(module: torch.nn.Module, run: Callable, z: torch.Tensor, up
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=8, help="images per batch")
     parser.add_argument("--latent", type=int, default=16, help="latent side h = w")
     parser.add_argument("--dim", type=int, default=256, help="code width D")
     parser.add_argument("--codebook-size", type=int, default=1024, help="codes K")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_common_options(parser, repeats=30)
     args = parser.parse_args()
 
     from vector_quantize_pytorch import VectorQuantize
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
+    device = prepare(args)
     shape = (args.batch, args.dim, args.latent, args.latent)
     z = torch.randn(shape, device=device)
     upstream = torch.randn(shape, device=device)

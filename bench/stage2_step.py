@@ -26,6 +26,7 @@ import statistics
 import time
 
 import torch
+from harness import add_common_options, prepare
 
 from lgvq_core.context import BuildContext
 from lgvq_core.downstream import FrozenTokenizer
@@ -56,7 +57,6 @@ def build_tokenizer(args, device: torch.device):
 
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--ch", type=int, default=64, help="vqgan base channels (paper: 128)")
@@ -66,15 +66,11 @@ def main() -> dict:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--paper", action="store_true", help="paper sizes: 256 px, vqgan ch 128, 16 x 1024, batch 36")
     parser.add_argument("--steps", type=int, default=5, help="timed steps of each variant")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    add_common_options(parser, repeats=None)
     args = parser.parse_args()
     if args.paper:
         args.image_size, args.ch, args.batch_size = 256, 128, 36
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
+    device = prepare(args)
 
     tokenizer = build_tokenizer(args, device)
     images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device) * 2 - 1

@@ -193,22 +193,7 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
         if module is not None and prefix != "discriminator":
             ckpt.load_module(module, tensors, prefix, path, state.get("extra_states"))
     run.step = int(state.get("step", run.step))
-    model = (
-        downstream_model(run)
-        if run.kind == "downstream"
-        else TrainedModel(
-            tokenizer=run.model.eval(),
-            alignment=run.alignment.eval() if run.alignment is not None else None,
-            text_encoder=run.text_encoder,
-            text_cache=run.text_cache,
-            device=run.device,
-            config=run.config,
-            run_dir=run.run_dir,
-            step=run.step,
-            batch_size=run.config.train.batch_size,
-            extra={"train_data": run.train_data},
-        )
-    )
+    model = trained_model(run)
     tasks = [(f"$.tasks[{i}]", c) for i, c in enumerate(run.config.tasks)] + earlier_tasks(run.run_dir, run.config)
     print(f"evaluating {path.name} ({checkpoint})", flush=True)
     with torch.no_grad():
@@ -217,12 +202,15 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
     return results
 
 
-def downstream_model(run) -> TrainedModel:
-    """What a task sees of a downstream run: the run itself, its frozen tokenizer, eval mode."""
+def trained_model(run) -> TrainedModel:
+    """What a task sees of a finished run, in eval mode: the tokenizer and its alignment heads, or,
+    for a downstream run, the run itself with its frozen tokenizer."""
     run.model.eval()
+    downstream = run.kind == "downstream"
+    alignment = None if downstream or run.alignment is None else run.alignment.eval()
     return TrainedModel(
-        tokenizer=run.tokenizer,
-        alignment=None,
+        tokenizer=run.tokenizer if downstream else run.model,
+        alignment=alignment,
         text_encoder=run.text_encoder,
         text_cache=run.text_cache,
         device=run.device,
@@ -231,7 +219,7 @@ def downstream_model(run) -> TrainedModel:
         step=run.step,
         batch_size=run.config.train.batch_size,
         extra={"train_data": run.train_data},
-        downstream_run=run,
+        downstream_run=run if downstream else None,
     )
 
 
@@ -274,7 +262,7 @@ def eval_from_cli(args: argparse.Namespace) -> int:
                 ["torchrun: a downstream run's evaluation is not sharded; run `lgvq eval` without torchrun"]
             )
         run = load_downstream_run(args.run_dir, args.checkpoint, args.device)
-        model, data, loaded = downstream_model(run), run.val_data, run.loaded
+        model, data, loaded = trained_model(run), run.val_data, run.loaded
     else:
         model, data, loaded = load_trained(args.run_dir, args.checkpoint, args.device, args.set)
     tasks = task_components(loaded, args.tasks)
