@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import tomli
-from conftest import tokenizer_run_file
+from tiny_runs import tokenizer_run_file
 
 from lgvq_core.errors import ConfigError
 from lgvq_core.registry import load_run_file

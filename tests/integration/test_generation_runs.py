@@ -45,18 +45,28 @@ def test_code_gpt_trains_on_cached_codes_under_each_condition(tmp_path, tokenize
     records = train_records(result.run_dir)
     assert sorted(records) == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) and r["bits_per_code"] > 0 for r in records.values())
+    assert (result.run_dir / "samples" / "step-0000003.png").is_file()  # images drawn from the model
 
 
 def test_text_to_image_resumes_exactly(tmp_path, tokenizer_run):
-    model = {"type": "text-to-image", "layers": 1, "heads": 2, "width": 16, "steps": 10}
+    model = {"type": "text-to-image", "layers": 1, "heads": 2, "width": 16, "steps": 10, "sample_steps": 5}
     straight = train(load_run_file(downstream_file(tmp_path, tokenizer_run, name="straight", downstream=model)))
     expected = train_records(straight.run_dir)
     path = downstream_file(tmp_path, tokenizer_run, name="resumed", downstream=model, train={"max_steps": 3})
     first = train(load_run_file(path))
     train(load_run_file(first.run_dir / "resolved.toml", overrides=["train.max_steps=6"]), resume_dir=first.run_dir)
     got = train_records(first.run_dir)
+    # the first leg drew samples at its last step (eval mode, own generator): the training RNG is untouched
+    assert (first.run_dir / "samples" / "step-0000003.png").is_file()
     for step in (4, 5, 6):
         assert got[step]["loss"] == expected[step]["loss"], step
+
+
+def test_more_sampling_steps_than_diffusion_steps_is_a_check_error(tmp_path, tokenizer_run):
+    model = {"type": "text-to-image", "layers": 1, "heads": 2, "width": 16, "steps": 10, "sample_steps": 25}
+    with pytest.raises(ConfigError) as info:
+        load_run_file(downstream_file(tmp_path, tokenizer_run, downstream=model))
+    assert "$.downstream.sample_steps: must be between 1 and steps (T = 10), got 25" in info.value.problems
 
 
 def test_a_semantic_condition_on_a_dataset_without_label_maps_is_refused_by_check(tmp_path, tokenizer_run):

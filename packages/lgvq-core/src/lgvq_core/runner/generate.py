@@ -49,7 +49,7 @@ def load_downstream_run(run_dir: str | Path, checkpoint: str = "best", device: s
 
 def check_generative(model: Any, options: dict[str, Any]) -> dict[str, Any]:
     """The model's effective sampling options; a clear error for a model that cannot sample."""
-    if not callable(getattr(model, "generate", None)):
+    if not callable(getattr(model, "effective_sampling", None)):
         raise LgvqError(f"{type(model).__name__} does not generate images (it has no generate())")
     try:
         return model.effective_sampling(**{k: v for k, v in options.items() if v is not None})
@@ -102,21 +102,46 @@ def generate_images(
     return torch.cat(images), record
 
 
-def save_images(images: torch.Tensor, out_dir: Path, record: dict[str, Any]) -> None:
-    """``images/NNNNN.png``, ``grid.png`` and, last, ``sample.json`` (its presence marks a complete folder)."""
+def _to_image(tensor: torch.Tensor):
     from PIL import Image
+
+    return Image.fromarray(tensor.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    """Images in [-1, 1] tiled into one near-square PNG."""
     from torchvision.utils import make_grid
 
-    def to_image(tensor: torch.Tensor) -> Image.Image:
-        array = tensor.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-        return Image.fromarray(array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = max(1, int(math.ceil(math.sqrt(len(images)))))
+    _to_image(make_grid(images, nrow=columns, padding=2, pad_value=1.0)).save(path)
 
+
+def save_images(images: torch.Tensor, out_dir: Path, record: dict[str, Any]) -> None:
+    """``images/NNNNN.png``, ``grid.png`` and, last, ``sample.json`` (its presence marks a complete folder)."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
-        to_image(image).save(out_dir / "images" / f"{i:05d}.png")
-    columns = max(1, int(math.ceil(math.sqrt(len(images)))))
-    to_image(make_grid(images, nrow=columns, padding=2, pad_value=1.0)).save(out_dir / "grid.png")
+        _to_image(image).save(out_dir / "images" / f"{i:05d}.png")
+    save_grid(images, out_dir / "grid.png")
     write_json_atomic(out_dir / "sample.json", record)
+
+
+def generates(run: RunContext) -> bool:
+    """A downstream run whose model draws codes (``generate`` with ``effective_sampling``)."""
+    return run.kind == "downstream" and callable(getattr(run.model, "effective_sampling", None))
+
+
+@torch.no_grad()
+def save_training_samples(run: RunContext, count: int = 8) -> None:
+    """``samples/step-NNNNNNN.png`` of a generative downstream run: ``count`` images drawn in eval mode
+    from a generator seeded by the run seed, so the training RNG is neither used nor changed."""
+    was_training = run.model.training
+    run.model.eval()
+    try:
+        images, _ = generate_images(run, count, run.config.run.seed, {}, batch_size=count)
+    finally:
+        run.model.train(was_training)
+    save_grid(images, run.run_dir / "samples" / f"step-{run.step:07d}.png")
 
 
 def sample_from_cli(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from lgvq_core.runner import guard
 from lgvq_core.runner.batches import BatchStream, check_one_batch, first_images, val_loader
 from lgvq_core.runner.components import build_run
 from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.generate import generates
 from lgvq_core.runner.progress import Progress
 from lgvq_core.runner.reporting import RunResult, describe_result, report_skipped, train_record, used_components
 from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, write_run_files
@@ -72,6 +73,7 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
     stream = BatchStream(run)
     validation_loader = val_loader(run)
     sample_images = first_images(run, 8)
+    draws_samples = run.is_main and (sample_images is not None or generates(run))
     images_per_step = train.batch_size * train.accumulate * run.world_size
     progress = Progress(
         total=train.max_steps,
@@ -116,7 +118,7 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
                 is_last = run.step >= train.max_steps
                 if run.step % train.val_every == 0 or is_last:
                     val_metrics = validate_and_keep_best(run, validation_loader, metrics_writer, progress)
-                if sample_images is not None and (run.step % train.sample_every == 0 or is_last):
+                if draws_samples and (run.step % train.sample_every == 0 or is_last):
                     save_samples(run, sample_images)
                 if run.step % train.checkpoint_every == 0 and not is_last:
                     save_pending(run)

@@ -99,9 +99,15 @@ def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, 
 
 
 @torch.no_grad()
-def save_samples(run: RunContext, images: torch.Tensor) -> None:
-    """Originals over reconstructions, ``samples/step-NNNNNNN.png`` (rank 0)."""
+def save_samples(run: RunContext, images: torch.Tensor | None) -> None:
+    """Originals over reconstructions, ``samples/step-NNNNNNN.png`` (rank 0); for a generative
+    downstream run, images drawn from the model."""
     if not run.is_main:
+        return
+    if run.kind == "downstream":
+        from lgvq_core.runner.generate import save_training_samples
+
+        save_training_samples(run)
         return
     run.model.eval()
     with run.autocast():

@@ -34,6 +34,11 @@ def taming_learning_rate(batch_size: int, accumulate: int = 1, devices: int = 1)
     return TAMING_BASE_LEARNING_RATE * batch_size * accumulate * devices
 
 
+def _at_most_steps(instance: object, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and not 1 <= value <= instance.steps:
+        raise ValueError(f"must be between 1 and steps (T = {instance.steps}), got {value}")
+
+
 def _optional_positive(instance: object, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"must be > 0 when set, got {value!r}")
@@ -189,8 +194,10 @@ class TextToImageConfig:
     guidance_scale: float = option(
         1.0, "Sampling: classifier-free guidance s in log-probability space (1: plain conditional)."
     )
-    sample_steps: int = option(
-        100, "Sampling: model evaluations (T or fewer; fewer skip steps evenly, e.g. 25 or 10).", positive
+    sample_steps: int | None = option(
+        None,
+        "Sampling: model evaluations (unset: all T; fewer skip steps evenly, e.g. 25 or 10).",
+        _at_most_steps,
     )
 
     def uses_text(self) -> bool:

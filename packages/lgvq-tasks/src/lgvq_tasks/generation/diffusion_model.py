@@ -227,7 +227,7 @@ class TextToImageDiffusion(nn.Module):
     def effective_sampling(self, **options) -> dict:
         """The sampling options :meth:`generate` uses: ``options`` over the config's."""
         defaults = {
-            "steps": self.config.sample_steps,
+            "steps": self.config.sample_steps or self.config.steps,
             "truncation": self.config.truncation,
             "guidance_scale": self.config.guidance_scale,
         }
@@ -247,7 +247,7 @@ class TextToImageDiffusion(nn.Module):
 
         ``condition`` holds ``text_states`` and ``text_pad`` (None: the null text, ``count`` rows).
         """
-        steps = self.config.sample_steps if steps is None else steps
+        steps = (self.config.sample_steps or self.config.steps) if steps is None else steps
         truncation = self.config.truncation if truncation is None else truncation
         guidance_scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         if condition is not None:
