@@ -270,6 +270,8 @@ def eval_from_cli(args: argparse.Namespace) -> int:
         raise ConfigError(["$.tasks: the run file has no [[tasks]]; name some with --tasks (see `lgvq list task`)"])
     try:
         results = run_tasks(model, data, tasks, Path(args.run_dir) / "eval")
+        if model.shard.count > 1:  # the ranks leave the process group together, not while one still sends
+            torch.distributed.barrier()
     finally:
         distr.shutdown_distributed()
     if model.shard.rank == 0:
