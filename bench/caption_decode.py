@@ -22,35 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
-from harness import add_common_options, prepare
+from harness import add_common_options, prepare, time_median
 
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.language.captioning import CaptioningModel
 from lgvq_tasks.language.config import CaptioningConfig, LanguageModelConfig
 from lgvq_tasks.language.decoding import greedy_decode, greedy_decode_uncached
 from lgvq_tasks.language.vocabulary import WordVocabulary
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_median(step: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``step`` over ``repeats`` calls after one untimed call."""
-    step()
-    _synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -26,16 +26,11 @@ import statistics
 import time
 
 import torch
-from harness import add_common_options, prepare
+from harness import add_common_options, prepare, synchronize
 
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.generation.config import TextToImageConfig
 from lgvq_tasks.generation.diffusion_model import TextToImageDiffusion
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> dict:
@@ -75,10 +70,10 @@ def main() -> dict:
 
     def run(steps: int, seed: int) -> float:
         generator = torch.Generator(device).manual_seed(seed)
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         model.sample(condition, steps=steps, guidance_scale=args.guidance, generator=generator)
-        _synchronize(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     run(min(args.steps), args.seed)  # warm-up

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -23,3 +26,23 @@ def prepare(args: argparse.Namespace) -> torch.device:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     return torch.device(args.device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timer stops after it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_median(step: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of ``step`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

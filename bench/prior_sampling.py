@@ -20,25 +20,20 @@ import statistics
 import time
 
 import torch
-from harness import add_common_options, prepare
+from harness import add_common_options, prepare, synchronize
 
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_tasks.generation.code_gpt import CodeGPT
 from lgvq_tasks.generation.config import CodeGPTConfig
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_sample(prior: CodeGPT, samples: int, seed: int, use_cache: bool, device: torch.device):
     """(seconds, codes) of one batched sampling run from ``seed``."""
     generator = torch.Generator(device).manual_seed(seed)
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     codes = prior.sample(count=samples, generator=generator, top_k=100, use_cache=use_cache)
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start, codes
 
 

@@ -19,33 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from harness import add_common_options, prepare
+from harness import add_common_options, prepare, time_median
 
 from lgvq_core.quantizers.vq import VectorQuantizer
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_median(step: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``step`` over ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
-    _synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def forward_backward(module: torch.nn.Module, run: Callable, z: torch.Tensor, upstream: torch.Tensor):
@@ -112,13 +91,16 @@ def main() -> None:
         return run
 
     timings = {
-        "matmul": time_median(bare_matmul, device, args.warmup, args.repeats),
-        "vq": time_median(forward_backward(vq, run_vq, z, upstream), device, args.warmup, args.repeats),
+        "matmul": time_median(bare_matmul, device, args.repeats, warmup=args.warmup),
+        "vq": time_median(forward_backward(vq, run_vq, z, upstream), device, args.repeats, warmup=args.warmup),
         "peer_default": time_median(
-            forward_backward(peer_default, peer_runner(peer_default), z, upstream), device, args.warmup, args.repeats
+            forward_backward(peer_default, peer_runner(peer_default), z, upstream),
+            device,
+            args.repeats,
+            warmup=args.warmup,
         ),
         "peer_st": time_median(
-            forward_backward(peer_st, peer_runner(peer_st), z, upstream), device, args.warmup, args.repeats
+            forward_backward(peer_st, peer_runner(peer_st), z, upstream), device, args.repeats, warmup=args.warmup
         ),
     }
     ratios = {
