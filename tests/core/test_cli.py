@@ -443,3 +443,20 @@ def test_run_file_written_by_dumps_toml_is_what_check_reads(sample, lgvq_cli, tm
     )
 
     assert lgvq_cli("check", str(path)).code == 0
+
+
+def _as_torchrun_worker(*args: str) -> subprocess.CompletedProcess:
+    """``lgvq ARGS`` in a subprocess that believes it is rank 1 of 2 (no process group is joined)."""
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-c", "import sys; from lgvq_core.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_torchrun_worker_ends_without_finalisation_but_keeps_its_output_and_exit_code(tmp_path):
+    done = _as_torchrun_worker("version")
+    assert done.returncode == 0, done.stderr
+    assert "lgvq-core" in done.stdout  # block-buffered into a pipe: flushed before the process ends
+    missing = tmp_path / "missing.toml"
+    refused = _as_torchrun_worker("check", str(missing))
+    assert refused.returncode == 2
+    assert "missing.toml" in refused.stderr

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from lgvq_core.errors import ConfigError, LgvqError
@@ -303,9 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
@@ -318,6 +319,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _torchrun_worker() -> bool:
+    """True in one of several processes started by ``torchrun``."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def _leave_torchrun_worker(code: int) -> None:
+    """End a torchrun worker without interpreter finalisation.
+
+    The process group is destroyed and every stream flushed first; what a run writes is already on
+    disk (atomic, fsynced writes). Finalisation is skipped because a communication thread that
+    still releases a tensor then would need the interpreter lock while the interpreter is being
+    torn down, which aborts the process ("terminate called without an active exception") and
+    makes torchrun report a run that finished as failed.
+    """
+    try:
+        if "torch.distributed" in sys.modules:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+        logging.shutdown()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not _torchrun_worker():
+        return _dispatch(args)
+    code = 1
+    try:
+        code = _dispatch(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - reported here, since the process ends without finalisation
+        traceback.print_exc()
+    _leave_torchrun_worker(code)
+    return code  # pragma: no cover - not reached
 
 
 if __name__ == "__main__":  # pragma: no cover
