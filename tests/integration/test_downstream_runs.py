@@ -146,6 +146,13 @@ def test_check_refuses_a_model_vocabulary_that_does_not_fit_the_codebook(tmp_pat
     assert any(p.startswith("$.downstream.codebook_size: 64 does not fit") and "32 codes" in p for p in problems)
 
 
+def test_check_refuses_the_tokenizer_speed_options_in_a_downstream_run(tmp_path, tokenizer_run):
+    path = downstream_file(tmp_path, tokenizer_run, run={"channels_last": True, "compile": "default"})
+    problems = check_problems(path)
+    assert any(p.startswith("$.run.channels_last: applies to tokenizer runs only") for p in problems)
+    assert any(p.startswith("$.run.compile: applies to tokenizer runs only") for p in problems)
+
+
 def test_check_refuses_a_downstream_run_as_the_tokenizer(tmp_path, tokenizer_run):
     first = train(load_run_file(downstream_file(tmp_path, tokenizer_run, name="stage2", train={"max_steps": 1})))
     problems = check_problems(downstream_file(tmp_path, first.run_dir, name="stage3"))

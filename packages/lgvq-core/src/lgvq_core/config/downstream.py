@@ -196,6 +196,14 @@ def downstream_cross_check(run) -> list[Problem]:
     from lgvq_core.data.annotations import missing_annotation_message
 
     problems: list[Problem] = []
+    for key in ("channels_last", "compile"):
+        if getattr(run.run, key) not in (False, "off"):
+            problems.append(
+                Problem(
+                    f"$.run.{key}",
+                    "applies to tokenizer runs only (their convolutions); remove it from a downstream run",
+                )
+            )
     model = run.downstream.config
     uses_text = getattr(model, "uses_text", None)
     if callable(uses_text) and uses_text() and run.text_encoder is None:

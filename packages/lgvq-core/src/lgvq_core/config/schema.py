@@ -46,6 +46,17 @@ class RunSection:
     precision: Literal["fp32", "bf16", "fp16"] = option(
         "fp32", "Autocast precision of the forward pass; fp16 adds a gradient scaler."
     )
+    channels_last: bool = option(
+        False,
+        "Keep the tokenizer's and the discriminator's weights and the images in channels-last memory format "
+        "(often faster convolutions, especially with bf16 on GPU; measure with bench/train_step.py).",
+    )
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = option(
+        "off",
+        "torch.compile the tokenizer's encoder and decoder (the whole tokenizer when it has neither) and the "
+        "discriminator, in this mode. The first steps then compile (tens of seconds to minutes); it pays only "
+        "on long runs. Checkpoints are the same as without it.",
+    )
     log_every: int = option(10, "Write a metrics.jsonl line (and a log line) every N steps.", positive)
     progress: Literal["auto", "bar", "log", "off"] = option(
         "auto", "Progress display: a bar on a terminal and log lines otherwise (auto), or forced."
@@ -76,6 +87,11 @@ class TrainSection:
     betas: tuple[float, float] = option((0.5, 0.9), "Adam betas of both optimizers, each in [0, 1).", _betas)
     weight_decay: float = option(0.0, "Adam weight decay.", [non_negative, finite])
     grad_clip: float | None = option(None, "Clip the gradient norm of each optimizer to this value.", positive)
+    optimizer_impl: Literal["auto", "for-loop", "foreach", "fused"] = option(
+        "auto",
+        "Implementation of the Adam/AdamW update: torch's choice (auto), one tensor at a time (for-loop), "
+        "multi-tensor (foreach) or one fused kernel (fused; CPU and CUDA). The arithmetic is the same up to rounding.",
+    )
     accumulate: int = option(1, "Gradient accumulation: micro-batches per optimizer step.", positive)
     val_every: int = option(500, "Validate every N steps (and at the end).", positive)
     val_batches: int | None = option(None, "Validation batches per pass (all when unset).", positive)

@@ -109,6 +109,29 @@ def _build_alignment(config, tokenizer, text_encoder, image_size, context: Build
     return build_alignment_module(losses, config.code_vit.layers, config.code_vit.heads, context)
 
 
+def compiled_parts(tokenizer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """What ``run.compile`` compiles of a tokenizer: its encoder and decoder, else the whole of it."""
+    parts = [(name, getattr(tokenizer, name, None)) for name in ("encoder", "decoder")]
+    parts = [(name, module) for name, module in parts if isinstance(module, nn.Module)]
+    return parts or [("tokenizer", tokenizer)]
+
+
+def apply_speed_options(run_section, tokenizer: nn.Module, discriminator: nn.Module | None, log) -> None:
+    """``run.channels_last`` and ``run.compile``, in place (parameter names and checkpoints unchanged)."""
+    modules = [m for m in (tokenizer, discriminator) if m is not None]
+    if run_section.channels_last:
+        for module in modules:
+            module.to(memory_format=torch.channels_last)
+    if run_section.compile != "off":
+        targets = compiled_parts(tokenizer)
+        if discriminator is not None:
+            targets.append(("discriminator", discriminator))
+        for _, module in targets:
+            module.compile(mode=run_section.compile)
+        names = ", ".join(name for name, _ in targets)
+        log(f"torch.compile (mode {run_section.compile}): {names}; the first steps compile")
+
+
 def _register_defaults(manager) -> None:
     """The default training steps and optimizers are plugins like any other (tried last)."""
     defaults = (
@@ -149,6 +172,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
     tokenizer = parts.tokenizer.to(device)
     alignment = parts.alignment.to(device) if parts.alignment is not None else None
     discriminator = parts.discriminator.to(device) if parts.discriminator is not None else None
+    apply_speed_options(config.run, tokenizer, discriminator, log)
     run = RunContext(
         config=config,
         loaded=loaded,

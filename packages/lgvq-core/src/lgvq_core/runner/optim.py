@@ -30,20 +30,27 @@ def effective_lr(train, world_size: int) -> float:
     return float(train.base_lr) * train.accumulate * world_size * train.batch_size
 
 
+def implementation(train) -> dict[str, bool]:
+    """Keyword arguments of ``torch.optim.Adam``/``AdamW`` for ``train.optimizer_impl``."""
+    choice = getattr(train, "optimizer_impl", "auto")
+    return {"auto": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[choice]
+
+
 @hookimpl(trylast=True)
 def lgvq_make_optimizers(run):
     """Default: Adam over tokenizer + alignment parameters, Adam over the discriminator; for a
     downstream run, AdamW over the model's own parameter groups (``param_groups(weight_decay)``)."""
     train = run.config.train
+    impl = implementation(train)
     if run.kind == "downstream":
         groups = run.model.param_groups(train.weight_decay)
-        return Optimizers(generator=torch.optim.AdamW(groups, lr=run.lr, betas=tuple(train.betas)))
+        return Optimizers(generator=torch.optim.AdamW(groups, lr=run.lr, betas=tuple(train.betas), **impl))
     generator = torch.optim.Adam(
-        run.generator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay
+        run.generator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay, **impl
     )
     discriminator = None
     if run.discriminator is not None:
         discriminator = torch.optim.Adam(
-            run.discriminator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay
+            run.discriminator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay, **impl
         )
     return Optimizers(generator=generator, discriminator=discriminator)

@@ -163,6 +163,8 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
     for i, batch in enumerate(micro_batches):
         last = i == count - 1
         images = batch["image"]
+        if run.config.run.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         text = run.text_features(batch["caption"]) if run.alignment is not None else None
         with no_sync(run.generator_module, not last), frozen(run.discriminator):
             with run.autocast():
