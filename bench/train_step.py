@@ -23,7 +23,7 @@ on CUDA, the peak memory of a step. Compile time is reported separately (the fir
 A human table, then one JSON object as the last line.
 
     python bench/train_step.py --image-size 256 --batch 2 --threads 2 --official /path/to/LG-VQ
-    python bench/train_step.py --device cuda --batch 8 --levers bf16,channels_last,compile,fused
+    python bench/train_step.py --device cuda --batch 8 --levers bf16,channels_last,bf16+channels_last,compile
 """
 
 from __future__ import annotations
@@ -326,7 +326,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the lgvq runs")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant (compile happens here)")
     parser.add_argument("--official", type=Path, default=None, help="local clone of the official LG-VQ code")
-    parser.add_argument("--levers", default="", help=f"comma list of {', '.join(LEVERS)} (each one more variant)")
+    parser.add_argument(
+        "--levers",
+        default="",
+        help=f"comma list of {', '.join(LEVERS)}, or several joined with + (each one more variant)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the lgvq-noLG variant")
     add_common_options(parser, repeats=3, device="cpu")
     args = parser.parse_args()
@@ -335,8 +339,9 @@ def main() -> None:
     device = prepare(args)
     levers = [lever for lever in args.levers.split(",") if lever]
     for lever in levers:
-        if lever not in LEVERS:
-            parser.error(f"--levers: unknown lever {lever!r}; choose from {', '.join(LEVERS)}")
+        for part in lever.split("+"):
+            if part not in LEVERS:
+                parser.error(f"--levers: unknown lever {part!r}; choose from {', '.join(LEVERS)} (join with +)")
 
     with tempfile.TemporaryDirectory(prefix="lgvq-bench-") as tmp:
         args.workdir = tmp
@@ -345,7 +350,8 @@ def main() -> None:
         if not args.no_baseline:
             variants.append(LgvqVariant("lgvq-noLG", build_lgvq(table, ["alignment=[]"], Path(tmp), "nolg"), device))
         for lever in levers:
-            run = build_lgvq(table, LEVERS[lever], Path(tmp), lever)
+            overrides = [override for part in lever.split("+") for override in LEVERS[part]]
+            run = build_lgvq(table, overrides, Path(tmp), lever)
             variants.append(LgvqVariant(f"lgvq+{lever}", run, device))
         official = None
         if args.official is not None:
