@@ -141,7 +141,14 @@ def main() -> int:
     run_check("train-step", step, args.out, left(0.45), summary)
     save()
     overhead = [python, str(HERE / "lg_overhead.py"), "--device", args.device]
-    overhead += ["--image-size", str(args.image_size), "--ch", "32" if quick else "128", "--batch-size", str(args.batch)]
+    overhead += [
+        "--image-size",
+        str(args.image_size),
+        "--ch",
+        "32" if quick else "128",
+        "--batch-size",
+        str(args.batch),
+    ]
     overhead += ["--steps", "3" if quick else "20", "--warmup", "1" if quick else "3"]
     run_check("lg-overhead", overhead, args.out, left(0.4), summary)
     save()
@@ -156,7 +163,9 @@ def main() -> int:
     else:
         summary["nccl-ddp"] = {"skipped": f"{gpus} GPU(s) visible; NCCL DDP needs two or more"}
     save()
-    failed = [name for name, record in summary.items() if isinstance(record, dict) and record.get("status") not in (0, None)]
+    failed = [
+        name for name, record in summary.items() if isinstance(record, dict) and record.get("status") not in (0, None)
+    ]
     print(json.dumps({"summary": str(summary_file), "failed": failed}))
     return 1 if failed else 0
 
