@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 
 from lgvq_core import code_cache
 from lgvq_core.config.describe import dumps_toml
-from lgvq_core.errors import CheckpointError, ConfigError
-from lgvq_core.registry import load_run_file
-from lgvq_core.runner.checkpoint import resolve_checkpoint
+from lgvq_core.errors import CheckpointError, ConfigError, NonFiniteLossError
+from lgvq_core.plugins import hookimpl
+from lgvq_core.registry import get_plugin_manager, load_run_file
+from lgvq_core.runner.checkpoint import load_checkpoint, resolve_checkpoint
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import read_metrics
 
@@ -163,3 +164,38 @@ def test_a_changed_tokenizer_checkpoint_is_refused_by_its_recorded_hash(tmp_path
     path = downstream_file(tmp_path, tokenizer_run, tokenizer={"sha256": "0" * 64})
     with pytest.raises(CheckpointError, match="differs from \\$.tokenizer.sha256"):
         train(load_run_file(path))
+
+
+class _DivergesThenStops:
+    """The update of step ``at`` uses lr 1e30 (huge but finite weights), then the run is asked to stop."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    @hookimpl
+    def lgvq_train_batch_end(self, run, metrics):
+        if run.step == self.at - 1:
+            for group in run.optimizers.generator.param_groups:
+                group["lr"] = 1e30
+        if run.step == self.at:
+            run.request_stop("test-stop")
+
+
+def test_the_final_checkpoint_of_a_downstream_run_is_probed_on_validation_codes(tmp_path, tokenizer_run):
+    path = downstream_file(
+        tmp_path, tokenizer_run, name="diverges", train={"max_steps": 8, "checkpoint_every": 2, "val_every": 100}
+    )
+    manager = get_plugin_manager()
+    manager.register(_DivergesThenStops(at=4), name="fault")
+    try:
+        with pytest.raises(NonFiniteLossError) as info:
+            train(load_run_file(path))
+    finally:
+        manager.unregister(name="fault")
+    error = info.value
+    # no training loss follows step 4 and no validation ran: only the probe sees the diverged weights
+    assert (error.step, error.what) == (4, "loss term (of the weights to save)"), str(error)
+    (run_dir,) = list((tmp_path / "runs" / "diverges").iterdir())
+    kept = resolve_checkpoint(run_dir, "last", log=pytest.fail)
+    assert load_checkpoint(kept)[1]["step"] == 2
+    assert f"The last good checkpoint is {kept} (step 2)" in str(error)

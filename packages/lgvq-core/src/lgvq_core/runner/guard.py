@@ -7,7 +7,7 @@ the next loss is NaN. So weights count as good only when
 - a finite loss has been computed from them: the next training step's loss (a periodic
   checkpoint waits as ``pending`` until then, see :mod:`lgvq_core.runner.checkpoint`), the
   validation loss (``best``), or, for the checkpoint written when the run ends, :func:`probe_loss`
-  on a fixed batch of validation images.
+  on a fixed batch of validation images (a downstream run: validation codes).
 
 A non-finite validation loss stops the run like a non-finite training loss.
 """
@@ -53,23 +53,28 @@ def check_parameters(run: Any) -> None:
 
 
 @torch.no_grad()
-def probe_loss(run: Any, images: torch.Tensor | None) -> dict[str, float]:
-    """The generator loss terms of the current weights on ``images`` (eval mode).
+def probe_loss(run: Any, probe: torch.Tensor | dict[str, Any] | None) -> dict[str, float]:
+    """The loss terms of the current weights on a fixed probe, in eval mode.
 
-    Runs inside ``torch.random.fork_rng``: the probe draws nothing from the run's random streams,
-    so a run that is probed (at its end) and then extended stays exact.
+    A tokenizer run is probed with its generator loss on validation images; a downstream run with
+    its model's ``training_loss`` on validation items (random draws of that loss from a generator
+    seeded by the run seed). Runs inside ``torch.random.fork_rng``: the probe draws nothing from
+    the run's random streams, so a run that is probed (at its end) and then extended stays exact.
     """
-    if images is None:
+    if probe is None:
         return {}
     devices = [run.device] if run.device.type == "cuda" else []
     was_training = run.model.training
     with torch.random.fork_rng(devices=devices):
         run.model.eval()
         try:
-            images = images.to(run.device)
             with run.autocast():
-                output = run.model(images)
-                terms = dict(run.model.generator_loss(images, output, run.step, None))
+                if isinstance(probe, dict):
+                    terms = dict(_downstream_terms(run, probe))
+                else:
+                    images = probe.to(run.device)
+                    output = run.model(images)
+                    terms = dict(run.model.generator_loss(images, output, run.step, None))
         finally:
             run.model.train(was_training)
     names = list(terms)
@@ -77,10 +82,18 @@ def probe_loss(run: Any, images: torch.Tensor | None) -> dict[str, float]:
     return dict(zip(names, values, strict=True))
 
 
-def prove(run: Any, images: torch.Tensor | None) -> None:
+def _downstream_terms(run: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from lgvq_core.runner.batches import to_device
+    from lgvq_core.runner.downstream import model_inputs
+
+    generator = torch.Generator(device=run.device).manual_seed(run.config.run.seed)
+    return run.model.training_loss(model_inputs(run, to_device(batch, run.device), generator))
+
+
+def prove(run: Any, probe: torch.Tensor | dict[str, Any] | None) -> None:
     """Raise :class:`NonFiniteLossError` unless the current weights are finite and give a finite loss."""
     check_parameters(run)
-    for name, value in probe_loss(run, images).items():
+    for name, value in probe_loss(run, probe).items():
         if not math.isfinite(value):
             raise NonFiniteLossError(step=run.step, term=name, value=value, what="loss term (of the weights to save)")
 

@@ -72,14 +72,15 @@ def promote_pending(run: RunContext) -> None:
         ckpt.promote_pending(run.run_dir / "checkpoints")
 
 
-def save_final(run: RunContext, images: torch.Tensor | None) -> None:
-    """``last`` at the end of a run (or on a stop request), from weights probed on ``images``.
+def save_final(run: RunContext, probe: torch.Tensor | dict | None) -> None:
+    """``last`` at the end of a run (or on a stop request), from weights probed on ``probe``
+    (validation images, or a downstream run's validation items).
 
     A pending checkpoint of this very step is promoted instead of written again.
     """
     if not run.is_main:
         return
-    guard.prove(run, images)
+    guard.prove(run, probe)
     folder = run.run_dir / "checkpoints"
     if ckpt.pending_step(folder) == run.step:
         ckpt.promote_pending(folder)
