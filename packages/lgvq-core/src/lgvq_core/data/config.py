@@ -127,6 +127,17 @@ class ShapesConfig:
         return cls(image_size=32, num_train=8, num_val=4)
 
 
+class ReadsFromDisk:
+    """What the plugin contract needs of a dataset that reads files under ``root``: it is not built
+    there (``contract_skip_build``), and its config is checked as ``cls(root="data")``."""
+
+    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
+
+    @classmethod
+    def contract_config(cls) -> Any:
+        return cls(root="data")  # type: ignore[call-arg]
+
+
 @attrs.define
 class TarShardsConfig:
     """WebDataset-style tar shards: ``shard-NNNNNN.tar`` files of ``KEY.png|jpg`` + ``KEY.json`` members.
@@ -152,7 +163,7 @@ class TarShardsConfig:
 
 
 @attrs.define
-class ImageTextFolderConfig:
+class ImageTextFolderConfig(ReadsFromDisk):
     """Images under ``root`` listed in JSONL caption files: the format to convert any data set to.
 
     One JSON object per line, paths relative to ``root``::
@@ -185,15 +196,13 @@ class ImageTextFolderConfig:
     max_caption_words: int = _max_caption_words(27)
     lowercase: bool = _lowercase()
 
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
     @classmethod
     def contract_config(cls) -> ImageTextFolderConfig:
         return cls(root="data", val_fraction=0.1)
 
 
 @attrs.define
-class CocoCaptionsConfig:
+class CocoCaptionsConfig(ReadsFromDisk):
     """MS-COCO captions (2014 layout): ``annotations/captions_<split>2014.json`` + image folders."""
 
     root: str = _root()
@@ -214,15 +223,9 @@ class CocoCaptionsConfig:
     max_caption_words: int = _max_caption_words(0)
     lowercase: bool = _lowercase()
 
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
-    @classmethod
-    def contract_config(cls) -> CocoCaptionsConfig:
-        return cls(root="data")
-
 
 @attrs.define
-class CubTextConfig:
+class CubTextConfig(ReadsFromDisk):
     """CUB-200-2011 with the captions of Reed et al. (10 per image), on the official image-level split."""
 
     root: str = _root()
@@ -238,15 +241,9 @@ class CubTextConfig:
     max_caption_words: int = _max_caption_words(27)
     lowercase: bool = _lowercase()
 
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
-    @classmethod
-    def contract_config(cls) -> CubTextConfig:
-        return cls(root="data")
-
 
 @attrs.define
-class MMCelebAHQConfig:
+class MMCelebAHQConfig(ReadsFromDisk):
     """CelebA-HQ faces with the MM-CelebA-HQ captions (10 per image)."""
 
     root: str = _root()
@@ -267,15 +264,9 @@ class MMCelebAHQConfig:
     max_caption_words: int = _max_caption_words(27)
     lowercase: bool = _lowercase()
 
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
-    @classmethod
-    def contract_config(cls) -> MMCelebAHQConfig:
-        return cls(root="data")
-
 
 @attrs.define
-class TextCapsConfig:
+class TextCapsConfig(ReadsFromDisk):
     """TextCaps 0.1 JSON (``data`` entries with ``image_id`` and ``caption_str``/``reference_strs``)."""
 
     root: str = _root()
@@ -293,15 +284,9 @@ class TextCapsConfig:
     max_caption_words: int = _max_caption_words(27)
     lowercase: bool = _lowercase()
 
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
-    @classmethod
-    def contract_config(cls) -> TextCapsConfig:
-        return cls(root="data")
-
 
 @attrs.define
-class CelebAMaskHQConfig:
+class CelebAMaskHQConfig(ReadsFromDisk):
     """CelebAMask-HQ faces with their 19-class part masks, and captions from MM-CelebA-HQ."""
 
     annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})
@@ -335,12 +320,6 @@ class CelebAMaskHQConfig:
     max_caption_words: int = _max_caption_words(27)
     lowercase: bool = _lowercase()
 
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
-    @classmethod
-    def contract_config(cls) -> CelebAMaskHQConfig:
-        return cls(root="data")
-
 
 def _check_image_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     try:
@@ -356,7 +335,7 @@ def _check_image_name(instance: Any, attribute: attrs.Attribute, value: str) -> 
 
 
 @attrs.define
-class CocoQAConfig:
+class CocoQAConfig(ReadsFromDisk):
     """COCO-QA (Ren et al. 2015): questions with one-word answers on COCO 2014 images."""
 
     annotation_kinds: ClassVar[frozenset[str]] = frozenset({"questions"})
@@ -388,18 +367,12 @@ class CocoQAConfig:
     max_caption_words: int = _max_caption_words(0)
     lowercase: bool = _lowercase()
 
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
-    @classmethod
-    def contract_config(cls) -> CocoQAConfig:
-        return cls(root="data")
-
 
 RefCocoSplit = Literal["train", "val", "test", "testA", "testB"]
 
 
 @attrs.define
-class RefCocoConfig:
+class RefCocoConfig(ReadsFromDisk):
     """RefCOCO / RefCOCO+ / RefCOCOg in the layout of the ``refer`` toolkit, boxes from ``instances.json``."""
 
     annotation_kinds: ClassVar[frozenset[str]] = frozenset({"referring"})
@@ -423,12 +396,6 @@ class RefCocoConfig:
     val_transform: Transform = _transform("resize-square", "val")
     max_caption_words: int = _max_caption_words(0)
     lowercase: bool = _lowercase()
-
-    contract_skip_build: ClassVar[str] = "it reads a data set from disk (data.root)"
-
-    @classmethod
-    def contract_config(cls) -> RefCocoConfig:
-        return cls(root="data")
 
 
 def _optional_classes(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
