@@ -18,8 +18,8 @@ Variants, all in one process on the same images and captions, interleaved repeat
   the same random ViT-B/32 CLIP instead of reading a checkpoint.
 
 Per variant: the median step time and its parts (forward, backward, optimizer; the data wait of
-the lgvq runner's DataLoader is timed separately and given as a share of data + step), img/s and,
-on CUDA, the peak memory of a step. Compile time is reported separately (the first, untimed steps).
+the lgvq runner's DataLoader is timed separately and given as a share of data + step), img/s and
+the memory of a step (CUDA: peak allocated; CPU: how far resident memory rose during the step). Compile time is reported separately (the first, untimed steps).
 A human table, then one JSON object as the last line.
 
     python bench/train_step.py --image-size 256 --batch 2 --threads 2 --official /path/to/LG-VQ
@@ -290,12 +290,38 @@ class OfficialVariant:
 # ------------------------------------------------------------------------------------------
 # measurement
 # ------------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def peak_memory(device: torch.device, step: Callable[[], dict]) -> tuple[dict, float | None]:
-    if device.type != "cuda":
+    """The step's parts and its memory peak in GiB.
+
+    CUDA: the peak of allocated memory during the step (weights, optimizer state and activations).
+    CPU (Linux): how far the process's resident memory rose above its level before the step (the
+    kernel's high-water mark is reset first), i.e. activations, gradients and other transient
+    buffers; ``None`` where ``/proc/self/clear_refs`` cannot be written.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        parts = step()
+        return parts, torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM)
+    except OSError:
         return step(), None
-    torch.cuda.reset_peak_memory_stats(device)
+    before = _status_kib("VmRSS")
     parts = step()
-    return parts, torch.cuda.max_memory_allocated(device) / 2**30
+    peak = _status_kib("VmHWM")
+    if before is None or peak is None:
+        return parts, None
+    return parts, max(0, peak - before) / 2**20
 
 
 def summarise(name: str, samples: list[dict[str, float]], memory: list[float], batch: int) -> dict[str, Any]:
@@ -384,7 +410,7 @@ def main() -> None:
             row["vs_official"] = row["step_s"] / by_name["official"]["step_s"]
 
     header = f"{'variant':<20}{'step s':>9}{'fwd s':>8}{'bwd s':>8}{'opt s':>8}{'data %':>8}{'img/s':>8}"
-    header += f"{'GiB':>7}{'vs lgvq':>9}{'vs official':>13}{'warm-up s':>11}"
+    header += f"{'+GiB' if device.type != 'cuda' else 'GiB':>7}{'vs lgvq':>9}{'vs official':>13}{'warm-up s':>11}"
     print(
         f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, {args.image_size}², "
         f"preset {args.preset.name}, {args.repeats} repeats (median)"
