@@ -48,14 +48,16 @@ class RunSection:
     )
     channels_last: bool = option(
         False,
-        "Keep the tokenizer's and the discriminator's weights and the images in channels-last memory format "
-        "(often faster convolutions, especially with bf16 on GPU; measure with bench/train_step.py).",
+        "Keep the tokenizer's and the discriminator's weights and the images in channels-last memory format: "
+        "the same arithmetic in another layout (a step was 0.84x as long on the CPU in the README's speed "
+        "section; measure your device with bench/train_step.py --levers channels_last).",
     )
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = option(
         "off",
         "torch.compile the tokenizer's encoder and decoder (the whole tokenizer when it has neither) and the "
-        "discriminator, in this mode. The first steps then compile (tens of seconds to minutes); it pays only "
-        "on long runs. Checkpoints are the same as without it.",
+        "discriminator, in this mode. The first steps then compile (minutes); on the CPU in the README's speed "
+        "section it did not pay, so measure your device first (bench/train_step.py --levers compile). "
+        "Checkpoints are the same as without it.",
     )
     log_every: int = option(10, "Write a metrics.jsonl line (and a log line) every N steps.", positive)
     progress: Literal["auto", "bar", "log", "off"] = option(
