@@ -94,19 +94,10 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def probe_batch(run: RunContext, count: int) -> torch.Tensor | dict[str, Any] | None:
-    """What the final checkpoint's weights are probed on (rank 0): the first ``count`` validation
-    images of a tokenizer run, or the first ``count`` validation items (codes) of a downstream run."""
-    if run.kind == "tokenizer":
-        return first_images(run, count)
+    """The first ``count`` validation items (rank 0): a tokenizer run's images (sample grids, and
+    the probe of its final checkpoint), or a downstream run's collated items (codes, its probe)."""
     if not run.is_main or len(run.val_data) == 0:
         return None
     items = [run.val_data[i] for i in range(min(count, len(run.val_data)))]
-    return getattr(run.val_data, "collate", collate)(items)
-
-
-def first_images(run: RunContext, count: int) -> torch.Tensor | None:
-    """The first ``count`` validation images (rank 0), for sample grids."""
-    if not run.is_main or len(run.val_data) == 0 or run.kind != "tokenizer":
-        return None
-    items = [run.val_data[i] for i in range(min(count, len(run.val_data)))]
-    return collate(items)["image"]
+    batch = getattr(run.val_data, "collate", collate)(items)
+    return batch["image"] if run.kind == "tokenizer" else batch

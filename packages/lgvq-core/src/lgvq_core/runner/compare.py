@@ -419,11 +419,11 @@ def compare_from_cli(args: Any) -> int:
 
     sources = [Path(s) for s in args.sources]
     if len(sources) == 1 and sources[0].is_file():
-        from lgvq_core.runner.compare_seeds import compare_from_file
+        from lgvq_core.runner.compare_seeds import run_comparison
 
         if args.labels:
             raise RunDirError("--labels applies to run directories; a run file names its arms in [[compare.arms]]")
-        markdown, out = compare_from_file(
+        markdown, _, out = run_comparison(
             sources[0],
             overrides=list(args.set or []),
             seed_count=args.seeds,

@@ -495,15 +495,3 @@ def _context(file, overrides, seed_count, jobs, entries, started) -> dict[str, s
         "Time": f"{len(entries)} runs took {_duration(training)} of training and evaluation in total; "
         f"this invocation {_duration(elapsed)}",
     }
-
-
-def compare_from_file(
-    file: str | Path,
-    overrides: Sequence[str] = (),
-    seed_count: int | None = None,
-    out: str | Path | None = None,
-    jobs: int = 1,
-    resume: bool = False,
-) -> tuple[str, Path]:
-    markdown, _, folder = run_comparison(file, overrides, seed_count, out, jobs, resume)
-    return markdown, folder

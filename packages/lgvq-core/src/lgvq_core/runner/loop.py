@@ -23,7 +23,7 @@ from lgvq_core.registry import get_registry
 from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner import guard
-from lgvq_core.runner.batches import BatchStream, check_one_batch, first_images, probe_batch, val_loader
+from lgvq_core.runner.batches import BatchStream, check_one_batch, probe_batch, val_loader
 from lgvq_core.runner.components import build_run
 from lgvq_core.runner.context import RunContext
 from lgvq_core.runner.generate import generates
@@ -72,8 +72,8 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
     train = config.train
     stream = BatchStream(run)
     validation_loader = val_loader(run)
-    sample_images = first_images(run, 8)
-    probe = sample_images if run.kind == "tokenizer" else probe_batch(run, 8)
+    probe = probe_batch(run, 8)
+    sample_images = probe if run.kind == "tokenizer" else None
     draws_samples = run.is_main and (sample_images is not None or generates(run))
     images_per_step = train.batch_size * train.accumulate * run.world_size
     progress = Progress(
