@@ -365,6 +365,15 @@ def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
             )
         seen.setdefault(loss.type, i)
     problems.extend(_code_vit_heads(run))
+    train = run.train
+    if train.warmup_steps >= train.max_steps:
+        problems.append(
+            Problem(
+                "$.train.warmup_steps",
+                f"{train.warmup_steps} warm-up steps leave none of the {train.max_steps} steps ($.train.max_steps) "
+                "at the full learning rate; lower warmup_steps",
+            )
+        )
     for path, component in _component_paths(run):
         check = getattr(component.config, "cross_check", None)
         if check is not None:

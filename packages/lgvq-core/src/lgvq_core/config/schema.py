@@ -30,6 +30,11 @@ def _betas(instance: Any, attribute: attrs.Attribute, value: tuple[float, float]
         raise ValueError(f"Adam betas must each be in [0, 1), got {list(value)!r}")
 
 
+def _unit_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be in [0, 1], got {value!r}")
+
+
 def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if not value or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", value):
         raise ValueError(f"must be a non-empty name of letters, digits, '.', '_' or '-', got {value!r}")
@@ -85,6 +90,18 @@ class TrainSection:
         None,
         "Learning rate used as given, skipping the scaling rule (resolved.toml records the effective one).",
         [positive, finite],
+    )
+    warmup_steps: int = option(
+        0,
+        "Raise the learning rate linearly from lr/warmup_steps to lr over the first N steps (0: none, official).",
+        non_negative,
+    )
+    lr_schedule: Literal["constant", "cosine"] = option(
+        "constant",
+        "After warm-up: constant (official) or cosine decay to lr x final_lr_fraction at max_steps.",
+    )
+    final_lr_fraction: float = option(
+        0.1, "Learning rate at max_steps as a fraction of lr (lr_schedule = cosine).", _unit_fraction
     )
     betas: tuple[float, float] = option((0.5, 0.9), "Adam betas of both optimizers, each in [0, 1).", _betas)
     weight_decay: float = option(0.0, "Adam weight decay.", [non_negative, finite])

@@ -11,12 +11,14 @@ import torch
 
 from lgvq_core.plugins import hookimpl
 from lgvq_core.runner.downstream import model_inputs
+from lgvq_core.runner.optim import apply_lr_schedule
 from lgvq_core.runner.step import check_finite, no_sync, step_optimizer
 
 
 def run_downstream_step(run, micro_batches: list[dict]) -> dict[str, float]:
     """One optimizer step over ``train.accumulate`` micro-batches; returns averaged loss terms."""
     optimizer = run.optimizers.generator
+    apply_lr_schedule(run)
     optimizer.zero_grad(set_to_none=True)
     count = len(micro_batches)
     sums: dict[str, torch.Tensor] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,41 @@ def effective_lr(train, world_size: int) -> float:
     if train.lr_scaling == "none":
         return float(train.base_lr)
     return float(train.base_lr) * train.accumulate * world_size * train.batch_size
+
+
+def lr_factor(train, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a fraction of the run's lr.
+
+    Linear warm-up over ``warmup_steps`` (step s gets (s + 1) / warmup_steps), then constant or a
+    cosine from 1 down to ``final_lr_fraction`` at ``max_steps``. A pure function of the step, so a
+    resumed run follows the same schedule with no state of its own.
+    """
+    warmup = train.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if train.lr_schedule == "constant":
+        return 1.0
+    span = max(1, train.max_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    floor = train.final_lr_fraction
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def apply_lr_schedule(run) -> None:
+    """Set every optimizer group's lr for the coming step (``initial_lr`` x :func:`lr_factor`).
+
+    Does nothing on the official schedule (no warm-up, constant), so those runs never touch the groups.
+    """
+    train = run.config.train
+    if train.warmup_steps == 0 and train.lr_schedule == "constant":
+        return
+    factor = lr_factor(train, run.step)
+    for optimizer in (run.optimizers.generator, run.optimizers.discriminator):
+        if optimizer is None:
+            continue
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
 
 
 def implementation(train) -> dict[str, bool]:

@@ -23,6 +23,7 @@ from torch import nn
 
 from lgvq_core.errors import NonFiniteLossError
 from lgvq_core.plugins import hookimpl
+from lgvq_core.runner.optim import apply_lr_schedule
 from lgvq_core.text_encoder import TextFeatures
 from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
 
@@ -152,6 +153,7 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
     PyTorch Lightning 1.x loop with two optimizers: that second forward sees the updated generator.
     """
     optimizers = run.optimizers
+    apply_lr_schedule(run)
     disc_active = run.discriminator is not None and run.model.discriminator_active(run.step)
     second_forward = forwards_in_discriminator_pass(run)
     optimizers.generator.zero_grad(set_to_none=True)
