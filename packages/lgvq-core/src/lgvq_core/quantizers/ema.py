@@ -5,6 +5,11 @@ N_k and the EMA sum m_k of the latents assigned to it, both zero-debiased like s
 ``ExponentialMovingAverage`` (so the first step uses the batch statistics themselves); Laplace
 smoothing N_k <- (N_k + eps) / (n + K eps) · n with n = Σ N_k; then e_k = m_k / N_k. The codebook
 gets no gradient; the loss is the commitment term only.
+
+With ``init = "kmeans"`` the k-means clustering of the first training batch counts as the first EMA
+step: N_k = the cluster size (times the world size under ``torch.distributed``, where the counts
+are sums over ranks) and m_k = N_k · centre_k, debiased, so e_k = centre_k and the update of that
+same forward is the second step.
 """
 
 from __future__ import annotations
@@ -12,14 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from lgvq_core.quantizers.config import EMAVQConfig
+from lgvq_core.quantizers.distributed import sum_over_ranks, world_size
+from lgvq_core.quantizers.restarts import restart_dead_codes
 from lgvq_core.quantizers.vq import NearestCodeQuantizer
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class EMAVectorQuantizer(NearestCodeQuantizer):
@@ -37,6 +39,9 @@ class EMAVectorQuantizer(NearestCodeQuantizer):
         decay: float = 0.99,
         epsilon: float = 1e-5,
         dead_code_threshold: float = 0.0,
+        *,
+        init: str = "uniform",
+        kmeans_iters: int = 10,
     ) -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:
@@ -54,15 +59,28 @@ class EMAVectorQuantizer(NearestCodeQuantizer):
         self.register_buffer("ema_count", torch.zeros(codebook_size))
         self.register_buffer("ema_sum", torch.zeros(codebook_size, dim))
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        self.configure_init(init, kmeans_iters)
+
+    @property
+    def stored_codes(self) -> torch.Tensor:
+        return self.embedding
 
     @property
     def codebook(self) -> torch.Tensor:
         return self.embedding
 
+    def adopt_kmeans(self, centres: torch.Tensor, sizes: torch.Tensor) -> None:
+        """The clustering as the first EMA step: debiased N_k = cluster size, m_k = N_k · centre_k."""
+        super().adopt_kmeans(centres, sizes)
+        hidden_count = sizes * (world_size() * (1.0 - self.decay))  # (1 - decay^1) · N_k
+        self.ema_count.copy_(hidden_count)
+        self.ema_sum.copy_(centres * hidden_count[:, None])
+        self.ema_steps.fill_(1)
+
     def extra_repr(self) -> str:
         return (
             f"codebook_size={self.codebook_size}, dim={self.dim}, beta={self.beta}, decay={self.decay}, "
-            f"epsilon={self.epsilon}, dead_code_threshold={self.dead_code_threshold}"
+            f"epsilon={self.epsilon}, dead_code_threshold={self.dead_code_threshold}{self.init_repr()}"
         )
 
     def after_lookup(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
@@ -75,8 +93,7 @@ class EMAVectorQuantizer(NearestCodeQuantizer):
         # k (1 + d): counts and sums travel together, one all-reduce
         statistics = torch.cat([counts.to(flat.dtype)[:, None], flat.new_zeros(self.codebook_size, self.dim)], dim=1)
         statistics[:, 1:].index_add_(0, indices, flat)
-        if _distributed():
-            dist.all_reduce(statistics)
+        sum_over_ranks(statistics)
         self.ema_steps += 1
         self.ema_count.lerp_(statistics[:, 0], 1.0 - self.decay)
         self.ema_sum.lerp_(statistics[:, 1:], 1.0 - self.decay)
@@ -91,20 +108,22 @@ class EMAVectorQuantizer(NearestCodeQuantizer):
     def _restart_dead_codes(self, flat: torch.Tensor, dead: torch.Tensor, debias: torch.Tensor) -> None:
         """Move codes whose EMA count is below the threshold onto random latents of the batch.
 
-        A restarted code starts from count = threshold and sum = threshold · latent. One latent is
-        drawn for every code (fixed shapes, no host sync) and used only where ``dead``.
+        A restarted code starts from count = threshold and sum = threshold · latent
+        (:func:`~lgvq_core.quantizers.restarts.restart_dead_codes`, shared with ``vq`` and ``cosine``).
         """
-        samples = flat[torch.randint(flat.shape[0], (self.codebook_size,), device=flat.device)]  # k d
-        if _distributed():
-            dist.broadcast(samples, src=0)
-        dead_rows = dead[:, None]
-        self.embedding.copy_(torch.where(dead_rows, samples, self.embedding))
         hidden_count = self.dead_code_threshold * debias
-        self.ema_count.copy_(torch.where(dead, hidden_count, self.ema_count))
-        self.ema_sum.copy_(torch.where(dead_rows, samples * hidden_count, self.ema_sum))
+        samples = restart_dead_codes(self.embedding, self.ema_count, flat, dead, hidden_count)
+        self.ema_sum.copy_(torch.where(dead[:, None], samples * hidden_count, self.ema_sum))
 
 
 def build_ema_vq(config: EMAVQConfig, context: Any = None) -> EMAVectorQuantizer:
     return EMAVectorQuantizer(
-        config.codebook_size, config.dim, config.beta, config.decay, config.epsilon, config.dead_code_threshold
+        config.codebook_size,
+        config.dim,
+        config.beta,
+        config.decay,
+        config.epsilon,
+        config.dead_code_threshold,
+        init=config.init,
+        kmeans_iters=config.kmeans_iters,
     )
