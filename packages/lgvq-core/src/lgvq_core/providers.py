@@ -24,6 +24,7 @@ PROVIDERS: dict[str, dict[str, str]] = {
             "masked-words",
             "relation",
             "codebook",
+            "code-probe",
             "caption-scores",
             "generation-fid",
             "grounding-scores",

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from lgvq_core.config.fields import in_range, option, positive
+from lgvq_core.config.fields import in_range, non_negative, option, positive
 from lgvq_core.config.problems import Problem
 
 Matcher = Literal["auto", "model", "probe"]
@@ -198,6 +198,64 @@ class CodebookConfig(TaskConfig):
         1, "Enlarge each decoded code patch this many times (nearest neighbour) in codebook.png.", in_range(1, 16)
     )
     decode_batch: int = option(256, "Codes decoded per batch.", positive)
+
+
+def _distinct(instance: object, attribute: attrs.Attribute, value: list) -> None:
+    if len(set(value)) != len(value):
+        raise ValueError(f"has duplicates: {value!r}")
+
+
+@attrs.define
+class CodeProbeConfig(TaskConfig):
+    """Linear and MLP probes on the frozen code vectors, predicting each image's attributes.
+
+    Needs a dataset with the ``attributes`` annotation kind (docs/datasets.md), e.g. ``shapes``.
+    ``batch_size`` is the encoding batch, as in every task; ``probe_batch_size`` the fitting batch.
+    """
+
+    def cross_check(self, run: Any, path: str) -> Iterator[Problem]:
+        from lgvq_core.data.annotations import ATTRIBUTES, missing_annotation_message
+
+        data = getattr(run, "data", None)
+        if data is None:
+            return
+        if ATTRIBUTES not in getattr(type(data.config), "annotation_kinds", frozenset()):
+            yield Problem(
+                path,
+                f"task 'code-probe' needs per-image attributes: {missing_annotation_message(data.type, ATTRIBUTES)}",
+            )
+
+    train_images: int = option(
+        2048,
+        "Train-split images the probes are fitted on (a seeded random subset; the whole split when smaller).",
+        positive,
+    )
+    probes: list[Literal["linear", "mlp"]] = option(
+        factory=lambda: ["linear", "mlp"],
+        doc="Probes to fit: linear (one linear layer) and mlp (Linear -> ReLU -> Linear, one shared hidden layer "
+        "with a head per attribute).",
+        validator=_non_empty,
+    )
+    hidden: int = option(256, "Width of the MLP probe's hidden layer.", positive)
+    steps: int = option(300, "Adam steps of each probe.", positive)
+    probe_batch_size: int = option(256, "Train images per probe step (the whole subset when it is smaller).", positive)
+    lr: float = option(1e-3, "Adam learning rate of the probes.", positive)
+    weight_decay: float = option(1e-4, "Adam weight decay (L2) of the probes.", non_negative)
+    seed: int = option(
+        0, "Seed of every draw: the train subset, the MLP's initialisation, the probes' batches, the permutation."
+    )
+    shuffled_control: bool = option(
+        True,
+        "Also fit a probe on the train labels permuted across images and score it on the true val labels: it "
+        "should land at chance (at most about the majority rate); clearly higher, the probe finds labels without "
+        "the image.",
+    )
+    attributes: list[str] = option(
+        factory=list,
+        doc="Attributes to probe, by name (empty: every attribute the dataset declares). An unknown name is refused "
+        "with the list of the dataset's attributes.",
+        validator=_distinct,
+    )
 
 
 @attrs.define

@@ -20,7 +20,7 @@ from lgvq_core.data.base import collate
 from lgvq_core.registry import get_registry
 from lgvq_tasks.config import ProbeConfig
 from lgvq_tasks.errors import TaskError
-from lgvq_tasks.split import Progress, caption_features, encode_codes, require_text_encoder
+from lgvq_tasks.split import Progress, caption_features, encode_codes, require_text_encoder, train_split
 
 #: The heads a probe trains, as run-file ``[[alignment]]`` types.
 PROBE_LOSSES = ("semantic-nce", "masked-text")
@@ -61,21 +61,6 @@ def guidance_for(model: Any, task: str, choice: str, loss: str | None, probe: Pr
     return model.extra[key], matcher
 
 
-def _train_split(model: Any) -> Any:
-    data = model.extra.get("train_data")
-    if data is not None:
-        return data
-    config = model.config
-    if config is None:
-        raise TaskError("the probe trains on the run's train split, but the model carries no run file to build it from")
-    context = BuildContext(
-        device=str(model.device), seed=config.run.seed, split="train", log=lambda m: print(m, flush=True)
-    )
-    data = get_registry().build("dataset", config.data, "$.data", context)
-    model.extra["train_data"] = data
-    return data
-
-
 def _code_vit_shape(model: Any, probe: ProbeConfig) -> tuple[int, int]:
     config = getattr(model.config, "code_vit", None)
     layers = probe.layers or (config.layers if config is not None else 2)
@@ -109,7 +94,7 @@ def build_probe(model: Any, probe: ProbeConfig, quant_shape: torch.Size) -> Any:
 def train_probe(model: Any, probe: ProbeConfig, task: str) -> Any:
     """Train a probe on frozen codes of random train items; returns it in eval mode."""
     require_text_encoder(model, task)
-    train = _train_split(model)
+    train = train_split(model, f"{task}'s probe")
     if len(train) < 2:
         raise TaskError(f"{task}: the probe needs at least 2 training images, the train split has {len(train)}")
     tokenizer = model.tokenizer

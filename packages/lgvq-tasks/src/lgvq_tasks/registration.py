@@ -5,6 +5,7 @@ from __future__ import annotations
 from lgvq_core.specs import ComponentSpec, DownstreamSpec
 from lgvq_tasks.config import (
     CodebookConfig,
+    CodeProbeConfig,
     GenerationFIDConfig,
     MaskedWordsConfig,
     ReconstructionConfig,
@@ -68,6 +69,13 @@ TASKS: list = [
         summary="every code decoded on its own, tiled into one PNG (Fig. 7), and a code-usage histogram",
         config_cls=CodebookConfig,
         factory="lgvq_tasks.codebook:build_codebook",
+    ),
+    ComponentSpec(
+        name="code-probe",
+        summary="linear and MLP probes on the frozen code vectors predict each image's attributes, with a "
+        "shuffled-label control and the majority rate",
+        config_cls=CodeProbeConfig,
+        factory="lgvq_tasks.code_probe:build_code_probe",
     ),
 ]
 

@@ -1,4 +1,4 @@
-"""Walking the evaluation split through the frozen model: image batches, their codes, caption features.
+"""Walking a split through the frozen model: image batches, their codes, caption features; the train split.
 
 Items are read by plain index, so every image gets the deterministic validation transform and its
 evaluation caption (the first one that passes the caption rule). Unreadable items the dataset
@@ -7,15 +7,17 @@ skips are counted and reported once at the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from lgvq_core.context import BuildContext
 from lgvq_core.data.base import collate
 from lgvq_core.quantizers.base import QuantizerOutput
+from lgvq_core.registry import get_registry
 from lgvq_core.text_encoder import TextFeatures
 from lgvq_tasks.errors import TaskError
 
@@ -74,10 +76,20 @@ def split_batches(task: str, data: Any, model: Any, config: Any) -> Iterator[Spl
             f"{task}: {count} validation item(s) cannot be shared by {model.shard.count} processes; "
             "evaluate with fewer processes (or without torchrun)"
         )
-    batch_size = batch_size_of(config, model)
     indices = model.shard.indices(count)  # all of range(count) outside torchrun
-    loader = DataLoader(data, batch_size=batch_size, sampler=indices, collate_fn=collate)
-    progress = Progress(task, len(loader), config.progress_every)
+    yield from item_batches(task, data, indices, batch_size_of(config, model), model.device, config.progress_every)
+
+
+def item_batches(
+    task: str, data: Any, indices: Sequence[int], batch_size: int, device: Any, progress_every: int, what: str = "batch"
+) -> Iterator[SplitBatch]:
+    """Batches of the items ``indices`` of ``data``, in that order, with a progress line every ``progress_every``.
+
+    The loader gets a generator of its own, so walking a split draws nothing from the global RNG
+    (a task at the end of ``lgvq run`` leaves the training RNG as it found it).
+    """
+    loader = DataLoader(data, batch_size=batch_size, sampler=indices, collate_fn=collate, generator=torch.Generator())
+    progress = Progress(task, len(loader), progress_every, what)
     skipped: list[tuple[int, str]] = []
     seen = 0
     for number, batch in enumerate(loader, start=1):
@@ -85,7 +97,7 @@ def split_batches(task: str, data: Any, model: Any, config: Any) -> Iterator[Spl
         if batch["image"] is not None:
             seen += batch["image"].shape[0]
             yield SplitBatch(
-                images=batch["image"].to(model.device),
+                images=batch["image"].to(device),
                 caption=list(batch["caption"]),
                 captions=[list(c) for c in batch["captions"]],
                 index=list(batch["index"]),
@@ -95,6 +107,22 @@ def split_batches(task: str, data: Any, model: Any, config: Any) -> Iterator[Spl
         print(
             f"{task}: skipped {len(skipped)} unreadable item(s), e.g. item {skipped[0][0]}: {skipped[0][1]}", flush=True
         )
+
+
+def train_split(model: Any, task: str) -> Any:
+    """The run's train split: the one evaluation loaded with the model, or built from its run file (kept in ``model.extra``)."""
+    data = model.extra.get("train_data")
+    if data is not None:
+        return data
+    config = model.config
+    if config is None:
+        raise TaskError(f"{task} reads the run's train split, but the model carries no run file to build it from")
+    context = BuildContext(
+        device=str(model.device), seed=config.run.seed, split="train", log=lambda m: print(m, flush=True)
+    )
+    data = get_registry().build("dataset", config.data, "$.data", context)
+    model.extra["train_data"] = data
+    return data
 
 
 @torch.no_grad()

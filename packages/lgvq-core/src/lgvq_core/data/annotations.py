@@ -1,13 +1,17 @@
-"""The optional annotations of datasets: segmentation maps, questions, referring expressions.
+"""The optional annotations of datasets: segmentation maps, questions, referring expressions, attributes.
 
 Downstream tasks on frozen codes need more than captions: semantic synthesis needs a label map
-per image, VQA needs questions with answers, visual grounding needs phrases with boxes. A dataset
-that has such annotations declares them, and a task that needs one asks for it by kind:
+per image, VQA needs questions with answers, visual grounding needs phrases with boxes, the
+``code-probe`` evaluation needs a class per attribute of each image. A dataset that has such
+annotations declares them, and a task that needs one asks for it by kind:
 
 - ``"segmentation"``: a label map per image (``long`` ``h w`` at the dataset's ``image_size``,
   class 0 is background; class names from ``segmentation_classes()``);
 - ``"questions"``: :class:`Question` list per image (COCO-QA's four types, single-word answers);
-- ``"referring"``: :class:`Referring` list per image (a phrase that names one object, and its box).
+- ``"referring"``: :class:`Referring` list per image (a phrase that names one object, and its box);
+- ``"attributes"``: one class per named attribute per image (``attributes(key)`` gives attribute
+  name -> class index; ``attribute_classes()`` gives attribute name -> class names, fixed for the
+  dataset's config).
 
 The dataset methods live on :class:`lgvq_core.data.base.CaptionedImages` (see its docstring for
 how seeded keys transform masks and boxes with the image). The declaration lives here too, on the
@@ -27,9 +31,9 @@ import attrs
 
 from lgvq_core.errors import LgvqError
 
-SEGMENTATION, QUESTIONS, REFERRING = "segmentation", "questions", "referring"
+SEGMENTATION, QUESTIONS, REFERRING, ATTRIBUTES = "segmentation", "questions", "referring", "attributes"
 #: Every annotation kind a dataset may declare.
-ANNOTATION_KINDS: frozenset[str] = frozenset({SEGMENTATION, QUESTIONS, REFERRING})
+ANNOTATION_KINDS: frozenset[str] = frozenset({SEGMENTATION, QUESTIONS, REFERRING, ATTRIBUTES})
 
 #: COCO-QA's question types, in the order of its ``types.txt`` ids (0 object, 1 number, 2 color,
 #: 3 location).

@@ -26,10 +26,10 @@ or, when ``skip_bad_items`` is on, yields the marker ``{"index": i, "error": mes
 count and report them: nothing is dropped silently.
 
 **Optional annotations** (:mod:`lgvq_core.data.annotations`). Besides captions, a dataset may have
-any of three annotation kinds, which downstream tasks ask for by name:
+any of four annotation kinds, which tasks ask for by name:
 
 - ``dataset.annotation_kinds() -> frozenset[str]``: the kinds it has, among ``"segmentation"``,
-  ``"questions"`` and ``"referring"`` (its config class declares the same set as the class
+  ``"questions"``, ``"referring"`` and ``"attributes"`` (its config class declares the same set as the class
   attribute ``annotation_kinds``, which ``lgvq check`` reads without building the dataset);
 - ``dataset.require_annotations(*kinds)``: raises :class:`MissingAnnotationError` naming the
   dataset, the kind and the registered datasets that have it;
@@ -38,7 +38,11 @@ any of three annotation kinds, which downstream tasks ask for by name:
 - ``dataset.questions(key) -> list[Question]``: ``Question(text, answer, type)`` with a
   single-word answer and ``type`` one of ``"object" "number" "color" "location"`` (COCO-QA's);
 - ``dataset.referring(key) -> list[Referring]``: ``Referring(text, box, object_id)`` with ``box``
-  ``(x0, y0, x1, y1)`` as fractions (``[0, 1]``) of the yielded image's side.
+  ``(x0, y0, x1, y1)`` as fractions (``[0, 1]``) of the yielded image's side;
+- ``dataset.attribute_classes() -> dict[str, tuple[str, ...]]``: attribute name -> class names,
+  fixed for the dataset's config; ``dataset.attributes(key) -> dict[str, int]``: the class index
+  of each of those attributes for the item's image, as an unseeded key yields it (a seeded key
+  names the same item and gets the same classes).
 
 Asking for a kind the dataset lacks raises :class:`MissingAnnotationError`. The ``key`` is the one
 given to ``dataset[key]``, and the annotation is in the frame of that item's image: an unseeded key
@@ -67,6 +71,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lgvq_core.data.annotations import (
+    ATTRIBUTES,
     QUESTIONS,
     REFERRING,
     SEGMENTATION,
@@ -128,7 +133,8 @@ class CaptionedImages(Dataset):
     override :meth:`_caption_source` (for messages), :meth:`_caption_groups` (when several items
     share an image) and :meth:`ground_truth`. A subclass with annotations lists their kinds in
     :attr:`ANNOTATION_KINDS` and implements the matching ``_raw_*`` methods (in the untransformed
-    image's frame); :meth:`_image_dimensions` may be overridden to read the size without decoding.
+    image's frame) and, for segmentation and attributes, ``_segmentation_classes`` or
+    ``_attribute_classes``; :meth:`_image_dimensions` may be overridden to read the size without decoding.
     """
 
     #: Registry name, used in messages.
@@ -219,7 +225,7 @@ class CaptionedImages(Dataset):
 
     # -- optional annotations ----------------------------------------------------------------
     def annotation_kinds(self) -> frozenset[str]:
-        """The annotation kinds this dataset has, among "segmentation", "questions", "referring"."""
+        """The annotation kinds this dataset has, among "segmentation", "questions", "referring", "attributes"."""
         return self.ANNOTATION_KINDS
 
     def require_annotations(self, *kinds: str) -> None:
@@ -259,6 +265,20 @@ class CaptionedImages(Dataset):
                 found.append(Referring(text, box, expression.object_id))  # the box is flipped by place_box
         return found
 
+    def attribute_classes(self) -> dict[str, tuple[str, ...]]:
+        """Attribute name -> its class names, in a fixed order (the same for every item and split)."""
+        self.require_annotations(ATTRIBUTES)
+        return self._attribute_classes()
+
+    def attributes(self, key: Key) -> dict[str, int]:
+        """The class index of every attribute of item ``key``'s image (keys as in :meth:`attribute_classes`).
+
+        Attributes describe the image an unseeded key yields; a seeded key names the same item.
+        """
+        self.require_annotations(ATTRIBUTES)
+        index, _ = parse_key(key, len(self))
+        return self._raw_attributes(index)
+
     def placement(self, key: Key) -> tuple[int, Placement]:
         """``(index, placement)``: how item ``key``'s image is resized, cropped and flipped.
 
@@ -288,6 +308,12 @@ class CaptionedImages(Dataset):
 
     def _raw_referring(self, index: int) -> list[Referring]:
         """Expressions with boxes as fractions of the untransformed image."""
+        raise NotImplementedError
+
+    def _attribute_classes(self) -> dict[str, tuple[str, ...]]:
+        raise NotImplementedError
+
+    def _raw_attributes(self, index: int) -> dict[str, int]:
         raise NotImplementedError
 
     def __getitem__(self, key: Key) -> dict[str, Any]:

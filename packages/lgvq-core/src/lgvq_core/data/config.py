@@ -92,7 +92,7 @@ def _check_max_shapes(instance: Any, attribute: attrs.Attribute, value: int) -> 
 class ShapesConfig:
     """Procedural images of 1-3 coloured shapes with templated captions and ground truth."""
 
-    annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation", "questions", "referring"})
+    annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation", "questions", "referring", "attributes"})
 
     image_size: int = option(64, "Side of the generated square images.", image_side)
     num_train: int = option(2000, "Images in the train split.", positive)

@@ -20,7 +20,7 @@ from lgvq_core.specs import ComponentSpec
 DATASETS: list[ComponentSpec] = [
     ComponentSpec(
         name="shapes",
-        summary="procedural coloured shapes with captions, ground truth, masks, questions and referring phrases; no files",
+        summary="procedural coloured shapes with captions, ground truth, masks, questions, referring phrases and attributes; no files",
         config_cls=ShapesConfig,
         factory="lgvq_core.data.shapes:build_shapes",
     ),

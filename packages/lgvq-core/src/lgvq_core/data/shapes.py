@@ -7,9 +7,10 @@ and ground truth for downstream tasks (boxes, attributes, relations; :meth:`grou
 
 Every annotation kind comes from the same scene (:mod:`lgvq_core.data.annotations`): a label map
 (background + one class per shape kind, :data:`SEGMENTATION_CLASSES`), COCO-QA-style questions
-with unique single-word answers (:mod:`shapes_questions`) and referring expressions that each name
-one shape, with its box (:mod:`shapes_referring`). Images are neither cropped nor flipped, so the
-annotations of a seeded key equal those of the unseeded one.
+with unique single-word answers (:mod:`shapes_questions`), referring expressions that each name
+one shape, with its box (:mod:`shapes_referring`), and a class per attribute (count, kinds and
+colours present, where the largest shape is, the background: :mod:`shapes_attributes`). Images are
+neither cropped nor flipped, so the annotations of a seeded key equal those of the unseeded one.
 
 Everything is a pure function of ``(seed, split, index)``: the same config gives the same data in
 every process, and the two splits draw from different seed streams.
@@ -73,6 +74,12 @@ class ShapesDataset(CaptionedImages):
 
     def _raw_referring(self, index: int) -> list[Referring]:
         return self.source.referring(index)
+
+    def _attribute_classes(self) -> dict[str, tuple[str, ...]]:
+        return self.source.attribute_classes()
+
+    def _raw_attributes(self, index: int) -> dict[str, int]:
+        return self.source.attributes(index)
 
     def ground_truth(self, index: int) -> dict[str, Any]:
         """``boxes`` (pixel x0 y0 x1 y1), ``shapes``, ``colors``, ``sizes`` (one entry per shape),

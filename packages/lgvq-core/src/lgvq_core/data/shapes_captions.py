@@ -48,11 +48,7 @@ def count_phrase(shapes: tuple[Shape, ...]) -> str:
 
 def region(shape: Shape) -> str:
     """Where a shape's centre falls in a 3x3 grid: "the top left", "the center", "the bottom"."""
-    column = "left" if shape.cx < 1 / 3 else "right" if shape.cx > 2 / 3 else "center"
-    row = "top" if shape.cy < 1 / 3 else "bottom" if shape.cy > 2 / 3 else "middle"
-    if row == "middle":
-        return f"the {column}"
-    return f"the {row}" if column == "center" else f"the {row} {column}"
+    return f"the {shape.cell()}"
 
 
 def _pick(rng: np.random.Generator, options: list[str] | tuple[str, ...]) -> str:

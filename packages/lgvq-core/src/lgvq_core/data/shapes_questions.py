@@ -25,11 +25,8 @@ NUMBER_TEMPLATES: tuple[str, ...] = ("how many {things} are there?", "how many {
 
 def location_word(shape: Shape) -> str | None:
     """ "left", "right", "top", "bottom" or "center" by the 3x3 cell of the centre; ``None`` in a corner."""
-    column = "left" if shape.cx < 1 / 3 else "right" if shape.cx > 2 / 3 else "center"
-    row = "top" if shape.cy < 1 / 3 else "bottom" if shape.cy > 2 / 3 else "middle"
-    if row == "middle":
-        return column
-    return row if column == "center" else None
+    cell = shape.cell()
+    return None if " " in cell else cell
 
 
 def plural(kind: str) -> str:

@@ -35,6 +35,18 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 #: Side of a shape's layout square as a share of the image side.
 SIZES: dict[str, float] = {"small": 0.22, "large": 0.38}
 RELATIONS: tuple[str, ...] = ("left-of", "right-of", "above", "below")
+#: The 3x3 grid's cells, row by row: a corner takes two words, the middle row and column one.
+CELLS: tuple[str, ...] = (
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
 INVERSE: dict[str, str] = {"left-of": "right-of", "right-of": "left-of", "above": "below", "below": "above"}
 
 _BACKGROUND_NAMES = tuple(BACKGROUNDS)
@@ -80,6 +92,31 @@ class Shape:
         """Tight box ``(x0, y0, x1, y1)`` of the drawn shape, unit coordinates."""
         xs, ys = zip(*self.outline(), strict=True)
         return min(xs), min(ys), max(xs), max(ys)
+
+    def area(self) -> float:
+        """Area of the drawn shape as a share of the image (the circle's disc, a polygon's outline).
+
+        ``half²`` times the area of the kind at half side 1, so shapes of one kind and size have
+        exactly equal areas wherever they stand.
+        """
+        return self.half**2 * _unit_area(self.kind)
+
+    def cell(self) -> str:
+        """The cell of the 3x3 grid that holds the centre: one of :data:`CELLS`."""
+        column = "left" if self.cx < 1 / 3 else "right" if self.cx > 2 / 3 else "center"
+        row = "top" if self.cy < 1 / 3 else "bottom" if self.cy > 2 / 3 else "middle"
+        if row == "middle":
+            return column
+        return row if column == "center" else f"{row} {column}"
+
+
+def _unit_area(kind: str) -> float:
+    """Area of a ``kind`` of half side 1: π for the circle, the shoelace formula for a polygon."""
+    if kind == "circle":
+        return math.pi
+    points = Shape(kind=kind, color="", size="", cx=0.0, cy=0.0, half=1.0).outline()
+    doubled = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1], strict=True))
+    return abs(doubled) / 2.0
 
 
 @attrs.frozen

@@ -2,7 +2,8 @@
 
 Each image draws from its own numpy stream seeded by ``[seed, split, index, part]``: the splits
 never share a stream, and the captions (part 1), questions (part 2) and referring expressions
-(part 3) never depend on each other nor on how the scene (part 0) was drawn.
+(part 3) never depend on each other nor on how the scene (part 0) was drawn. Attributes are read
+from the scene alone and draw nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from PIL import Image
 
 from lgvq_core.data.annotations import Question, Referring
 from lgvq_core.data.config import ShapesConfig
+from lgvq_core.data.shapes_attributes import attribute_classes, attributes_of
 from lgvq_core.data.shapes_captions import captions_for
 from lgvq_core.data.shapes_questions import questions_for
 from lgvq_core.data.shapes_referring import referring_for
@@ -59,6 +61,12 @@ class ShapesSource:
 
     def referring(self, index: int) -> list[Referring]:
         return referring_for(self.scene(index), self._rng(index, _REFERRING))
+
+    def attribute_classes(self) -> dict[str, tuple[str, ...]]:
+        return attribute_classes(self.config)
+
+    def attributes(self, index: int) -> dict[str, int]:
+        return attributes_of(self.scene(index), self.config)
 
     def ground_truth(self, index: int) -> dict[str, Any]:
         return self.scene(index).ground_truth(self.config.image_size)

@@ -577,6 +577,19 @@ def _exercise_annotations(dataset: Any) -> None:
         if "referring" in dataset.annotation_kinds():
             if not all(isinstance(r, Referring) for r in dataset.referring(key)):
                 raise ContractError(f"referring({key!r}) must be a list of lgvq_core.data.annotations.Referring")
+        if "attributes" in dataset.annotation_kinds():
+            classes = dataset.attribute_classes()
+            if not classes or not all(
+                isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)
+                for names in classes.values()
+            ):
+                raise ContractError("attribute_classes() must map each attribute to a non-empty tuple of class names")
+            found = dataset.attributes(key)
+            if set(found) != set(classes):
+                raise ContractError(f"attributes({key!r}) has keys {sorted(found)}; expected {sorted(classes)}")
+            bad = {name: v for name, v in found.items() if not (isinstance(v, int) and 0 <= v < len(classes[name]))}
+            if bad:
+                raise ContractError(f"attributes({key!r}) has class indices outside attribute_classes(): {bad}")
 
 
 def exercise_quantizer(quantizer: Any) -> None:
