@@ -225,3 +225,34 @@ def test_schema_documents_every_key(capsys):
     shown = capsys.readouterr().out
     for field in config_fields(ShapesConfig):
         assert field.name in shown and field.metadata["doc"]
+
+
+def test_default_shape_sizes_are_the_original_ones():
+    data = dataset()
+    for index in range(len(data)):
+        rng = data.source._rng(index, 0)
+        assert data.scene(index) == shapes_scene.sample_scene(rng, 1, 3, True)  # SIZES, as before the option
+
+
+def test_shape_sizes_set_each_shapes_side_within_its_jitter():
+    small, large = 0.32, 0.44
+    data = dataset(num_train=60, shape_sizes=(small, large), max_shapes=4)
+    sides = {"small": small, "large": large}
+    seen = set()
+    for index in range(len(data)):
+        for shape in data.scene(index).shapes:
+            assert 0.92 * sides[shape.size] <= 2 * shape.half <= 1.08 * sides[shape.size] + 1e-12
+            x0, y0, x1, y1 = shape.box()
+            assert 0.0 < x0 and x1 < 1.0 and 0.0 < y0 and y1 < 1.0
+            seen.add(shape.size)
+    assert seen == {"small", "large"}
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [([0.4, 0.3], "0.05 <= small < large <= 0.8"), ([0.45, 0.6], "at most 0.4"), ([0.2, 0.9], "<= 0.8")],
+)
+def test_bad_shape_sizes_are_refused_naming_the_key(sizes, message):
+    with pytest.raises(ConfigError) as info:
+        build("dataset", {"type": "shapes", "shape_sizes": sizes})
+    assert "shape_sizes" in str(info.value) and message in str(info.value)

@@ -88,6 +88,14 @@ def _check_max_shapes(instance: Any, attribute: attrs.Attribute, value: int) -> 
         raise ValueError(f"must be >= min_shapes ({instance.min_shapes}), got {value!r}")
 
 
+def _check_shape_sizes(instance: Any, attribute: attrs.Attribute, value: tuple[float, float]) -> None:
+    small, large = value
+    if not 0.05 <= small < large <= 0.8:
+        raise ValueError(f"must be [small, large] with 0.05 <= small < large <= 0.8, got {list(value)!r}")
+    if small > 0.4:  # shapes_scene.MAX_SMALL_SIDE: four small shapes must always fit
+        raise ValueError(f"the small side must be at most 0.4 (so that four small shapes always fit), got {small!r}")
+
+
 @attrs.define
 class ShapesConfig:
     """Procedural images of 1-3 coloured shapes with templated captions and ground truth."""
@@ -109,6 +117,13 @@ class ShapesConfig:
     )
     background: Literal["plain", "varied"] = option(
         "varied", "plain: one flat colour; varied: a faint linear gradient in a random direction."
+    )
+    shape_sizes: tuple[float, float] = option(
+        (0.22, 0.38),
+        "Side of a small and of a large shape's layout square, as a share of the image side (each drawn "
+        "0.92-1.08x). Larger shapes keep their kind recognisable in small images (at 32 px and f 4 a small "
+        "shape of 0.22 spans 2x2 codes).",
+        _check_shape_sizes,
     )
 
     def cross_check(self, run: Any, path: str) -> Any:

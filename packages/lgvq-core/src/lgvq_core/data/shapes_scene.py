@@ -34,6 +34,8 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 #: Side of a shape's layout square as a share of the image side.
 SIZES: dict[str, float] = {"small": 0.22, "large": 0.38}
+#: Largest "small" side for which four small shapes (with the size jitter, margin and gap) always fit.
+MAX_SMALL_SIDE = 0.4
 RELATIONS: tuple[str, ...] = ("left-of", "right-of", "above", "below")
 #: The 3x3 grid's cells, row by row: a corner takes two words, the middle row and column one.
 CELLS: tuple[str, ...] = (
@@ -164,35 +166,46 @@ def _separated(a: tuple[float, float, float, float], b: tuple[float, float, floa
     return a[2] + _GAP <= b[0] or b[2] + _GAP <= a[0] or a[3] + _GAP <= b[1] or b[3] + _GAP <= a[1]
 
 
-def sample_scene(rng: np.random.Generator, min_shapes: int, max_shapes: int, varied_background: bool) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    min_shapes: int,
+    max_shapes: int,
+    varied_background: bool,
+    sizes: dict[str, float] | None = None,
+) -> Scene:
     """A random scene with exactly the sampled number of shapes.
 
     Shapes are placed one by one at random free spots; when one finds none, the whole layout is
     drawn again, and every few failed layouts one large shape becomes small, so a crowded scene
-    always fits in the end (four small shapes always do).
+    always fits in the end (four small shapes always do, for a small side up to
+    :data:`MAX_SMALL_SIDE`). ``sizes`` gives the layout side of "small" and "large" shapes
+    (default :data:`SIZES`).
     """
+    sides = SIZES if sizes is None else sizes
     count = int(rng.integers(min_shapes, max_shapes + 1))
     background = _BACKGROUND_NAMES[int(rng.integers(len(_BACKGROUND_NAMES)))]
     gradient = float(rng.uniform(0.0, 2.0 * math.pi)) if varied_background else None
     colors = [_COLOR_NAMES[int(k)] for k in rng.permutation(len(_COLOR_NAMES))[:count]]
     kinds = [KINDS[int(k)] for k in rng.integers(len(KINDS), size=count)]
-    sizes = [_SIZE_NAMES[int(k)] for k in rng.integers(len(_SIZE_NAMES), size=count)]
+    names = [_SIZE_NAMES[int(k)] for k in rng.integers(len(_SIZE_NAMES), size=count)]
     for layout in itertools.count():
-        if layout and layout % 4 == 0 and "large" in sizes:
-            sizes[sizes.index("large")] = "small"
-        shapes = _place(rng, kinds, colors, sizes)
+        if layout and layout % 4 == 0 and "large" in names:
+            names[names.index("large")] = "small"
+        shapes = _place(rng, kinds, colors, names, sides)
         if shapes is not None:
             return Scene(shapes=tuple(shapes), background=background, gradient=gradient)
     raise AssertionError("unreachable")
 
 
-def _place(rng: np.random.Generator, kinds: list[str], colors: list[str], sizes: list[str]) -> list[Shape] | None:
+def _place(
+    rng: np.random.Generator, kinds: list[str], colors: list[str], sizes: list[str], sides: dict[str, float]
+) -> list[Shape] | None:
     """One random layout, or ``None`` when a shape found no free spot in a few tries."""
     placed: list[Shape] = []
     squares: list[tuple[float, float, float, float]] = []
     for kind, color, size in zip(kinds, colors, sizes, strict=True):
         for jitter, u, v in rng.random((_TRIES, 3)).tolist():  # one draw per shape: fast and reproducible
-            half = SIZES[size] * (0.92 + 0.16 * jitter) / 2.0
+            half = sides[size] * (0.92 + 0.16 * jitter) / 2.0
             cx = _MARGIN + half + u * (1.0 - 2.0 * (_MARGIN + half))
             cy = _MARGIN + half + v * (1.0 - 2.0 * (_MARGIN + half))
             square = (cx - half, cy - half, cx + half, cy + half)

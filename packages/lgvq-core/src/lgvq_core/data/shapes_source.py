@@ -43,8 +43,13 @@ class ShapesSource:
     def scene(self, index: int) -> Scene:
         """The layout of image ``index`` (cheap: nothing is drawn)."""
         config = self.config
+        small, large = config.shape_sizes
         return sample_scene(
-            self._rng(index, _SCENE), config.min_shapes, config.max_shapes, config.background == "varied"
+            self._rng(index, _SCENE),
+            config.min_shapes,
+            config.max_shapes,
+            config.background == "varied",
+            {"small": small, "large": large},
         )
 
     def captions(self, index: int) -> list[str]:
