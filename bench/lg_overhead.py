@@ -8,6 +8,26 @@ interleaved, and the median of the timed steps after warm-up is reported. Compon
 
     python bench/lg_overhead.py --device cpu --image-size 64 --batch-size 8 --steps 20
 
+With ``--run-file PATH`` the tokenizer, text encoder and alignment module are built from a run
+file by the runner itself (``build_run``) and a step is the runner's own ``run_train_step``. The
+variants are the file without ``[[alignment]]`` (``noLG``), the file as given (``LG``) and the file
+with each ``--levers`` entry switched on (``+`` joins levers into one variant):
+
+- ``trim``: the masked-contextual re-encoding runs on the batch's used columns only (the library
+  always does this for an encoder whose ``padding_invisible`` holds; the other variants turn it off
+  to show what it saves);
+- ``vit``: ``[code_vit] width = --vit-width``, ``layers = --vit-layers``, ``heads = 1``;
+- ``vocab``: masked-text ``vocabulary = "captions"``;
+- ``decoder1``: masked-text ``decoder_layers = 1``;
+- ``factored``: masked-text ``factored_cross_attention = true``;
+- ``padmask``: masked-text ``attend_padding = false`` (drops all-padding decoder columns);
+- ``fused`` / ``foreach``: ``train.optimizer_impl``.
+
+Each LG variant also gets a breakdown: forward + backward of its code ViT, masked-text decoder and
+vocabulary head, and the masked-caption re-encoding, each timed alone on the same batch.
+
+    python bench/lg_overhead.py --run-file bench/lg_overhead_small.toml --image-size 32 --threads 1
+
 Prints a table, then one JSON object as the last line.
 """
 
@@ -20,6 +40,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,17 +124,29 @@ def median_ms(samples: list[float]) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=None, help="default 64 (--run-file: the file's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 8 (--run-file: the file's)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (after warm-up)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--ch", type=int, default=32, help="base channels of the backbone")
     parser.add_argument("--minilm-path", default=None, help="MiniLM model folder (default: the bundled one)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--run-file", type=Path, default=None, help="time the recipe of this run file")
+    parser.add_argument(
+        "--levers",
+        default=DEFAULT_LEVERS,
+        help=f"--run-file: comma list of {', '.join(LEVERS)}, several joined with + (one variant each)",
+    )
+    parser.add_argument("--vit-width", type=int, default=32, help="lever vit: [code_vit] width")
+    parser.add_argument("--vit-layers", type=int, default=1, help="lever vit: [code_vit] layers")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.run_file is not None:
+        return run_file_main(args, parser)
+    args.image_size = args.image_size or 64
+    args.batch_size = args.batch_size or 8
     device = args.device
     notes: list[str] = []
 
@@ -235,6 +268,188 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'  guidance fwd+bwd alone':<34}{ms['guidance_fwd_bwd']:>10.2f}")
     for note in notes:
         print(f"note: {note}")
+    print(json.dumps(result))
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# --run-file: the runner's own build and step, with and without each lever
+# ------------------------------------------------------------------------------------------
+#: Lever -> run-file overrides (``{mt}``: the masked-text table's index; ``{width}``, ``{layers}``: --vit-*).
+LEVERS = {
+    "trim": [],
+    "vit": ["code_vit.width={width}", "code_vit.layers={layers}", "code_vit.heads=1"],
+    "vocab": ["alignment[{mt}].vocabulary=captions"],
+    "decoder1": ["alignment[{mt}].decoder_layers=1"],
+    "factored": ["alignment[{mt}].factored_cross_attention=true"],
+    "padmask": ["alignment[{mt}].attend_padding=false"],
+    "fused": ["train.optimizer_impl=fused"],
+    "foreach": ["train.optimizer_impl=foreach"],
+}
+ALL_LEVERS = "trim+vit+vocab+decoder1+factored"
+DEFAULT_LEVERS = f"trim,vit,vocab,decoder1,factored,fused,{ALL_LEVERS},{ALL_LEVERS}+padmask"
+
+
+def build_variant(args, overrides: list[str], workdir: str, trim: bool):
+    """A run built by ``build_run`` from the run file with ``overrides``, its text cache warm."""
+    from lgvq_core.registry import load_run_file
+    from lgvq_core.runner.components import build_run
+
+    extra = [f"run.device={args.device}", f"run.output_dir={workdir}"]
+    if args.image_size:
+        extra.append(f"data.image_size={args.image_size}")
+    if args.batch_size:
+        extra.append(f"train.batch_size={args.batch_size}")
+    loaded = load_run_file(args.run_file, overrides=[*extra, *overrides])
+    torch.manual_seed(0)
+    run = build_run(loaded)
+    if run.text_cache is not None and run.alignment is not None:
+        run.text_cache.warm(sorted(set(run.train_data.all_captions())))
+    if run.text_encoder is not None and not trim:
+        run.text_encoder.padding_invisible = False  # what the re-encoding cost before trimming
+    return run
+
+
+def component_times(run, batch: dict, repeats: int, sync: Callable[[], None]) -> dict[str, float]:
+    """Median ms of forward + backward of each LG part alone, on ``batch`` (the re-encoding: forward)."""
+    from lgvq_core.alignment.base import AlignmentInputs
+    from lgvq_core.alignment.masked_text import FactoredCodes, encode_masked, label_smoothed_nll
+
+    alignment, encoder = run.alignment, run.text_encoder
+    with torch.no_grad():
+        quant = run.model(batch["image"].to(run.device)).quant
+    quant = quant.detach().requires_grad_()
+    text = run.text_features(batch["caption"]).to(run.device)
+    parts: dict[str, Callable[[], Any]] = {}
+    if alignment.code_vit is not None:
+        parts["code_vit"] = lambda: alignment.code_vit(quant).square().sum().backward()
+    relation = alignment.losses["relation"] if "relation" in alignment.losses else None
+    if relation is not None and alignment.code_vit is not None:
+        vit_tokens = alignment.code_vit(quant).detach().requires_grad_()
+        codebook = run.model.quantizer.codebook
+        indices = torch.zeros(quant.shape[0], *quant.shape[2:], dtype=torch.long, device=run.device)
+        relation_inputs = AlignmentInputs(quant, text, vit_tokens, codebook, indices, encoder)
+        parts["relation"] = lambda: relation(relation_inputs).backward()
+    masked_text = alignment.losses["masked-text"] if "masked-text" in alignment.losses else None
+    if masked_text is not None and alignment.code_vit is not None:
+        features = alignment.code_vit.features(quant).detach().requires_grad_()
+        if masked_text.config.factored_cross_attention:
+            tokens = FactoredCodes(features, alignment.code_vit.proj)
+        else:
+            tokens = (features @ alignment.code_vit.proj).detach().requires_grad_()
+        masked = masked_text.draw_mask(text, encoder) & text.word_mask
+        rows = torch.randn(*text.ids.shape, encoder.width, device=run.device)
+        pad = text.pad_mask.bool()
+        targets = masked & pad
+        hidden = masked_text.decode(rows, tokens, pad)
+        count = int(targets[:, : hidden.shape[1]].sum())
+        width = hidden.shape[-1]
+        parts["mt_decoder"] = lambda: masked_text.decode(rows, tokens, pad).square().sum().backward()
+        head_input = torch.randn(count, width, device=run.device, requires_grad=True)
+        labels = masked_text.head.columns(text.ids[targets].long())
+
+        def head() -> None:
+            logits = masked_text.head(head_input, encoder.token_embedding)
+            label_smoothed_nll(logits, labels, masked_text.config.label_smoothing).sum().backward()
+
+        parts["vocab_head"] = head
+        if masked_text.config.text_input == "masked-contextual":
+
+            def reencode() -> None:
+                with torch.no_grad():
+                    encode_masked(encoder, text, masked)
+
+            parts["text_reencode"] = reencode
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for index in range(repeats + 1):
+        for name, part in parts.items():
+            sync()
+            start = time.perf_counter()
+            part()
+            sync()
+            if index:
+                times[name].append(time.perf_counter() - start)
+    alignment.zero_grad(set_to_none=True)
+    return {name: round(median_ms(samples), 2) for name, samples in times.items()}
+
+
+def run_file_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    import tempfile
+
+    from lgvq_core.registry import load_run_file
+    from lgvq_core.runner.batches import BatchStream
+    from lgvq_core.runner.step import run_train_step
+
+    levers = [lever for lever in args.levers.split(",") if lever]
+    for lever in levers:
+        for part in lever.split("+"):
+            if part not in LEVERS:
+                parser.error(f"--levers: unknown lever {part!r}; choose from {', '.join(LEVERS)} (join with +)")
+    config = load_run_file(args.run_file).config
+    if not config.alignment:
+        parser.error(f"--run-file {args.run_file}: the file has no [[alignment]] losses to time")
+    kinds = [component.type for component in config.alignment]
+    fill = {"mt": kinds.index("masked-text") if "masked-text" in kinds else -1}
+    fill.update(width=args.vit_width, layers=args.vit_layers)
+    sync = torch.cuda.synchronize if str(args.device).startswith("cuda") else (lambda: None)
+
+    with tempfile.TemporaryDirectory(prefix="lgvq-lg-overhead-") as workdir:
+        variants = {"noLG": build_variant(args, ["alignment=[]"], workdir, trim=False)}
+        variants["LG"] = build_variant(args, [], workdir, trim=False)
+        for lever in levers:
+            parts = lever.split("+")
+            if fill["mt"] < 0 and any("{mt}" in o for p in parts for o in LEVERS[p]):
+                parser.error(f"--levers {lever}: the run file has no masked-text loss")
+            overrides = [override.format(**fill) for part in parts for override in LEVERS[part]]
+            variants[f"LG+{lever}"] = build_variant(args, overrides, workdir, trim="trim" in parts)
+        first = variants["LG"]
+        batch = BatchStream(first).next()  # one batch for every variant
+        batch = {**batch, "image": batch["image"].to(first.device)}
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for index in range(args.warmup + args.steps):
+            for name, run in variants.items():  # interleaved: drift hits every variant alike
+                sync()
+                start = time.perf_counter()
+                run_train_step(run, [batch])
+                sync()
+                run.step += 1
+                if index >= args.warmup:
+                    times[name].append(time.perf_counter() - start)
+        breakdown = {
+            name: component_times(run, batch, max(3, args.steps // 2), sync)
+            for name, run in variants.items()
+            if run.alignment is not None
+        }
+
+    ms = {name: median_ms(samples) for name, samples in times.items()}
+    image_size = first.train_data.image_size
+    side = image_size // first.model.downsample
+    result = {
+        "device": str(args.device),
+        "run_file": str(args.run_file),
+        "image_size": image_size,
+        "batch_size": first.config.train.batch_size,
+        "latent": f"{side}x{side}",
+        "code_dim": first.model.code_dim,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "step_ms": {name: round(value, 2) for name, value in ms.items()},
+        "ratio_vs_noLG": {name: round(value / ms["noLG"], 3) for name, value in ms.items()},
+        "breakdown_ms": breakdown,
+    }
+    print(
+        f"{args.run_file.name} on {args.device}: {result['image_size']}px, batch {result['batch_size']}, latent "
+        f"{side}x{side}x{first.model.code_dim}, {torch.get_num_threads()} thread(s), median of {args.steps} "
+        f"steps after {args.warmup} warm-up"
+    )
+    names = sorted({key for parts in breakdown.values() for key in parts})
+    header = f"{'variant':<44}{'ms/step':>9}{'/noLG':>7}" + "".join(f"{name:>14}" for name in names)
+    print(header)
+    for name, value in ms.items():
+        parts = breakdown.get(name, {})
+        cells = "".join(f"{parts[key]:>14.1f}" if key in parts else f"{'-':>14}" for key in names)
+        print(f"{name:<44}{value:>9.1f}{value / ms['noLG']:>7.2f}{cells}")
+    print("(breakdown: forward + backward of each part alone, ms; text_reencode: forward only)")
     print(json.dumps(result))
     return result
 

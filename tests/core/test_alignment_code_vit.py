@@ -23,10 +23,12 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def _reference(vit: CodeViT, quant: np.ndarray) -> np.ndarray:
     """A plain numpy CLIP ViT over the codes (one head), from the module's weights."""
     p = {k: v.detach().double().numpy() for k, v in vit.state_dict().items()}
-    d = vit.code_dim
+    d = vit.width
     out = []
     for image in quant:
-        tokens = image.reshape(d, -1).T  # (h w) d
+        tokens = image.reshape(vit.code_dim, -1).T  # (h w) D
+        if "input_proj.weight" in p:  # [code_vit] width: codes mapped to the blocks' width first
+            tokens = tokens @ p["input_proj.weight"].T
         x = np.concatenate([p["class_embedding"][None], tokens]) + p["positional_embedding"]
         x = _layer_norm(x, p["ln_pre.weight"], p["ln_pre.bias"])
         for i in range(vit.layers):
@@ -95,3 +97,70 @@ def test_global_token_gets_its_own_projection_only_when_sentence_and_token_width
 def test_heads_must_divide_the_code_dim():
     with pytest.raises(ValueError, match="heads = 3 must divide the code dim D = 8"):
         CodeViT(code_dim=8, latent_size=(2, 2), text_width=6, heads=3)
+
+
+# ------------------------------------------------------------------------------------------
+# [code_vit] width (a small-scale speed lever; unset is the official ViT)
+# ------------------------------------------------------------------------------------------
+OFFICIAL_KEYS = {
+    "class_embedding",
+    "positional_embedding",
+    "ln_pre.weight",
+    "ln_pre.bias",
+    "ln_post.weight",
+    "ln_post.bias",
+    "proj",
+    *(f"resblocks.0.{name}" for name in (
+        "ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+        "attn.out_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+        "mlp.c_proj.weight", "mlp.c_proj.bias",
+    )),
+}  # fmt: skip
+
+
+def test_unset_width_builds_the_official_vit_draw_for_draw():
+    torch.manual_seed(0)
+    official = CodeViT(code_dim=8, latent_size=(2, 3), text_width=5, layers=1, heads=2)
+    torch.manual_seed(0)
+    unset = CodeViT(code_dim=8, latent_size=(2, 3), text_width=5, layers=1, heads=2, width=None)
+    assert set(unset.state_dict()) == OFFICIAL_KEYS and unset.input_proj is None and unset.width == 8
+    for name, value in official.state_dict().items():
+        assert torch.equal(value, unset.state_dict()[name]), name
+    quant = torch.randn(2, 8, 2, 3)
+    assert torch.equal(official(quant), unset(quant))
+
+
+def test_a_set_width_maps_the_codes_in_and_runs_the_blocks_at_that_width():
+    torch.manual_seed(0)
+    vit = CodeViT(code_dim=8, latent_size=(2, 3), text_width=5, layers=2, heads=1, width=6)
+    assert vit.input_proj.weight.shape == (6, 8) and vit.input_proj.bias is None
+    assert vit.positional_embedding.shape == (7, 6) and vit.class_embedding.shape == (6,)
+    assert vit.proj.shape == (6, 5) and vit.resblocks[0].mlp.c_fc.weight.shape == (24, 6)
+    with torch.no_grad():
+        for parameter in vit.parameters():
+            parameter.normal_(0, 0.5)
+    quant = torch.randn(2, 8, 2, 3, requires_grad=True)
+    tokens = vit(quant)
+    assert tokens.shape == (2, 7, 5)
+    expected = _reference(vit, quant.detach().double().numpy())
+    np.testing.assert_allclose(tokens.detach().numpy(), expected, rtol=1e-4, atol=1e-5)
+    tokens.square().sum().backward()
+    assert quant.grad.abs().sum() > 0 and vit.input_proj.weight.grad.abs().sum() > 0
+
+
+def test_a_set_width_is_initialised_at_that_width():
+    torch.manual_seed(0)
+    code_dim, width, layers = 16, 64, 1
+    vit = CodeViT(code_dim=code_dim, latent_size=(16, 16), text_width=48, layers=layers, width=width)
+    block = vit.resblocks[0]
+    assert vit.input_proj.weight.std().item() == pytest.approx(code_dim**-0.5, rel=0.1)
+    assert block.attn.in_proj_weight.std().item() == pytest.approx(width**-0.5, rel=0.1)
+    assert block.mlp.c_fc.weight.std().item() == pytest.approx((2 * width) ** -0.5, rel=0.1)
+    assert block.mlp.c_proj.weight.std().item() == pytest.approx(width**-0.5 * (2 * layers) ** -0.5, rel=0.1)
+
+
+def test_heads_must_divide_a_set_width_not_the_code_dim():
+    vit = CodeViT(code_dim=8, latent_size=(2, 2), text_width=5, heads=3, width=6)  # 3 does not divide D = 8: fine
+    assert vit(torch.randn(2, 8, 2, 2)).shape == (2, 5, 5)
+    with pytest.raises(ValueError, match=r"heads = 4 must divide \[code_vit\] width = 6"):
+        CodeViT(code_dim=8, latent_size=(2, 2), text_width=6, heads=4, width=6)

@@ -17,7 +17,7 @@ from scipy.special import erf
 
 from lgvq_core.alignment.base import AlignmentInputs
 from lgvq_core.alignment.loss_configs import MaskedTextConfig, MaskRatioConfig
-from lgvq_core.alignment.masked_text import MaskedTextLoss, build_masked_text, label_smoothed_nll
+from lgvq_core.alignment.masked_text import MaskedTextLoss, build_masked_text, encode_masked, label_smoothed_nll
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
 from lgvq_core.context import BuildContext
 from lgvq_core.testing.config import TinyTextConfig
@@ -423,3 +423,189 @@ def test_captions_of_another_length_are_refused():
     loss = MaskedTextLoss(MaskedTextConfig(), 16, 1024, 10)
     with pytest.raises(ValueError, match="built for captions of 10 tokens, got 12"):
         loss(inputs_for(encoder.encode(CAPTIONS), encoder, torch.randn(2, 5, 16)))
+
+
+# ------------------------------------------------------------------------------------------
+# vocabulary = "captions": the head scores the training captions' word tokens only
+# ------------------------------------------------------------------------------------------
+def test_the_caption_vocabulary_is_the_sorted_word_tokens_of_the_training_captions():
+    encoder = tiny_encoder()
+    captions = ["a red bird", "a blue bird sits"]
+    context = BuildContext(text_encoder=encoder, train_captions=lambda: iter(captions))
+    loss = build_masked_text(MaskedTextConfig(vocabulary="captions"), context)
+    ids, _, words = encoder.tokenize(captions)
+    expected = sorted(set(ids[words].tolist()))  # BOS, EOS and padding are never targets
+    assert loss.head.vocabulary_ids.tolist() == expected and len(expected) == 5
+    assert loss.head.bias.shape == (5,)
+    assert set(loss.state_dict()) >= {"head.vocabulary_ids", "head.bias"}  # the subset travels with a checkpoint
+
+
+def test_the_official_full_vocabulary_keeps_the_official_state():
+    loss = build_masked_text(MaskedTextConfig(), BuildContext(text_encoder=tiny_encoder()))
+    assert MaskedTextConfig().vocabulary == "full"
+    assert loss.head.vocabulary_ids is None and "head.vocabulary_ids" not in loss.state_dict()
+    assert loss.head.bias.shape == (1024,)
+
+
+def test_the_caption_vocabulary_needs_the_training_captions():
+    with pytest.raises(ValueError, match="needs the training captions"):
+        build_masked_text(MaskedTextConfig(vocabulary="captions"), BuildContext(text_encoder=tiny_encoder()))
+
+
+SUBSET = torch.tensor([3, 5, 6, 7, 9])  # the word tokens of the captions below, sorted
+
+
+def _full_and_restricted(smoothing: float) -> tuple[MaskedTextLoss, MaskedTextLoss]:
+    """A full-vocabulary loss and one restricted to SUBSET with the same weights (bias b[SUBSET])."""
+    torch.manual_seed(0)
+    config = MaskedTextConfig(dropout=0.0, label_smoothing=smoothing)
+    full = MaskedTextLoss(config, 8, 12, 6)
+    with torch.no_grad():
+        for parameter in full.parameters():
+            parameter.normal_(0, 0.4)
+    restricted = MaskedTextLoss(config, 8, 12, 6, vocabulary_ids=SUBSET)
+    restricted.load_state_dict(
+        {**full.state_dict(), "head.bias": full.head.bias[SUBSET], "head.vocabulary_ids": SUBSET}
+    )
+    return full, restricted
+
+
+def test_restricted_logits_are_the_full_heads_logits_at_the_subset_columns():
+    full, restricted = _full_and_restricted(0.1)
+    hidden, table = torch.randn(4, 8), torch.randn(12, 8)
+    torch.testing.assert_close(restricted.head(hidden, table), full.head(hidden, table)[:, SUBSET])
+    columns = restricted.head.columns(torch.tensor([9, 3, 6]))
+    assert columns.tolist() == [4, 0, 2] and restricted.head.token_ids(columns).tolist() == [9, 3, 6]
+    assert torch.equal(restricted.head.bias, full.head.bias[SUBSET])  # entry j is b of token SUBSET[j]
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.0])
+def test_restricted_loss_is_the_full_loss_with_the_other_columns_removed(smoothing):
+    """Documented difference: the softmax normaliser and the smoothing mean run over the subset.
+
+    By hand, from the full head's logits z (same weights) at the masked rows: keep z[SUBSET], then
+    (1 - eps)(-log softmax(z_sub)[y]) + eps * mean(-log softmax(z_sub)), averaged over the rows.
+    """
+    full, restricted = _full_and_restricted(smoothing)
+    ids = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 9, 3, 2, 0, 0]])
+    pad = ids != 0
+    text = TextFeatures(ids, pad, pad & (ids > 2), torch.randn(2, 6, 8), torch.randn(2, 8))
+    encoder = SimpleNamespace(token_embedding=torch.randn(12, 8))
+    codes = torch.randn(2, 5, 8)
+    masked = torch.tensor([[False, True, False, True, False, False], [False, False, True, False, False, False]])
+    value = restricted.masked_loss(inputs_for(text, encoder, codes), masked)
+
+    hidden = full.decode(full.decoder_inputs(inputs_for(text, encoder, codes), masked), codes, pad)
+    logits = full.head(hidden[masked], encoder.token_embedding).detach().double()  # m v, every column
+    kept = logits[:, SUBSET]  # the excluded columns removed
+    log_p = kept - kept.logsumexp(-1, keepdim=True)
+    rows = [SUBSET.tolist().index(token) for token in ids[masked].tolist()]  # 5, 7, 3 -> columns 1, 3, 0
+    expected = ((1 - smoothing) * -log_p[range(3), rows] + smoothing * -log_p.mean(-1)).sum() / (3 + 5e-6)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    official = full.masked_loss(inputs_for(text, encoder, codes), masked)
+    assert official.item() > value.item()  # the full softmax spreads mass over the removed columns too
+
+
+def test_a_target_outside_the_caption_vocabulary_is_an_error_naming_the_token():
+    _, restricted = _full_and_restricted(0.1)
+    with pytest.raises(ValueError, match="token id 4 is not in the head's vocabulary of 5 caption tokens"):
+        restricted.head.columns(torch.tensor([3, 4]))
+
+
+def test_loading_a_checkpoint_adopts_its_caption_vocabulary():
+    _, restricted = _full_and_restricted(0.1)
+    other = MaskedTextLoss(restricted.config, 8, 12, 6, vocabulary_ids=torch.tensor([2, 4]))
+    bias = other.head.bias
+    other.load_state_dict(restricted.state_dict())
+    assert torch.equal(other.head.vocabulary_ids, SUBSET)
+    assert other.head.bias is bias and torch.equal(bias, restricted.head.bias)  # resized in place
+
+
+# ------------------------------------------------------------------------------------------
+# masked-contextual re-encoding on the used columns only
+# ------------------------------------------------------------------------------------------
+class PositionwiseEncoder:
+    """An encoder whose states are per-token (no mixing across positions) and that records its input."""
+
+    mask_placeholder_id = 3
+    padding_invisible = True
+
+    def __init__(self, embedding: torch.Tensor) -> None:
+        self.token_embedding = embedding
+        self.widths: list[int] = []
+
+    def encode_ids(self, ids: torch.Tensor, pad_mask: torch.Tensor):
+        self.widths.append(ids.shape[1])
+        return torch.tanh(self.token_embedding[ids] * 2.0), None
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_reencoding_the_used_columns_gives_the_real_tokens_the_full_length_states(causal):
+    encoder = tiny_encoder(causal=causal)
+    text = encoder.encode(["a red bird", "a blue bird sits on it"])  # 5 and 8 real tokens of 10
+    masked = torch.zeros(2, 10, dtype=torch.bool)
+    masked[:, 2] = True
+    trimmed = encode_masked(encoder, text, masked)
+    placeholder = torch.where(masked, torch.full_like(text.ids, 3), text.ids)
+    full, _ = encoder.encode_ids(placeholder, text.pad_mask)
+    pad = text.pad_mask
+    torch.testing.assert_close(trimmed[pad], full[pad])
+    assert torch.equal(trimmed[:, 8:], torch.zeros(2, 2, 16))  # padding in every caption: zero rows
+
+
+@pytest.mark.parametrize("attend_padding", [True, False])
+def test_trimming_leaves_the_masked_text_loss_unchanged_bit_for_bit(attend_padding):
+    """Padding rows are zeroed before the decoder, so only the real tokens' states matter: with an encoder
+    whose real-token states do not depend on the sequence length, the loss is the same to the bit."""
+    torch.manual_seed(0)
+    encoder = PositionwiseEncoder(torch.randn(1024, 16))
+    reference = tiny_encoder()
+    text = reference.encode(CAPTIONS[:1] + ["a bird"])  # 9 and 4 real tokens of 10
+    config = MaskedTextConfig(text_input="masked-contextual", attend_padding=attend_padding, dropout=0.0)
+    loss = MaskedTextLoss(config, 16, 1024, 10)
+    codes = torch.randn(2, 5, 16)
+    trimmed = loss.masked_loss(inputs_for(text, encoder, codes), MASK)
+    encoder.padding_invisible = False
+    untrimmed = loss.masked_loss(inputs_for(text, encoder, codes), MASK)
+    assert encoder.widths == [9, 10]
+    assert torch.equal(trimmed, untrimmed)
+
+
+def test_an_encoder_that_does_not_hide_padding_is_encoded_at_full_length():
+    encoder = PositionwiseEncoder(torch.randn(1024, 16))
+    encoder.padding_invisible = False
+    text = tiny_encoder().encode(["a bird"])
+    encode_masked(encoder, text, torch.zeros(1, 10, dtype=torch.bool))
+    assert encoder.widths == [10]
+
+
+# ------------------------------------------------------------------------------------------
+# factored_cross_attention: keys and values from the code ViT's features, proj folded in
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("heads", [1, 2])
+def test_factored_cross_attention_gives_the_same_loss_and_gradients_up_to_rounding(heads):
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    text = encoder.encode(CAPTIONS)
+    features = torch.randn(2, 5, 4, requires_grad=True)  # b (1+n) width, a code ViT narrower than W = 16
+    proj = torch.randn(4, 16, requires_grad=True)
+    losses = {}
+    for factored in (False, True):
+        config = MaskedTextConfig(dropout=0.0, decoder_heads=heads, factored_cross_attention=factored)
+        torch.manual_seed(1)
+        loss = MaskedTextLoss(config, 16, 1024, 10)
+        with torch.no_grad():  # visible biases: the key bias is constant along a softmax row, the value bias not
+            for layer in loss.decoder.layers:
+                layer.cross_attention.w_k.bias.normal_()
+                layer.cross_attention.w_v.bias.normal_()
+        inputs = inputs_for(text, encoder, features @ proj)
+        inputs.vit_features, inputs.vit_proj = features, proj
+        value = loss.masked_loss(inputs, MASK)
+        cross = loss.decoder.layers[0].cross_attention
+        grads = torch.autograd.grad(value, [features, proj, cross.w_k.weight, cross.w_v.weight, cross.w_v.bias])
+        losses[factored] = (value, grads)
+    (official, official_grads), (factored, factored_grads) = losses[False], losses[True]
+    assert not MaskedTextConfig().factored_cross_attention  # official: proj first
+    torch.testing.assert_close(factored, official)
+    for a, b in zip(factored_grads, official_grads, strict=True):
+        torch.testing.assert_close(a, b)

@@ -70,13 +70,17 @@ def quantize(quantizer: nn.Module, z: torch.Tensor):
     return out.quant, out.indices, out.loss
 
 
-def make_guidance(encoder, names=NAMES, options=None, code_dim=8, grid=(2, 2)) -> AlignmentModule:
-    context = BuildContext(text_encoder=encoder, code_dim=code_dim, latent_size=grid)
+def make_guidance(encoder, names=NAMES, options=None, code_dim=8, grid=(2, 2), vit_width=None) -> AlignmentModule:
+    context = BuildContext(
+        text_encoder=encoder, code_dim=code_dim, latent_size=grid, train_captions=lambda: iter(CAPTIONS)
+    )
     options = options or {}
     losses = [
         (name, build("alignment_loss", {"type": name, **options.get(name, {})}, context=context), 0.1) for name in names
     ]
-    return build_alignment_module(losses, code_vit_layers=2, code_vit_heads=1, context=context)
+    return build_alignment_module(
+        losses, code_vit_layers=2, code_vit_heads=1, context=context, code_vit_width=vit_width
+    )
 
 
 def _step(alignment, encoder, quantizer, image_encoder, captions=CAPTIONS):
@@ -102,6 +106,45 @@ def test_official_losses_train_the_encoder_and_guidance_but_never_the_codebook_o
     assert all(p.grad is None for p in encoder.parameters())
     for name, parameter in alignment.named_parameters():
         assert parameter.grad is not None, f"{name} is not in the graph (DDP would fail)"
+
+
+def test_the_small_scale_levers_still_train_the_encoder_and_every_alignment_parameter():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    levers = {
+        "text_input": "masked-contextual",
+        "vocabulary": "captions",
+        "decoder_layers": 1,
+        "factored_cross_attention": True,
+    }
+    alignment = make_guidance(encoder, options={"masked-text": levers}, vit_width=4)
+    assert alignment.code_vit.width == 4 and alignment.code_vit.proj.shape == (4, 16)
+    image_encoder = nn.Conv2d(3, 8, 2, stride=2)
+    terms = _step(alignment, encoder, make_quantizer(16, 8), image_encoder)
+    assert all(torch.isfinite(t) for t in terms.values())
+    assert image_encoder.weight.grad is not None and image_encoder.weight.grad.abs().sum() > 0
+    for name, parameter in alignment.named_parameters():
+        assert parameter.grad is not None, f"{name} is not in the graph (DDP would fail)"
+
+
+class _Recording(AlignmentLoss):
+    def forward(self, inputs):
+        self.seen = inputs
+        return inputs.vit_tokens.sum() * 0
+
+
+def test_the_losses_get_the_code_vits_output_and_its_two_factors():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    context = BuildContext(text_encoder=encoder, code_dim=8, latent_size=(2, 2))
+    recording = _Recording()
+    alignment = build_alignment_module([("recording", recording, 1.0)], 1, 1, context, code_vit_width=6)
+    quant = torch.randn(4, 8, 2, 2)
+    alignment(quant, encoder.encode(CAPTIONS), torch.zeros(16, 8), None, encoder)
+    seen = recording.seen
+    assert torch.equal(seen.vit_tokens, alignment.code_vit(quant))
+    assert seen.vit_features.shape == (4, 5, 6) and seen.vit_proj is alignment.code_vit.proj
+    assert torch.equal(seen.vit_features @ seen.vit_proj, seen.vit_tokens)
 
 
 def test_relation_with_codebook_source_trains_the_codebook():
@@ -231,6 +274,8 @@ def test_schema_shows_every_option(capsys):
             "mask_unit": "word",
             "min_masked": 1,
             "label_smoothing": 0.0,
+            "vocabulary": "captions",
+            "factored_cross_attention": True,
         },
         {
             "type": "relation",
@@ -275,6 +320,7 @@ def test_defaults_are_the_official_values():
         0.1,
     )
     assert (masked.decoder_layers, masked.decoder_heads, masked.dropout) == (2, 1, 0.1)
+    assert (masked.vocabulary, masked.factored_cross_attention) == ("full", False)
     relation = RelationConfig()
     assert (
         relation.word_features,
@@ -296,6 +342,14 @@ def test_bad_options_are_reported_with_their_path():
     text = str(info.value)
     assert '$.alignment[1].text_input: must be one of "unmasked-contextual"' in text
     assert "$.alignment[1].mask_ratio.mena: unknown key 'mena'; did you mean 'mean'?" in text
+
+
+def test_a_vocabulary_outside_its_choices_is_reported_with_its_path():
+    with pytest.raises(ConfigError) as info:
+        structure_component("alignment_loss", {"type": "masked-text", "vocabulary": "caption"}, "$.alignment[1]")
+    assert str(info.value).endswith(
+        '$.alignment[1].vocabulary: must be one of "full", "captions", got \'caption\'; did you mean "captions"?'
+    )
 
 
 def test_mask_ratio_bounds_are_checked():

@@ -273,6 +273,26 @@ def test_alignment_losses_without_a_text_encoder_are_a_cross_field_problem(regis
     assert problems_of(raw, registry) == ["$.text_encoder: missing: the [[alignment]] losses need a text encoder"]
 
 
+def test_the_code_vit_width_must_be_positive(registry):
+    raw = run_file(text_encoder={"type": "tiny-text"}, alignment=[{"type": "relation"}], code_vit={"width": 0})
+
+    assert problems_of(raw, registry) == ["$.code_vit.width: must be > 0, got 0"]
+
+
+def test_code_vit_heads_must_divide_its_width_once_set_and_the_code_dim_otherwise(registry):
+    alignment = {"text_encoder": {"type": "tiny-text"}, "alignment": [{"type": "relation"}]}
+
+    assert problems_of(run_file(**alignment, code_vit={"width": 6, "heads": 4}), registry) == [
+        "$.code_vit.heads: 4 heads do not divide the code ViT width 6 ($.code_vit.width); use one of [1, 2, 3, 6]"
+    ]
+    assert problems_of(run_file(**alignment, code_vit={"heads": 3}), registry) == [
+        "$.code_vit.heads: 3 heads do not divide the code dim 8 ($.model.quantizer.dim), the width of the code ViT; "
+        "use one of [1, 2, 4, 8]"
+    ]
+    loaded = validate(run_file(**alignment, code_vit={"width": 6, "heads": 3}), registry=registry)  # 3 ∤ 8: fine
+    assert (loaded.config.code_vit.width, validate(MINIMAL, registry=registry).config.code_vit.width) == (6, None)
+
+
 def test_the_same_alignment_loss_twice_is_a_cross_field_problem(registry):
     raw = run_file(text_encoder={"type": "tiny-text"}, alignment=[{"type": "relation"}, {"type": "Relation"}])
 

@@ -173,3 +173,53 @@ def test_predictions_decode_padding_rows_as_the_head_was_trained(attend_padding)
     decoded = head.decoder(hidden, codes, pair_mask)  # all 6 rows; masked keys when pair_mask is set
     expected = head.head(decoded[masked], encoder.token_embedding).argmax(-1)
     assert torch.equal(predicted, expected)
+
+
+def test_a_head_restricted_to_the_caption_vocabulary_predicts_token_ids():
+    torch.manual_seed(0)
+    width, vocab, length = 8, 20, 6
+    subset = torch.tensor([4, 7, 11, 12, 19])
+    config = MaskedTextConfig(dropout=0.0, vocabulary="captions")
+    head = MaskedTextLoss(config, width, vocab, length, vocabulary_ids=subset).eval()
+    with torch.no_grad():
+        head.head.bias.normal_(0, 3.0)
+    ids = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 2, 0]])
+    pad = ids != 0
+    masked = torch.tensor([[False, True, True, False, False, False], [False, False, True, True, False, False]])
+    rows, codes = torch.randn(2, length, width), torch.randn(2, 4, width)
+    encoder = SimpleNamespace(token_embedding=torch.randn(vocab, width))
+    predicted = masked_predictions(head, codes, rows, masked, pad, encoder)
+
+    hidden = head.decode(torch.where(masked.unsqueeze(-1), head.mask_embedding, rows) * pad.unsqueeze(-1), codes, pad)
+    full_logits = head.head.norm(F.gelu(head.head.fc(hidden[masked]))) @ encoder.token_embedding.T  # m v
+    full_logits[:, subset] += head.head.bias  # every token's logit; only the subset's count
+    assert set(predicted.tolist()) <= set(subset.tolist())
+    assert torch.equal(predicted, subset[full_logits[:, subset].argmax(-1)])
+
+
+@pytest.mark.slow
+def test_a_run_with_the_small_scale_levers_keeps_its_caption_vocabulary_through_lgvq_eval(tmp_path, lgvq_cli):
+    import copy
+    import json
+
+    from safetensors.torch import load_file
+
+    from lgvq_core.registry import load_run_file
+    from lgvq_core.runner.loop import train
+    from lgvq_core.testing.fixtures import TINY_RUN, write_run_file
+
+    config = copy.deepcopy(TINY_RUN)
+    config["run"].update(name="levers", output_dir=str(tmp_path / "runs"))
+    config["code_vit"] = {"layers": 1, "heads": 2, "width": 8}
+    config["alignment"][1].update(text_input="masked-contextual", vocabulary="captions", decoder_layers=1)
+    config["tasks"] = [{"type": "masked-words", "protocols": ["leak-free"], "shuffled_control": False}]
+    run_dir = train(load_run_file(write_run_file(config, tmp_path / "levers.toml"))).run_dir
+    trained = json.loads((run_dir / "eval" / "masked-words.json").read_text())["metrics"]
+
+    for checkpoint in (run_dir / "checkpoints").glob("step-*/model.safetensors"):
+        vocabulary = load_file(str(checkpoint))["alignment.losses.masked-text.head.vocabulary_ids"]
+        assert 0 < len(vocabulary) < 256 and bool((vocabulary[1:] > vocabulary[:-1]).all())
+    result = lgvq_cli("eval", str(run_dir), "--checkpoint", "best")
+    assert result.code == 0, result.err
+    again = json.loads((run_dir / "eval" / "masked-words.json").read_text())["metrics"]
+    assert again == trained and 0 <= again["leak-free"]["mask-1"]["recall@1"] <= 1

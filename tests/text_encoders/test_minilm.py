@@ -122,3 +122,18 @@ def test_context_length_beyond_512_positions_is_rejected():
 def test_a_folder_without_a_model_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="no model config.json"):
         MiniLMTextEncoder(MiniLMConfig(path=str(tmp_path)))
+
+
+def test_padding_is_invisible_so_a_masked_reencoding_may_stop_at_the_last_real_token(encoder):
+    from lgvq_core.alignment.masked_text import encode_masked
+
+    text = encoder.encode(CAPTIONS)
+    masked = torch.zeros_like(text.word_mask)
+    masked[:, 3] = True
+    placeholder = torch.where(masked, torch.full_like(text.ids, MASK), text.ids)
+    full, _ = encoder.encode_ids(placeholder, text.pad_mask)  # all 30 columns
+    trimmed = encode_masked(encoder, text, masked)  # the columns up to the longest caption's [SEP]
+    pad = text.pad_mask
+    assert encoder.padding_invisible and int(pad.sum(1).max()) < 30
+    torch.testing.assert_close(trimmed[pad], full[pad])
+    assert not trimmed[:, int(pad.sum(1).max()) :].any()

@@ -160,6 +160,20 @@ def test_attention_is_causal_and_cut_to_l(encoder):
     assert not torch.allclose(first[5], second[5])
 
 
+def test_a_causal_tower_hides_padding_so_a_masked_reencoding_may_stop_at_end_of_text(encoder):
+    from lgvq_core.alignment.masked_text import encode_masked
+
+    text = encoder.encode(CAPTIONS)
+    masked = torch.zeros_like(text.word_mask)
+    masked[:, 2] = True
+    placeholder = torch.where(masked, torch.full_like(text.ids, encoder.mask_placeholder_id), text.ids)
+    full, _ = encoder.encode_ids(placeholder, text.pad_mask)
+    trimmed = encode_masked(encoder, text, masked)
+    pad = text.pad_mask
+    assert encoder.causal and encoder.padding_invisible and int(pad.sum(1).max()) < 30
+    torch.testing.assert_close(trimmed[pad], full[pad])
+
+
 def test_truncation_writes_end_of_text_into_the_last_slot(encoder):
     features = encoder.encode([LONG_CAPTION])
     assert features.ids[0, 0] == SOT and features.ids[0, -1] == EOT

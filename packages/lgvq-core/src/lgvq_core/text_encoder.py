@@ -77,6 +77,10 @@ class TextEncoder(nn.Module):
     pad_id: int
     #: Token written at masked positions when a masked caption is encoded (CLIP: ``*``; BERT: ``[MASK]``).
     mask_placeholder_id: int
+    #: Whether real tokens never read padding columns (padding keys are masked, or the encoder is causal
+    #: and padding follows the last real token): :meth:`encode_ids` may then be given only the columns
+    #: up to a batch's last real token, with the same states for the real tokens.
+    padding_invisible: bool = False
     #: Name + config + checkpoint hash + L: the key of cached features.
     identity: str
 

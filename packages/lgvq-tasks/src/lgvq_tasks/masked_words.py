@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torchmetrics.aggregation import MeanMetric, SumMetric
 
+from lgvq_core.alignment.masked_text import encode_masked
 from lgvq_tasks.config import MaskedWordsConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.probe import guidance_for
@@ -64,9 +65,7 @@ def visible_rows(head: Any, protocol: str, text: Any, masked: torch.Tensor, enco
         return text.token_states
     if head.config.text_input == "token-embedding":
         return encoder.embed_ids(text.ids)
-    placeholder = torch.full_like(text.ids, encoder.mask_placeholder_id)
-    states, _ = encoder.encode_ids(torch.where(masked, placeholder, text.ids), text.pad_mask)
-    return states
+    return encode_masked(encoder, text, masked)
 
 
 def masked_predictions(
@@ -77,13 +76,16 @@ def masked_predictions(
     ``vit_tokens`` B×(N+1)×W are the code-ViT tokens the decoder cross-attends to; masked rows get
     the head's learned mask embeddings and padding rows are zeroed, and the decoder treats padding
     rows as the head was trained to (its ``attend_padding``; the official default attends to them).
+    A head restricted to the training captions' tokens (``vocabulary = "captions"``) predicts among
+    those; its columns are mapped back to token ids.
     """
     pad = pad_mask.bool()
     mask_rows = head.mask_embedding[: rows.shape[1]].to(rows.dtype)  # l w
     hidden = torch.where(masked.unsqueeze(-1), mask_rows, rows) * pad.unsqueeze(-1).to(rows.dtype)
     hidden = head.decode(hidden, vit_tokens, pad)  # b l' w (l' < l only when padding is masked)
-    logits = head.head(hidden[masked[:, : hidden.shape[1]]], encoder.token_embedding)  # m v
-    return logits.argmax(-1)
+    logits = head.head(hidden[masked[:, : hidden.shape[1]]], encoder.token_embedding)  # m v (or m k)
+    to_token_ids = getattr(head.head, "token_ids", None)
+    return logits.argmax(-1) if to_token_ids is None else to_token_ids(logits.argmax(-1))
 
 
 class MaskedWordsTask:

@@ -61,11 +61,12 @@ def guidance_for(model: Any, task: str, choice: str, loss: str | None, probe: Pr
     return model.extra[key], matcher
 
 
-def _code_vit_shape(model: Any, probe: ProbeConfig) -> tuple[int, int]:
+def _code_vit_shape(model: Any, probe: ProbeConfig) -> tuple[int, int, int | None]:
+    """Layers, heads and width of the probe's code ViT: the probe's own, else the run file's [code_vit]."""
     config = getattr(model.config, "code_vit", None)
     layers = probe.layers or (config.layers if config is not None else 2)
     heads = probe.heads or (config.heads if config is not None else 1)
-    return layers, heads
+    return layers, heads, getattr(config, "width", None)
 
 
 def build_probe(model: Any, probe: ProbeConfig, quant_shape: torch.Size) -> Any:
@@ -87,8 +88,8 @@ def build_probe(model: Any, probe: ProbeConfig, quant_shape: torch.Size) -> Any:
     losses = [
         (name, registry.build("alignment_loss", tables[name], f"probe.{name}", context), 1.0) for name in PROBE_LOSSES
     ]
-    layers, heads = _code_vit_shape(model, probe)
-    return build_alignment_module(losses, layers, heads, context).to(model.device)
+    layers, heads, width = _code_vit_shape(model, probe)
+    return build_alignment_module(losses, layers, heads, context, code_vit_width=width).to(model.device)
 
 
 def train_probe(model: Any, probe: ProbeConfig, task: str) -> Any:

@@ -59,6 +59,7 @@ class MiniLMTextEncoder(TextEncoder):
         self.vocab_size = int(model.config.vocab_size)
         self.context_length = length
         self.causal = False
+        self.padding_invisible = True  # encode_ids passes pad_mask as the attention mask
         self.bos_id = tokenizer.cls_token_id
         self.eos_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id

@@ -69,6 +69,8 @@ class OpenClipTextEncoder(TextEncoder):
         length = config.context_length
         _check_context_length(length, self.max_context_length, resolved.name)
         self.causal = full_mask is not None
+        # Causal with padding after EOT, or padding keys masked: real tokens never read padding.
+        self.padding_invisible = self.causal or self.use_pad_mask
         self.register_buffer(
             "attn_mask", None if full_mask is None else full_mask[:length, :length].clone(), persistent=False
         )

@@ -19,7 +19,9 @@ class AlignmentInputs:
     (global token first, after ``proj``), ``None`` when no loss asked for the code ViT;
     ``text`` cached frozen features of the sampled captions; ``codebook`` K×D; ``indices``
     the quantizer's indices; ``text_encoder`` for losses that must re-encode (masked-contextual);
-    ``vit_global`` B×E the global token in the sentence space (``vit_tokens[:, 0]`` when E = W).
+    ``vit_global`` B×E the global token in the sentence space (``vit_tokens[:, 0]`` when E = W);
+    ``vit_features`` B×(N+1)×width and ``vit_proj`` width×W the two factors of
+    ``vit_tokens = vit_features @ vit_proj`` (a loss may multiply in another order).
     """
 
     quant: torch.Tensor
@@ -29,6 +31,8 @@ class AlignmentInputs:
     indices: torch.Tensor
     text_encoder: Any
     vit_global: torch.Tensor | None = None
+    vit_features: torch.Tensor | None = None
+    vit_proj: torch.Tensor | None = None
 
 
 class AlignmentLoss(nn.Module):

@@ -2,7 +2,8 @@
 
 It reads the straight-through codes ``quant`` as a sequence of N tokens of width D, prepends a
 learned global token and returns all N+1 tokens projected to the text width W. Its blocks are
-CLIP's residual attention blocks, initialised as CLIP's ViT.
+CLIP's residual attention blocks, initialised as CLIP's ViT. Officially the blocks are D wide; a
+``width`` maps the codes to another width first (a speed lever for small tokenizers).
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class ResidualAttentionBlock(nn.Module):
 class CodeViT(nn.Module):
     """``quant`` (B×D×h×w) -> tokens B×(N+1)×W, global token first.
 
-    :param code_dim: D, the width of the transformer.
-    :param latent_size: the latent grid (h, w); the learned positions are (h*w + 1)×D.
-    :param text_width: W, the width of the text encoder's token states (``proj`` is D×W).
+    :param code_dim: D, the channels of ``quant``.
+    :param latent_size: the latent grid (h, w); the learned positions are (h*w + 1)×width.
+    :param text_width: W, the width of the text encoder's token states (``proj`` is width×W).
     :param sentence_dim: E, the width of the text encoder's sentence embedding. When it differs
         from W, the global token gets its own Linear(W -> E) (see :meth:`global_embedding`).
+    :param width: the width of the transformer. ``None`` (official): D, and the codes enter the
+        blocks as they are. Otherwise a bias-free Linear(D -> width) maps each code first.
     """
 
     def __init__(
@@ -55,34 +58,41 @@ class CodeViT(nn.Module):
         sentence_dim: int | None = None,
         layers: int = 2,
         heads: int = 1,
+        width: int | None = None,
     ) -> None:
         super().__init__()
-        if code_dim % heads:
+        if width is None and code_dim % heads:
             raise ValueError(f"[code_vit] heads = {heads} must divide the code dim D = {code_dim}")
-        height, width = (int(s) for s in latent_size)
+        if width is not None and (width < 1 or width % heads):
+            raise ValueError(f"[code_vit] heads = {heads} must divide [code_vit] width = {width}")
+        height, grid_width = (int(s) for s in latent_size)
         self.code_dim = code_dim
-        self.latent_size = (height, width)
+        self.width = code_dim if width is None else width
+        self.latent_size = (height, grid_width)
         self.text_width = text_width
         self.sentence_dim = text_width if sentence_dim is None else sentence_dim
         self.layers = layers
 
-        self.class_embedding = nn.Parameter(torch.empty(code_dim))
-        self.positional_embedding = nn.Parameter(torch.empty(height * width + 1, code_dim))
-        self.ln_pre = nn.LayerNorm(code_dim)
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(code_dim, heads) for _ in range(layers)])
-        self.ln_post = nn.LayerNorm(code_dim)
-        self.proj = nn.Parameter(torch.empty(code_dim, text_width))
+        self.input_proj = nn.Linear(code_dim, width, bias=False) if width is not None else None
+        self.class_embedding = nn.Parameter(torch.empty(self.width))
+        self.positional_embedding = nn.Parameter(torch.empty(height * grid_width + 1, self.width))
+        self.ln_pre = nn.LayerNorm(self.width)
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(self.width, heads) for _ in range(layers)])
+        self.ln_post = nn.LayerNorm(self.width)
+        self.proj = nn.Parameter(torch.empty(self.width, text_width))
         self.global_proj = nn.Linear(text_width, self.sentence_dim) if self.sentence_dim != text_width else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """CLIP ViT initialisation (docs/method.md: Code ViT, initialisation)."""
+        """CLIP ViT initialisation (docs/method.md: Code ViT, initialisation), at the blocks' width."""
         nn.init.normal_(self.class_embedding, std=0.01)
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.proj, std=0.01)
-        attn_std = self.code_dim**-0.5
+        if self.input_proj is not None:  # keeps the codes' scale: std D^-1/2
+            nn.init.normal_(self.input_proj.weight, std=self.code_dim**-0.5)
+        attn_std = self.width**-0.5
         proj_std = attn_std * (2 * self.layers) ** -0.5
-        fc_std = (2 * self.code_dim) ** -0.5
+        fc_std = (2 * self.width) ** -0.5
         for block in self.resblocks:
             nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
@@ -90,6 +100,11 @@ class CodeViT(nn.Module):
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
 
     def forward(self, quant: torch.Tensor) -> torch.Tensor:
+        features = self.features(quant)
+        return features @ self.proj.to(features.dtype)  # b (1+n) width -> b (1+n) w
+
+    def features(self, quant: torch.Tensor) -> torch.Tensor:
+        """B×(N+1)×width tokens after ``ln_post``, before ``proj``: :meth:`forward` is ``features @ proj``."""
         batch, channels, height, width = quant.shape
         if channels != self.code_dim or (height, width) != self.latent_size:
             raise ValueError(
@@ -98,10 +113,12 @@ class CodeViT(nn.Module):
                 "the image size or the backbone's downsampling differs from the one the run was built for"
             )
         tokens = quant.flatten(2).transpose(1, 2)  # b d h w -> b (h w) d
-        cls = self.class_embedding.to(tokens.dtype).expand(batch, 1, channels)
-        x = torch.cat([cls, tokens], dim=1) + self.positional_embedding.to(tokens.dtype)  # b (1+n) d
+        if self.input_proj is not None:
+            tokens = self.input_proj(tokens)  # b n d -> b n width
+        cls = self.class_embedding.to(tokens.dtype).expand(batch, 1, self.width)
+        x = torch.cat([cls, tokens], dim=1) + self.positional_embedding.to(tokens.dtype)  # b (1+n) width
         x = self.resblocks(self.ln_pre(x))
-        return self.ln_post(x) @ self.proj.to(x.dtype)  # b (1+n) d -> b (1+n) w
+        return self.ln_post(x)
 
     def global_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """B×E image embedding from the global token of :meth:`forward`'s output (compared with ``sentence``)."""

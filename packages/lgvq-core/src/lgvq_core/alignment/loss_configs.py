@@ -130,6 +130,13 @@ class MaskedTextConfig(AlignmentLossConfig):
         "information through cross-attention, feed the real tokens). false: padding keys are masked and "
         "trailing all-padding columns are dropped (padding then changes nothing).",
     )
+    factored_cross_attention: bool = option(
+        False,
+        "Run the cross-attention at the code ViT's width: its proj is folded into W_k and W_v, so keys and "
+        "values are never formed at the text width W. The same function in another order (equal up to float "
+        "rounding; false, the official order, projects the codes to W first). A speed lever when the code ViT "
+        "is narrower than W and the latent grid is large.",
+    )
     decoder_layers: int = option(2, "Layers of the decoder (of each stack with two-stage).", positive)
     decoder_heads: int = option(1, "Attention heads of the decoder (must divide the text width W).", positive)
     dropout: float = option(
@@ -155,6 +162,14 @@ class MaskedTextConfig(AlignmentLossConfig):
     )
     label_smoothing: float = option(
         0.1, "Label smoothing eps of the cross-entropy (official 0.1; paper Eq. 6: 0).", [probability]
+    )
+    vocabulary: Literal["full", "captions"] = option(
+        "full",
+        "Tokens the vocabulary head scores. full: all V tokens of the text encoder (official). captions: only "
+        "the word tokens that occur in the tokenized training captions (sorted ids, kept in the checkpoint); "
+        "targets are word tokens of training captions, so none is lost, but the softmax and the label-smoothing "
+        "mean run over that subset. A small-scale speed lever: with a short caption vocabulary the V-wide head "
+        "is most of the loss's cost.",
     )
 
     def cross_check(self, run: Any, path: str) -> Iterable[Problem]:

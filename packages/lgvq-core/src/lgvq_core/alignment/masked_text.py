@@ -11,6 +11,8 @@ With the official ``text_input = "unmasked-contextual"`` the visible rows are fe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +21,25 @@ from torch import nn
 from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
 from lgvq_core.alignment.loss_configs import MaskedTextConfig
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
-from lgvq_core.text_encoder import TextFeatures
+from lgvq_core.text_encoder import TextEncoder, TextFeatures
 
 #: Score given to masked-out keys with ``attend_padding = false`` (filled, not added, as the official
 #: decoder's ``masked_fill`` would, though its collapsed mask never selects a key).
 MASKED_SCORE = -10000.0
 #: Keeps the loss finite when no token of the batch is masked.
 EMPTY_MASK_EPS = 5e-6
+
+
+@dataclass
+class FactoredCodes:
+    """Code-ViT tokens kept as their two factors, ``tokens = features @ proj`` (features B×n×c, c the
+    code ViT's width), so that cross-attention can run at width c (see :meth:`Attention.forward`)."""
+
+    features: torch.Tensor  # b n c
+    proj: torch.Tensor  # c w
+
+    def to(self, dtype: torch.dtype) -> FactoredCodes:
+        return FactoredCodes(self.features.to(dtype), self.proj.to(dtype))
 
 
 class Attention(nn.Module):
@@ -40,18 +54,40 @@ class Attention(nn.Module):
         for linear in (self.w_q, self.w_k, self.w_v, self.w_out):
             nn.init.normal_(linear.weight, std=width**-0.5)
 
-    def forward(self, query: torch.Tensor, source: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, source: torch.Tensor | FactoredCodes, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v per head, then ``w_out``; ``mask`` B×L×n (True: key visible).
+
+        With a :class:`FactoredCodes` source (k = features A_k^T + b_k, A_k = W_k proj^T; v alike) the
+        same function is computed without forming keys or values at width W:
+        q k^T = (q A_k) features^T + q.b_k and softmax(.) v = (softmax(.) features) A_v^T + b_v (its rows
+        sum to 1). Equal up to float rounding, and far cheaper when c << W and n is large.
+        """
         batch, length, width = query.shape
         head_dim = width // self.heads
 
         def split(x: torch.Tensor) -> torch.Tensor:  # b n w -> b h n (w/h)
             return x.view(batch, x.shape[1], self.heads, head_dim).transpose(1, 2)
 
-        q, k, v = split(self.w_q(query)), split(self.w_k(source)), split(self.w_v(source))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)  # b h l n
+        q = split(self.w_q(query))
+        if isinstance(source, FactoredCodes):
+            features = source.features.unsqueeze(1)  # b 1 n c
+            fold_k = (self.w_k.weight @ source.proj.T).view(self.heads, head_dim, -1)  # h (w/h) c
+            fold_v = (self.w_v.weight @ source.proj.T).view(self.heads, head_dim, -1)
+            bias_k = self.w_k.bias.view(self.heads, 1, head_dim)
+            scores = (q @ fold_k) @ features.transpose(-1, -2) + (q * bias_k).sum(-1, keepdim=True)
+            scores = scores / math.sqrt(head_dim)  # b h l n
+        else:
+            k, v = split(self.w_k(source)), split(self.w_v(source))
+            scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)  # b h l n
         if mask is not None:
             scores = scores.masked_fill(~mask.unsqueeze(1), MASKED_SCORE)
-        out = scores.softmax(-1) @ v  # b h l (w/h)
+        if isinstance(source, FactoredCodes):
+            bias_v = self.w_v.bias.view(self.heads, 1, head_dim)
+            out = (scores.softmax(-1) @ features) @ fold_v.transpose(-1, -2) + bias_v  # b h l (w/h)
+        else:
+            out = scores.softmax(-1) @ v  # b h l (w/h)
         return self.w_out(out.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -86,7 +122,9 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(width, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, codes: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, codes: torch.Tensor | FactoredCodes, pair_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.self_attention is not None:
             x = self.norm1(x + self.dropout(self.self_attention(x, x, pair_mask)))
         if self.cross_attention is not None:
@@ -107,26 +145,118 @@ class TextDecoder(nn.Module):
             raise ValueError(f'masked-text: decoder must be "fused" or "two-stage", got {layout!r}')
         self.layers = nn.ModuleList(DecoderLayer(width, heads, dropout, s, c) for s, c in specs)
 
-    def forward(self, text: torch.Tensor, codes: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
-        """``text`` B×L×W, ``codes`` B×(N+1)×W, ``pair_mask`` B×L×L (True: key visible to query) or
-        ``None`` (every row attends to every row)."""
+    def forward(
+        self, text: torch.Tensor, codes: torch.Tensor | FactoredCodes, pair_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``text`` B×L×W, ``codes`` B×(N+1)×W (or its factors), ``pair_mask`` B×L×L (True: key visible
+        to query) or ``None`` (every row attends to every row)."""
         for layer in self.layers:
             text = layer(text, codes, pair_mask)
         return text
 
 
 class VocabularyHead(nn.Module):
-    """logits = LN(GELU(A h)) E^T + b, with E the frozen token-embedding table passed at call time."""
+    """logits = LN(GELU(A h)) E^T + b, with E the frozen token-embedding table passed at call time.
 
-    def __init__(self, width: int, vocab_size: int) -> None:
+    With ``vocabulary_ids`` (sorted token ids, ``vocabulary = "captions"``) the head scores those
+    tokens only: column j is token ``vocabulary_ids[j]``, with E's row of that token and its own
+    bias entry, so its logits are the full head's logits at those columns for the same weights.
+    The ids are a buffer: a checkpoint carries them, and loading one adopts its ids.
+    """
+
+    def __init__(self, width: int, vocab_size: int, vocabulary_ids: torch.Tensor | None = None) -> None:
         super().__init__()
         self.fc = nn.Linear(width, width)
         self.norm = nn.LayerNorm(width)
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        if vocabulary_ids is not None:
+            vocabulary_ids = torch.as_tensor(vocabulary_ids, dtype=torch.long).flatten()
+            if len(vocabulary_ids) == 0:
+                raise ValueError("masked-text: the head's vocabulary is empty")
+            if not bool((vocabulary_ids[1:] > vocabulary_ids[:-1]).all()):
+                raise ValueError("masked-text: the head's vocabulary ids must be sorted and distinct")
+            if int(vocabulary_ids[0]) < 0 or int(vocabulary_ids[-1]) >= vocab_size:
+                raise ValueError(f"masked-text: the head's vocabulary ids must lie in [0, {vocab_size})")
+        self.register_buffer("vocabulary_ids", vocabulary_ids)  # k, or None: every token
+        self.bias = nn.Parameter(torch.zeros(vocab_size if vocabulary_ids is None else len(vocabulary_ids)))
 
     def forward(self, hidden: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
         hidden = self.norm(F.gelu(self.fc(hidden)))
-        return hidden @ token_embedding.detach().to(hidden.dtype).T + self.bias  # m w -> m v
+        table = token_embedding.detach()
+        if self.vocabulary_ids is not None:
+            table = table.index_select(0, self.vocabulary_ids.to(table.device))  # v w -> k w
+        return hidden @ table.to(hidden.dtype).T + self.bias  # m w -> m v (or m k)
+
+    def columns(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The logit column of each token id (the id itself when the head scores every token)."""
+        if self.vocabulary_ids is None:
+            return token_ids
+        vocabulary = self.vocabulary_ids
+        columns = torch.searchsorted(vocabulary, token_ids).clamp_max(len(vocabulary) - 1)
+        missing = vocabulary[columns] != token_ids
+        if bool(missing.any()):
+            raise ValueError(
+                f"masked-text: token id {int(token_ids[missing][0])} is not in the head's vocabulary of "
+                f'{len(vocabulary)} caption tokens (vocabulary = "captions" keeps the word tokens of the '
+                'training captions); captions from elsewhere need vocabulary = "full"'
+            )
+        return columns
+
+    def token_ids(self, columns: torch.Tensor) -> torch.Tensor:
+        """The token id of each logit column (the inverse of :meth:`columns`)."""
+        return columns if self.vocabulary_ids is None else self.vocabulary_ids[columns]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A checkpoint's caption vocabulary wins over the one built from the run file: its bias
+        # entries belong to its tokens. Same objects, resized, so an optimizer keeps them.
+        ids = state_dict.get(prefix + "vocabulary_ids")
+        if ids is not None and self.vocabulary_ids is not None and ids.shape != self.vocabulary_ids.shape:
+            self.vocabulary_ids = self.vocabulary_ids.new_empty(ids.shape)
+            self.bias.data = self.bias.data.new_zeros(ids.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def caption_vocabulary(encoder: TextEncoder, captions: Iterable[str], chunk: int = 4096) -> torch.Tensor:
+    """Sorted ids of the word tokens of ``captions`` as ``encoder`` tokenizes them (truncated to L).
+
+    Only word tokens are ever masked, so specials and padding are left out.
+    """
+    seen = torch.zeros(encoder.vocab_size, dtype=torch.bool)
+
+    def mark(batch: list[str]) -> None:
+        ids, _, word_mask = encoder.tokenize(batch)
+        seen[ids[word_mask.bool()].long()] = True
+
+    batch: list[str] = []
+    for caption in captions:
+        batch.append(caption)
+        if len(batch) == chunk:
+            mark(batch)
+            batch = []
+    if batch:
+        mark(batch)
+    return seen.nonzero().flatten()
+
+
+def last_real_column(pad_mask: torch.Tensor) -> int:
+    """1 + the last column that holds a real token in some caption (at least 1)."""
+    columns = torch.arange(1, pad_mask.shape[1] + 1, device=pad_mask.device)
+    return max(1, int((pad_mask.bool().any(0) * columns).max()))
+
+
+def encode_masked(encoder: TextEncoder, text: TextFeatures, masked: torch.Tensor) -> torch.Tensor:
+    """B×L×W token states of the captions with the ``masked`` tokens replaced by the mask placeholder.
+
+    Only the columns up to the batch's last real token are encoded (trailing columns that are padding
+    in every caption come back as zero rows). For the real tokens this is the same computation: an
+    encoder whose ``padding_invisible`` holds masks padding keys (MiniLM) or is causal with padding
+    after the end token (CLIP), so no real token reads a padding column.
+    """
+    length = text.ids.shape[1]
+    used = last_real_column(text.pad_mask) if getattr(encoder, "padding_invisible", False) else length
+    ids = text.ids[:, :used]
+    ids = torch.where(masked[:, :used], torch.full_like(ids, encoder.mask_placeholder_id), ids)
+    states, _ = encoder.encode_ids(ids, text.pad_mask[:, :used])
+    return F.pad(states, (0, 0, 0, length - used))  # b used w -> b l w
 
 
 def label_smoothed_nll(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -142,17 +272,25 @@ class MaskedTextLoss(AlignmentLoss):
     :param width: W, the text encoder's token-state width.
     :param vocab_size: V, the text encoder's vocabulary size.
     :param context_length: L, tokens per caption (one learned mask embedding per position).
+    :param vocabulary_ids: with ``vocabulary = "captions"``, the sorted token ids the head scores.
     """
 
     uses_code_vit = True
 
-    def __init__(self, config: MaskedTextConfig, width: int, vocab_size: int, context_length: int) -> None:
+    def __init__(
+        self,
+        config: MaskedTextConfig,
+        width: int,
+        vocab_size: int,
+        context_length: int,
+        vocabulary_ids: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.mask_embedding = nn.Parameter(torch.empty(context_length, width))  # l w
         nn.init.normal_(self.mask_embedding, std=0.01)
         self.decoder = TextDecoder(width, config.decoder_layers, config.decoder_heads, config.dropout, config.decoder)
-        self.head = VocabularyHead(width, vocab_size)
+        self.head = VocabularyHead(width, vocab_size, vocabulary_ids)
 
     def leak_warning(self, encoder) -> str | None:
         """Why this configuration lets the decoder read the masked words from ``encoder``'s features."""
@@ -195,12 +333,13 @@ class MaskedTextLoss(AlignmentLoss):
         with torch.no_grad():
             if mode == "token-embedding":
                 return encoder.embed_ids(text.ids).detach()
-            placeholder = torch.full_like(text.ids, encoder.mask_placeholder_id)
-            states, _ = encoder.encode_ids(torch.where(masked, placeholder, text.ids), text.pad_mask)
-            return states.detach()
+            return encode_masked(encoder, text, masked).detach()
 
-    def decode(self, hidden: torch.Tensor, vit_tokens: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        """Decoder output B×L'×W for the rows ``hidden`` (B×L×W) and the code-ViT tokens B×(N+1)×W.
+    def decode(
+        self, hidden: torch.Tensor, vit_tokens: torch.Tensor | FactoredCodes, pad_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Decoder output B×L'×W for the rows ``hidden`` (B×L×W) and the code-ViT tokens B×(N+1)×W
+        (or their :class:`FactoredCodes`).
 
         With ``attend_padding`` (official) every one of the L rows attends to every row, padding rows
         included, and L' = L: the official decoder's mask masks nothing, so a padding row (zero at the
@@ -211,10 +350,8 @@ class MaskedTextLoss(AlignmentLoss):
         codes = vit_tokens.to(hidden.dtype)
         if self.config.attend_padding:
             return self.decoder(hidden, codes, None)
-        pad = pad_mask.bool()
-        columns = torch.arange(1, pad.shape[1] + 1, device=pad.device)
-        used = max(1, int((pad.any(0) * columns).max()))
-        pad = pad[:, :used]
+        used = last_real_column(pad_mask)
+        pad = pad_mask.bool()[:, :used]
         pair_mask = pad.unsqueeze(2) & pad.unsqueeze(1)  # b l l
         return self.decoder(hidden[:, :used], codes, pair_mask)
 
@@ -225,18 +362,31 @@ class MaskedTextLoss(AlignmentLoss):
         text = inputs.text
         pad = text.pad_mask.bool()
         masked = masked & text.word_mask.bool()
-        hidden = self.decode(self.decoder_inputs(inputs, masked), inputs.vit_tokens, pad)  # b l' w
+        codes = inputs.vit_tokens
+        if self.config.factored_cross_attention and inputs.vit_features is not None:
+            codes = FactoredCodes(inputs.vit_features, inputs.vit_proj)
+        hidden = self.decode(self.decoder_inputs(inputs, masked), codes, pad)  # b l' w
         used = hidden.shape[1]
         targets = (masked & pad)[:, :used]
         # Gather masked rows before the head: logits only where they count (m v, not b l v).
         logits = self.head(hidden[targets], inputs.text_encoder.token_embedding)
-        per_token = label_smoothed_nll(logits, text.ids[:, :used][targets].long(), self.config.label_smoothing)
+        labels = self.head.columns(text.ids[:, :used][targets].long())
+        per_token = label_smoothed_nll(logits, labels, self.config.label_smoothing)
         return per_token.sum() / (targets.sum() + EMPTY_MASK_EPS)
 
 
 def build_masked_text(config: MaskedTextConfig, context) -> MaskedTextLoss:
-    """Factory of ``masked-text``: sizes come from ``context.text_encoder`` (W, V, L)."""
+    """Factory of ``masked-text``: sizes come from ``context.text_encoder`` (W, V, L); with
+    ``vocabulary = "captions"`` the head's tokens come from ``context.train_captions``."""
     encoder = getattr(context, "text_encoder", None)
     if encoder is None:
         raise ValueError("masked-text needs the text encoder in the build context ([text_encoder] in the run file)")
-    return MaskedTextLoss(config, encoder.width, encoder.vocab_size, encoder.context_length)
+    vocabulary_ids = None
+    if config.vocabulary == "captions":
+        captions = getattr(context, "train_captions", None)
+        if captions is None:
+            raise ValueError('masked-text: vocabulary = "captions" needs the training captions in the build context')
+        vocabulary_ids = caption_vocabulary(encoder, captions())
+        if len(vocabulary_ids) == 0:
+            raise ValueError('masked-text: vocabulary = "captions" found no word token in the training captions')
+    return MaskedTextLoss(config, encoder.width, encoder.vocab_size, encoder.context_length, vocabulary_ids)

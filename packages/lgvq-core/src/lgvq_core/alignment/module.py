@@ -46,9 +46,10 @@ class AlignmentModule(nn.Module):
         """Unweighted loss of each component, keyed by its name (``"semantic-nce"`` ...)."""
         if text.ids.device != quant.device:
             text = text.to(quant.device)
-        tokens = global_embedding = None
+        tokens = global_embedding = features = None
         if self.code_vit is not None:
-            tokens = self.code_vit(quant)  # b (1+n) w
+            features = self.code_vit.features(quant)  # b (1+n) width
+            tokens = features @ self.code_vit.proj.to(features.dtype)  # b (1+n) w: the code ViT's output
             global_embedding = self.code_vit.global_embedding(tokens)  # b e
         inputs = AlignmentInputs(
             quant=quant,
@@ -58,6 +59,8 @@ class AlignmentModule(nn.Module):
             indices=indices,
             text_encoder=text_encoder,
             vit_global=global_embedding,
+            vit_features=features,
+            vit_proj=self.code_vit.proj if self.code_vit is not None else None,
         )
         return {name: loss(inputs) for name, loss in self.losses.items()}
 
@@ -93,11 +96,13 @@ def build_alignment_module(
     code_vit_layers: int,
     code_vit_heads: int,
     context: Any,
+    code_vit_width: int | None = None,
 ) -> AlignmentModule:
     """Assemble the alignment module from built losses ``(name, loss, weight)``.
 
     The code ViT is built only when a loss uses it, from ``context.code_dim`` (D),
-    ``context.latent_size`` (grid) and ``context.text_encoder`` (W and E).
+    ``context.latent_size`` (grid) and ``context.text_encoder`` (W and E); ``code_vit_width``
+    (``[code_vit] width``) is its blocks' width, D when ``None``.
     """
     names = [name for name, _, _ in losses]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -121,6 +126,7 @@ def build_alignment_module(
             sentence_dim=encoder.embed_dim,
             layers=code_vit_layers,
             heads=code_vit_heads,
+            width=code_vit_width,
         )
     alignment = AlignmentModule(
         {name: loss for name, loss, _ in losses}, {name: weight for name, _, weight in losses}, code_vit

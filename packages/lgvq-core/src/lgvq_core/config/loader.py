@@ -333,21 +333,19 @@ def _component_paths(run: RunFile | DownstreamRunFile) -> list[tuple[str, Compon
 
 
 def _code_vit_heads(run: RunFile | DownstreamRunFile) -> list[Problem]:
-    """The code ViT is as wide as the codes (the quantizer's ``dim``): its heads must divide it."""
-    if not isinstance(run, RunFile) or not run.alignment or run.model.quantizer is None:
+    """The code ViT's heads must divide its width: ``[code_vit] width``, else the codes' (the quantizer's ``dim``)."""
+    if not isinstance(run, RunFile) or not run.alignment:
         return []
-    dim = getattr(run.model.quantizer.config, "dim", None)
-    heads = run.code_vit.heads
-    if not isinstance(dim, int) or dim <= 0 or dim % heads == 0:
+    heads, width = run.code_vit.heads, run.code_vit.width
+    if width is not None:
+        what = f"the code ViT width {width} ($.code_vit.width)"
+    elif run.model.quantizer is not None:
+        width = getattr(run.model.quantizer.config, "dim", None)
+        what = f"the code dim {width} ($.model.quantizer.dim), the width of the code ViT"
+    if not isinstance(width, int) or width <= 0 or width % heads == 0:
         return []
-    divisors = [d for d in range(1, min(dim, 64) + 1) if dim % d == 0]
-    return [
-        Problem(
-            "$.code_vit.heads",
-            f"{heads} heads do not divide the code dim {dim} ($.model.quantizer.dim), the width of the code ViT; "
-            f"use one of {divisors}",
-        )
-    ]
+    divisors = [d for d in range(1, min(width, 64) + 1) if width % d == 0]
+    return [Problem("$.code_vit.heads", f"{heads} heads do not divide {what}; use one of {divisors}")]
 
 
 def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:

@@ -126,10 +126,17 @@ class TrainSection:
 
 @attrs.define
 class CodeViTSection:
-    """The code ViT shared by the alignment losses (docs/method.md: Code ViT): width = code dim."""
+    """The code ViT shared by the alignment losses (docs/method.md: Code ViT): width = code dim by default."""
 
     layers: int = option(2, "Transformer blocks.", positive)
-    heads: int = option(1, "Attention heads (must divide the code dim).", positive)
+    heads: int = option(1, "Attention heads (must divide the code dim, or width when it is set).", positive)
+    width: int | None = option(
+        None,
+        "Width of the transformer blocks. Unset (official): the code dim D. Set: a Linear D->width maps the "
+        "codes in first and proj is width x W. A small-scale speed lever: a narrow ViT (with fewer layers) "
+        "costs far less per step than one as wide as a large code dim.",
+        positive,
+    )
 
 
 def _unique_seeds(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:

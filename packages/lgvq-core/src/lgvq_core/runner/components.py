@@ -106,7 +106,8 @@ def _build_alignment(config, tokenizer, text_encoder, image_size, context: Build
         message = warning(text_encoder) if callable(warning) and declared is None else None
         if message:  # configs that declare `causal` were already warned about by the check
             log(f"warning: $.alignment[{i}]: {message}")
-    return build_alignment_module(losses, config.code_vit.layers, config.code_vit.heads, context)
+    vit = config.code_vit
+    return build_alignment_module(losses, vit.layers, vit.heads, context, code_vit_width=vit.width)
 
 
 def compiled_parts(tokenizer: nn.Module) -> list[tuple[str, nn.Module]]:

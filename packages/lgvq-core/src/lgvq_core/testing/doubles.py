@@ -27,6 +27,7 @@ class TinyText(TextEncoder):
         self.vocab_size = config.vocab_size
         self.context_length = config.context_length
         self.causal = config.causal
+        self.padding_invisible = True  # padding keys are masked
         self.pad_id, self.bos_id, self.eos_id, self.mask_placeholder_id = 0, 1, 2, 3
         self.identity = (
             f"tiny-text(width={config.width},vocab={config.vocab_size},causal={config.causal},"
