@@ -388,3 +388,13 @@ def test_extending_a_finished_run_is_exact_with_lg_losses_a_discriminator_vq_ema
     straight_val = [r for r in read_metrics(run_dirs(tmp_path, "straight12")[0]) if r["split"] == "val"]
     legs_val = {r["step"]: r for r in read_metrics(first.run_dir) if r["split"] == "val"}
     assert legs_val[12] == straight_val[-1]
+
+
+def test_a_run_without_alignment_losses_encodes_no_caption_up_front(tmp_path, capsys):
+    path = tiny_run_file(tmp_path, alignment=False, max_steps=1)
+    text = dumps_toml(
+        {**load_run_file(path).raw, "text_encoder": {"type": "tiny-text", "width": 16}}  # kept for the tasks' probes
+    )
+    path.write_text(text)
+    train(load_run_file(path))
+    assert "training captions once" not in capsys.readouterr().out

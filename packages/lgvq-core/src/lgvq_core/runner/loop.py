@@ -194,8 +194,12 @@ def _write_run_directory(run: RunContext, source_text: str, resuming: bool) -> M
 
 
 def _uses_text(run: RunContext) -> bool:
+    """Whether training reads caption features (then every training caption is encoded up front).
+
+    A tokenizer run without alignment losses never does; its tasks encode what they read on demand.
+    """
     if run.kind == "tokenizer":
-        return True
+        return run.alignment is not None
     from lgvq_core.runner.downstream import needs_text
 
     return needs_text(run)
