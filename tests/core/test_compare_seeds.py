@@ -262,6 +262,61 @@ def test_named_arms_replace_the_default_pair(seeded_file, tmp_path):
     assert any("baseline, seed 0: training" in line and "train.base_lr=0.002" in line for line in lines)
 
 
+def test_with_a_reference_arm_every_other_arm_is_compared_with_it(tmp_path):
+    three = {**KNOWN, "LG-VQ-x10": {0: KNOWN["LG-VQ"][0], 1: KNOWN["baseline"][1]}}
+    markdown, data = compare_arms(known_arms(tmp_path, three), reference="baseline")
+    header = markdown.splitlines()[0]
+    assert header == "| metric | LG-VQ | baseline | LG-VQ-x10 | LG-VQ − baseline | LG-VQ-x10 − baseline |"
+    fid = next(r for r in data["rows"] if r["metric"] == "rFID")
+    # LG-VQ - baseline = [-10, -10.2]; LG-VQ-x10 - baseline = [-10, 0]: the sign is arm - reference
+    assert [(d["a"], d["b"]) for d in fid["differences"]] == [("LG-VQ", "baseline"), ("LG-VQ-x10", "baseline")]
+    assert [d["mean"] for d in fid["differences"]] == pytest.approx([-10.1, -5.0])
+    assert "each arm − baseline" in data["rule"] and "The last columns are" in data["rule"]
+
+
+def test_a_reference_that_is_no_arm_is_refused_naming_the_key(seeded_file):
+    with pytest.raises(
+        ConfigError, match=r"\$\.compare\.reference: 'nobody' is not an arm; the arms are LG-VQ, baseline"
+    ):
+        load_run_file(seeded_file, overrides=["compare.reference=nobody"])
+
+
+def test_an_arm_without_downstream_trains_no_downstream_model_and_reads_na(tiny_run_config, tmp_path):
+    from lgvq_core.config.describe import dumps_toml
+
+    tiny_run_config["tasks"] = [{"type": "reconstruction", "metrics": ["psnr"]}]
+    tiny_run_config["compare"] = {
+        "seeds": [0],
+        "downstream": ["prior.toml"],
+        "reference": "baseline",
+        "arms": [
+            {"label": "baseline", "overrides": ["alignment=[]"]},
+            {"label": "LG-VQ"},
+            {"label": "LG-VQ-x10", "overrides": ["alignment[0].weight=1.0"], "downstream": False},
+        ],
+    }
+    file = write_run_file(tiny_run_config, tmp_path / "compare.toml")
+    prior = {
+        "tokenizer": {"run_dir": "set by lgvq compare"},
+        "run": {"name": "prior", "progress": "off"},
+        "downstream": {"type": "code-gpt", "layers": 1, "heads": 2, "width": 16},
+        "train": {"batch_size": 4, "max_steps": 2, "val_every": 2},
+        "tasks": [{"type": "generation-fid", "samples": 4, "reference_images": 4, "batch_size": 4, "save_images": 0}],
+    }
+    (tmp_path / "prior.toml").write_text(dumps_toml(prior))
+    markdown, data, folder = run_comparison(file, out=tmp_path / "cmp", say=quiet)
+    state = json.loads((folder / "compare-state.json").read_text())
+    assert sorted(state["runs"]) == [
+        "LG-VQ-x10/seed-0",
+        "LG-VQ/seed-0",
+        "LG-VQ/seed-0/prior",
+        "baseline/seed-0",
+        "baseline/seed-0/prior",
+    ]
+    row = table_rows(markdown)["prior: validation: bits_per_code ↓"]
+    assert row.split(" | ")[3] == "n/a"  # the LG-VQ-x10 column
+
+
 def test_the_example_compares_at_least_three_seeds():
     config = load_run_file(EXAMPLE).config
     assert len(config.compare.seeds) >= 3 and config.compare.arms == []

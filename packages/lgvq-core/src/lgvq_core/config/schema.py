@@ -152,12 +152,23 @@ def _unique_labels(instance: Any, attribute: attrs.Attribute, value: list[Any]) 
         raise ValueError(f"arm labels must differ from each other, got {labels}")
 
 
+def _reference_arm(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    labels = [arm.label for arm in instance.arms] or ["LG-VQ", "baseline"]
+    if value is not None and value not in labels:
+        raise ValueError(f"{value!r} is not an arm; the arms are {', '.join(labels)}")
+
+
 @attrs.define
 class CompareArm:
     """One arm of ``lgvq compare``: the run file with some keys overridden."""
 
     label: str = option(doc="Column title of the arm in the comparison table.", validator=_name)
     overrides: list[str] = option(factory=list, doc='KEY=VALUE overrides, as `--set` takes them (e.g. "alignment=[]").')
+    downstream: bool = option(
+        True,
+        "Train the [compare] downstream models on this arm's codes too (false: its tokenizer's own tasks only, "
+        "and its downstream rows read n/a).",
+    )
 
 
 @attrs.define
@@ -176,6 +187,12 @@ class CompareSection:
         factory=list,
         doc="Downstream run files (paths relative to this file) trained on the codes of every arm and seed; "
         "their [[tasks]] and validation NLL join the table, labelled by the file's name.",
+    )
+    reference: str | None = option(
+        None,
+        "Label of the arm every other arm is compared with (differences: arm - reference). Unset: the first "
+        "arm, compared as first - other.",
+        _reference_arm,
     )
 
 

@@ -207,7 +207,16 @@ def _winner(per_arm: dict[str, list[float | None]], means: dict[str, float], bet
     return best
 
 
-def _aggregate_row(row: Row, labels: list[str], values: dict[str, list[Any]]) -> dict[str, Any]:
+def _pairs(labels: list[str], reference: str | None) -> list[tuple[str, str]]:
+    """(a, b) of every difference a − b: ``labels[0]`` − each other arm, or each arm − ``reference``."""
+    if reference is None:
+        return [(labels[0], other) for other in labels[1:]]
+    return [(label, reference) for label in labels if label != reference]
+
+
+def _aggregate_row(
+    row: Row, labels: list[str], values: dict[str, list[Any]], reference: str | None = None
+) -> dict[str, Any]:
     present = [v for label in labels for v in values[label] if v is not None]
     entry: dict[str, Any] = {
         "metric": row.metric,
@@ -228,19 +237,16 @@ def _aggregate_row(row: Row, labels: list[str], values: dict[str, list[Any]]) ->
             means[label], stds[label] = summary.mean, summary.std
     entry["mean"], entry["std"] = means, stds
     differences = []
-    reference = labels[0]
-    for other in labels[1:]:
-        pairs = [
-            (a, b) for a, b in zip(values[reference], values[other], strict=True) if a is not None and b is not None
-        ]
+    for first, second in _pairs(labels, reference):
+        pairs = [(a, b) for a, b in zip(values[first], values[second], strict=True) if a is not None and b is not None]
         if not pairs:
-            differences.append({"a": reference, "b": other, "n": 0, "verdict": "no common seed"})
+            differences.append({"a": first, "b": second, "n": 0, "verdict": "no common seed"})
             continue
         difference = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
         differences.append(
             {
-                "a": reference,
-                "b": other,
+                "a": first,
+                "b": second,
                 "mean": difference.mean,
                 "low": difference.low,
                 "high": difference.high,
@@ -253,11 +259,16 @@ def _aggregate_row(row: Row, labels: list[str], values: dict[str, list[Any]]) ->
     return entry
 
 
-def aggregate(arms: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, Any]:
-    """``{arm label: {seed: run info}}`` -> the comparison's data (rows, per-seed values, the rule)."""
+def aggregate(arms: Mapping[str, Mapping[int, Mapping[str, Any]]], reference: str | None = None) -> dict[str, Any]:
+    """``{arm label: {seed: run info}}`` -> the comparison's data (rows, per-seed values, the rule).
+
+    Differences are ``first arm − each other arm``, or with ``reference`` ``each arm − reference``.
+    """
     if not arms:
         raise ValueError("a comparison needs at least one arm")
     labels = list(arms)
+    if reference is not None and reference not in labels:
+        raise ValueError(f"reference arm {reference!r} is not among the arms {labels}")
     seeds = sorted({seed for runs in arms.values() for seed in runs})
     infos = [info for runs in arms.values() for info in runs.values()]
     rows = []
@@ -266,17 +277,18 @@ def aggregate(arms: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, 
             label: [_value(arms[label][seed], row) if seed in arms[label] else None for seed in seeds]
             for label in labels
         }
-        rows.append(_aggregate_row(row, labels, values))
+        rows.append(_aggregate_row(row, labels, values, reference))
     return {
         "arms": labels,
+        "reference": reference,
         "seeds": seeds,
-        "rule": rule_text(labels, seeds),
+        "rule": rule_text(labels, seeds, reference),
         "rows": rows,
         "runs": [{"arm": label, **info} for label in labels for info in arms[label].values()],
     }
 
 
-def rule_text(labels: Sequence[str], seeds: Sequence[int]) -> str:
+def rule_text(labels: Sequence[str], seeds: Sequence[int], reference: str | None = None) -> str:
     """The sentence under the table that says how to read it."""
     seed_list = ", ".join(str(s) for s in seeds)
     if len(seeds) < 2:
@@ -285,11 +297,17 @@ def rule_text(labels: Sequence[str], seeds: Sequence[int]) -> str:
             "and nothing is bold. Train more seeds (`--seeds 3`) to compare."
         )
     t = t_quantile(len(seeds) - 1)
-    versus = f"{labels[0]} − {labels[1]}" if len(labels) == 2 else f"{labels[0]} − each other arm"
+    if reference is not None:
+        versus = (
+            f"{_pairs(list(labels), reference)[0][0]} − {reference}" if len(labels) == 2 else f"each arm − {reference}"
+        )
+    else:
+        versus = f"{labels[0]} − {labels[1]}" if len(labels) == 2 else f"{labels[0]} − each other arm"
     return (
         f"Seeds {seed_list} (n = {len(seeds)}); each cell is the mean ± standard deviation over the seeds "
-        "(one value when every seed gave the same). The last column is the seed-paired difference "
-        f"{versus} with its {CONFIDENCE:.0%} t-interval (mean ± {t:.3g} × sd / √{len(seeds)}). "
+        "(one value when every seed gave the same). "
+        + ("The last column is" if len(labels) == 2 else "The last columns are")
+        + f" the seed-paired difference {versus} with its {CONFIDENCE:.0%} t-interval (mean ± {t:.3g} × sd / √{len(seeds)}). "
         "↑/↓: higher/lower is better. A value is bold only when its arm beats every other arm by a "
         f"paired difference whose {CONFIDENCE:.0%} interval excludes 0; otherwise the difference is "
         '"within noise".'
@@ -344,7 +362,7 @@ def _difference_cell(difference: dict[str, Any]) -> str:
 def render_markdown(data: Mapping[str, Any]) -> str:
     """The table, the rule under it and any context lines (command, machine, time)."""
     labels = data["arms"]
-    others = [f"{labels[0]} − {other}" for other in labels[1:]]
+    others = [f"{a} − {b}" for a, b in _pairs(list(labels), data.get("reference"))]
     header = ["metric", *labels, *others]
     lines = [
         "| " + " | ".join(header) + " |",
@@ -369,9 +387,10 @@ def compare_arms(
     arms: Mapping[str, Mapping[int, Mapping[str, Any]]],
     out_dir: str | Path | None = None,
     context: Mapping[str, str] | None = None,
+    reference: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Aggregate ``{arm: {seed: run info}}`` (see :func:`run_info`); write ``compare.md``/``.json``."""
-    data = aggregate(arms)
+    data = aggregate(arms, reference)
     if context:
         data["context"] = dict(context)
     markdown = render_markdown(data)

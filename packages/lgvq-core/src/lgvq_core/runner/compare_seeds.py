@@ -126,6 +126,8 @@ class PlannedRun:
     fingerprint: str
     #: A downstream run's label (its run file's name); empty for the arm's tokenizer run.
     part: str = ""
+    #: Whether the ``[compare] downstream`` models are trained on this (tokenizer) run's codes.
+    downstream: bool = True
 
     @property
     def key(self) -> str:
@@ -142,20 +144,20 @@ def plan(
     file = Path(file)
     config = load_run_file(file, overrides=list(overrides)).config
     if config.compare.arms:
-        arms = [(arm.label, tuple(arm.overrides)) for arm in config.compare.arms]
+        arms = [(arm.label, tuple(arm.overrides), arm.downstream) for arm in config.compare.arms]
     else:
         if not config.alignment:
             raise RunDirError(
                 f"{file}: has no [[alignment]] losses, so there is no LG-VQ variant to compare; "
                 "add them, or name the arms in [[compare.arms]]"
             )
-        arms = list(DEFAULT_ARMS)
+        arms = [(label, arm_overrides, True) for label, arm_overrides in DEFAULT_ARMS]
     if not config.tasks:
         raise RunDirError(f"{file}: has no [[tasks]]; add the evaluation tasks the table should show")
     seeds = choose_seeds(config.compare.seeds, config.run.seed, seed_count)
     folder = Path(out) if out else Path(config.run.output_dir) / f"{config.run.name}-comparison"
     runs = []
-    for label, arm_overrides in arms:
+    for label, arm_overrides, downstream in arms:
         run_name = f"{config.run.name}-{_slug(label)}"
         for seed in seeds:
             output_dir = folder / f"seed-{seed}"
@@ -168,8 +170,8 @@ def plan(
             )
             loaded = load_run_file(file, overrides=list(spec_overrides))
             spec = RunSpec(label, seed, str(file), spec_overrides, str(output_dir))
-            runs.append(PlannedRun(spec, run_name, fingerprint(loaded.config)))
-    return folder, [label for label, _ in arms], seeds, runs
+            runs.append(PlannedRun(spec, run_name, fingerprint(loaded.config), downstream=downstream))
+    return folder, [label for label, _, _ in arms], seeds, runs
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,6 +288,7 @@ def run_comparison(
     say: Callable[[str], None] = lambda message: print(message, flush=True),
 ) -> tuple[str, dict[str, Any], Path]:
     """Train what is missing, then write and return the table: ``(markdown, data, folder)``."""
+    from lgvq_core.registry import load_run_file
     from lgvq_core.runner.compare import compare_arms, run_info
 
     if jobs < 1:
@@ -323,7 +326,8 @@ def run_comparison(
         merge_downstream(arms[run.spec.arm][run.spec.seed], run.part, run_info(state.finished(run)["run_dir"]))
     every = runs + downstream
     context = _context(file, overrides, seed_count, jobs, [state.runs[r.key] for r in every], started)
-    markdown, data = compare_arms(arms, folder, context)
+    reference = load_run_file(file, overrides=list(overrides)).config.compare.reference
+    markdown, data = compare_arms(arms, folder, context, reference)
     return markdown, data, folder
 
 
@@ -370,6 +374,8 @@ def plan_downstream(
             raise RunDirError(f"{file}: [compare] downstream names {entry!r}, but {path} does not exist")
         part = path.stem
         for run in runs:
+            if not run.downstream:
+                continue
             output_dir = Path(run.spec.output_dir)
             run_name = f"{run.run_name}-{_slug(part)}"
             spec_overrides = (
