@@ -45,3 +45,29 @@ def test_condition_codes_of_another_length_are_refused(shapes):
     other = {k: v[:3] for k, v in codes(100).items()}
     with pytest.raises(ValueError, match="the cached condition codes hold 3 items but the image codes 4"):
         CodeDataset(codes(0), shapes, condition_codes=other)
+
+
+def test_partner_codes_give_every_image_another_one_whatever_the_batch():
+    import torch
+
+    from lgvq_core.data.codes import CodeDataset
+
+    class Images:
+        split = "val"
+
+        def __len__(self):
+            return 7
+
+        def questions(self, index):
+            return []
+
+    indices = torch.arange(7)[:, None, None].expand(7, 2, 2).to(torch.int16)
+    valid = torch.ones(7, dtype=torch.bool)
+    valid[3] = False  # unreadable: never a partner
+    data = CodeDataset({"indices": indices, "valid": valid}, Images())
+    readable = [0, 1, 2, 4, 5, 6]
+    partners = data.partner_codes(readable, seed=5)[:, 0, 0].tolist()
+    assert all(p != i for p, i in zip(partners, readable, strict=True)) and sorted(partners) == readable
+    assert data.partner_codes([2, 2, 4], seed=5)[:, 0, 0].tolist() == [partners[2], partners[2], partners[3]]
+    fresh = CodeDataset({"indices": indices, "valid": valid}, Images())
+    assert fresh.partner_codes(readable, seed=5)[:, 0, 0].tolist() == partners  # the seed decides the pairing

@@ -73,3 +73,43 @@ def test_grounding_evaluation_scores_and_draws(tmp_path):
     from PIL import Image
 
     assert Image.open(result["picture"]).height > 3 * 192  # three samples stacked
+
+
+def test_with_several_questions_per_image_the_control_never_meets_its_own_image(tmp_path):
+    # two images, two questions each, in image order as a question split walks them: a permutation
+    # within the batch can give a question its own image's codes; the split's partner codes cannot
+    tokenizer = frozen_tokenizer()
+    colours = ["red", "blue"]
+    vocabulary = WordVocabulary.from_texts(["what colour"])
+    model = VQAModel(VQAConfig(language_model=LM), tokenizer, AnswerVocabulary(colours), vocabulary)
+    codes = distinct_codes(2, tokenizer)
+    train = {"codes": codes, "question": ["what colour"] * 2, "answer": colours, "question_type": ["color"] * 2}
+    fit(model, train, steps=80)
+    batch = {
+        "codes": codes[[0, 0, 1, 1]],
+        "question": ["what colour"] * 4,
+        "answer": ["red", "red", "blue", "blue"],
+        "question_type": ["color"] * 4,
+        "shuffled_codes": codes[[1, 1, 0, 0]],  # each image's partner: the other one
+    }
+    result = evaluate_vqa(model, [batch], wordnet=tmp_path / "none")
+    assert result["accuracy"] == 1.0 and result["shuffled_images"]["accuracy"] == 0.0
+    permuted = evaluate_vqa(model, [{k: v for k, v in batch.items() if k != "shuffled_codes"}], wordnet=tmp_path / "x")
+    assert permuted["shuffled_images"]["accuracy"] > 0.0  # the within-batch permutation leaks the own image
+
+
+def test_grounding_scores_the_shuffled_control_when_the_batches_carry_it():
+    tokenizer = frozen_tokenizer()
+    model = GroundingModel(GroundingConfig(width=32, layers=1, heads=2, picture_samples=0), tokenizer, text_width=6)
+    codes = distinct_codes(2, tokenizer)
+    boxes = torch.tensor([[0.0, 0.0, 0.4, 0.4], [0.6, 0.6, 1.0, 1.0]])
+    batch = {
+        "codes": codes,
+        "text_states": torch.zeros(2, 3, 6),
+        "text_pad": torch.ones(2, 3, dtype=torch.bool),
+        "boxes": boxes,
+    }
+    fit(model, batch, steps=150)
+    result = evaluate_grounding(model, [{**batch, "shuffled_codes": codes.flip(0)}])
+    assert result["acc@0.5"] == 1.0 and result["shuffled_images"]["acc@0.5"] == 0.0  # the box follows the image
+    assert "shuffled_images" not in evaluate_grounding(model, [batch])

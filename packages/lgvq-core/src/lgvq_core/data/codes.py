@@ -99,7 +99,7 @@ class CodeDataset(Dataset):
             flipped = bool(torch.rand((), generator=generator) < 0.5)
             if flipped:
                 codes = self.flipped[index]
-        item = {"codes": codes.long(), "caption": caption, "captions": captions, "index": position}
+        item = {"codes": codes.long(), "caption": caption, "captions": captions, "index": position, "image": index}
         if self.condition_indices is not None:
             condition = self.condition_flipped if flipped else self.condition_indices
             item["condition_codes"] = condition[index].long()
@@ -116,6 +116,22 @@ class CodeDataset(Dataset):
             item.update(expression=referring.text, text=referring.text, boxes=torch.tensor(referring.box))
         return item
 
+    def partner_codes(self, images: Sequence[int], seed: int) -> torch.Tensor:
+        """Codes (b h w) of another image of the split for each of ``images``: the shuffled-image control.
+
+        The partner of image i is σ(i) for one random cycle σ through the split's readable images,
+        drawn from ``seed``: no image is its own partner (with two or more), and every question or
+        expression of an image gets the same partner, whatever the batches.
+        """
+        cached = getattr(self, "_partners", None)
+        if cached is None or cached[0] != seed:
+            readable = torch.nonzero(self.valid, as_tuple=False).flatten()
+            order = readable[torch.randperm(len(readable), generator=torch.Generator().manual_seed(seed))]
+            partner = torch.arange(len(self.indices))
+            partner[order] = order.roll(-1)
+            self._partners = cached = (seed, partner)
+        return self.indices[cached[1][torch.as_tensor(list(images), dtype=torch.long)]].long()
+
     @staticmethod
     def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Stack codes; list captions and indices; report unreadable items under ``skipped``."""
@@ -125,6 +141,7 @@ class CodeDataset(Dataset):
             "caption": [item["caption"] for item in good],
             "captions": [item["captions"] for item in good],
             "index": [item["index"] for item in good],
+            "image_index": [item["image"] for item in good],
             "skipped": [(item["index"], item["error"]) for item in items if "error" in item],
         }
         for key in ("segmentation", "boxes", "condition_codes"):

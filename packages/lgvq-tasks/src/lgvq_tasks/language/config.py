@@ -163,7 +163,9 @@ class LanguageScoresConfig:
 
     batch_size: int = option(32, "Items per batch.", positive)
     shuffled_control: bool = option(
-        True, "Also score with the images shuffled within each batch: does the model use the image at all?"
+        True,
+        "Also score every item with the codes of another image of the split (one random cycle through the "
+        "images, so no question, caption or expression meets its own image): does the model use the image at all?",
     )
     seed: int = option(0, "Seed of the shuffled control.")
     meteor: bool = option(True, "Captions: METEOR too, where Java is installed (reported absent otherwise).")

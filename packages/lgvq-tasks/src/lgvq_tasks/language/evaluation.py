@@ -29,8 +29,22 @@ from .vqa import VQAModel
 from .vqa_metrics import vqa_scores
 
 
+def control_codes(batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """The codes of the shuffled-image control: another image's for every item.
+
+    ``batch["shuffled_codes"]`` when the batches carry them (another image of the whole split, see
+    ``validation_batches``), else the batch's codes permuted among its items (:func:`shuffled_codes`).
+    """
+    given = batch.get("shuffled_codes")
+    return given if given is not None else shuffled_codes(batch["codes"], generator)
+
+
 def shuffled_codes(codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The batch's codes with images permuted so that no image keeps its own (for b >= 2)."""
+    """The batch's codes with items permuted so that no item keeps its own (for b >= 2).
+
+    Items are not images: when several items share an image, use ``shuffled_codes`` of the batch
+    (:func:`control_codes`) instead.
+    """
     count = codes.shape[0]
     if count < 2:
         return codes
@@ -66,7 +80,7 @@ def evaluate_captioning(
         references += _references(batch, codes.shape[0])
         candidates += model.generate(codes, decoding=decoding)
         if shuffled_control:
-            control += model.generate(shuffled_codes(codes, generator), decoding=decoding)
+            control += model.generate(control_codes(batch, generator), decoding=decoding)
     if not candidates:
         raise ValueError("no images to caption: the evaluation split is empty")
     result = caption_scores(candidates, references, meteor=meteor)
@@ -90,7 +104,7 @@ def evaluate_vqa(
         types += texts_of(batch, "question_type", codes.shape[0])
         predicted += model.predict(codes, questions)
         if shuffled_control:
-            control += model.predict(shuffled_codes(codes, generator), questions)
+            control += model.predict(control_codes(batch, generator), questions)
     if not truth:
         raise ValueError("no questions to answer: the evaluation split is empty")
     thresholds = model.config.wups_thresholds
@@ -102,11 +116,17 @@ def evaluate_vqa(
 
 @torch.no_grad()
 def evaluate_grounding(model: GroundingModel, batches: Iterable[dict], picture: Path | None = None) -> dict[str, Any]:
-    """Acc@threshold and mean IoU; ``picture``: where to write predicted vs true boxes of a few samples."""
-    predicted, truth, shown = [], [], []
+    """Acc@threshold and mean IoU; ``picture``: where to write predicted vs true boxes of a few samples.
+
+    Batches that carry ``shuffled_codes`` (``validation_batches`` with a control seed) are also scored
+    with those codes in place of their own: the ``shuffled_images`` control.
+    """
+    predicted, truth, shown, control = [], [], [], []
     for batch in batches:
         boxes = check_boxes(batch["boxes"])
         predicted.append(model.predict(batch).cpu())
+        if batch.get("shuffled_codes") is not None:
+            control.append(model.predict({**batch, "codes": batch["shuffled_codes"]}).cpu())
         truth.append(boxes.cpu())
         room = model.config.picture_samples - sum(len(s[1]) for s in shown)
         if picture is not None and room > 0:
@@ -119,6 +139,8 @@ def evaluate_grounding(model: GroundingModel, batches: Iterable[dict], picture: 
         raise ValueError("no referring expressions to ground: the evaluation split is empty")
     result: dict[str, Any] = grounding_scores(torch.cat(predicted), torch.cat(truth), model.config.iou_threshold)
     result["expressions"] = int(sum(t.shape[0] for t in truth))
+    if control:
+        result["shuffled_images"] = grounding_scores(torch.cat(control), torch.cat(truth), model.config.iou_threshold)
     if picture is not None and shown:
         images = None if any(s[0] is None for s in shown) else torch.cat([s[0] for s in shown])
         drawn = grounding_picture(

@@ -13,8 +13,16 @@ from lgvq_core.tasks import TrainedModel
 from lgvq_tasks.errors import TaskError
 
 
-def validation_batches(model: TrainedModel, expected: type, task: str, batch_size: int):
-    """The downstream run's validation split in batches, as the model's ``training_loss`` takes them."""
+def validation_batches(
+    model: TrainedModel, expected: type, task: str, batch_size: int, control_seed: int | None = None
+):
+    """The downstream run's validation split in batches, as the model's ``training_loss`` takes them.
+
+    With ``control_seed``, each batch also holds ``shuffled_codes``: for every item the codes of
+    another image of the split (:meth:`~lgvq_core.data.codes.CodeDataset.partner_codes`), so that
+    the shuffled-image control never pairs a question with its own image, as a permutation within a
+    batch would (a batch of questions holds a few images' questions each).
+    """
     from lgvq_core.runner.batches import to_device
     from lgvq_core.runner.downstream import model_inputs
 
@@ -26,6 +34,8 @@ def validation_batches(model: TrainedModel, expected: type, task: str, batch_siz
     for start in range(0, len(data), batch_size):
         batch = data.collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
         if batch["index"]:
+            if control_seed is not None:
+                batch["shuffled_codes"] = data.partner_codes(batch["image_index"], control_seed)
             yield model_inputs(run, to_device(batch, run.device))
 
 
@@ -39,7 +49,8 @@ class CaptionScores:
         from lgvq_tasks.language.captioning import CaptioningModel
         from lgvq_tasks.language.evaluation import evaluate_captioning
 
-        batches = validation_batches(model, CaptioningModel, self.name, self.config.batch_size)
+        control = self.config.seed if self.config.shuffled_control else None
+        batches = validation_batches(model, CaptioningModel, self.name, self.config.batch_size, control)
         result = evaluate_captioning(
             model.downstream_run.model,
             batches,
@@ -61,7 +72,8 @@ class VQAScores:
         from lgvq_tasks.language.evaluation import evaluate_vqa
         from lgvq_tasks.language.vqa import VQAModel
 
-        batches = validation_batches(model, VQAModel, self.name, self.config.batch_size)
+        control = self.config.seed if self.config.shuffled_control else None
+        batches = validation_batches(model, VQAModel, self.name, self.config.batch_size, control)
         result = evaluate_vqa(
             model.downstream_run.model, batches, shuffled_control=self.config.shuffled_control, seed=self.config.seed
         )
@@ -80,7 +92,8 @@ class GroundingScores:
         from lgvq_tasks.language.evaluation import evaluate_grounding
         from lgvq_tasks.language.grounding import GroundingModel
 
-        batches = validation_batches(model, GroundingModel, self.name, self.config.batch_size)
+        control = self.config.seed if self.config.shuffled_control else None
+        batches = validation_batches(model, GroundingModel, self.name, self.config.batch_size, control)
         out_dir.mkdir(parents=True, exist_ok=True)
         result = evaluate_grounding(model.downstream_run.model, batches, picture=out_dir / "grounding.png")
         return {**result, "better": {"acc@0.5": "higher", "mean_iou": "higher"}}
