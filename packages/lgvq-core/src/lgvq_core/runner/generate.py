@@ -59,11 +59,18 @@ def check_generative(model: Any, options: dict[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def generate_images(
-    run: RunContext, count: int, seed: int, options: dict[str, Any], batch_size: int = 16, captions=None
+    run: RunContext,
+    count: int,
+    seed: int,
+    options: dict[str, Any],
+    batch_size: int = 16,
+    captions=None,
+    codes_out: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``count`` images (``n 3 H W`` in [-1, 1], on the CPU) and the record of what decided them.
 
-    ``captions`` (text models) replaces the validation captions, cycled over the samples.
+    ``captions`` (text models) replaces the validation captions, cycled over the samples. The drawn
+    codes of each batch are appended (on the CPU) to ``codes_out`` when it is given.
     """
     from lgvq_core.runner.batches import to_device
     from lgvq_core.runner.downstream import model_inputs
@@ -87,6 +94,8 @@ def generate_images(
         with run.autocast():
             codes = run.model.generate(inputs, generator=generator, **options)
             images.append(run.tokenizer.decode_indices(codes).float().clamp(-1, 1).cpu())
+        if codes_out is not None:
+            codes_out.append(codes.cpu())
     record = {
         "samples": count,
         "seed": seed,
