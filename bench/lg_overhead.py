@@ -21,7 +21,11 @@ with each ``--levers`` entry switched on (``+`` joins levers into one variant):
 - ``decoder1``: masked-text ``decoder_layers = 1``;
 - ``factored``: masked-text ``factored_cross_attention = true``;
 - ``padmask``: masked-text ``attend_padding = false`` (drops all-padding decoder columns);
-- ``fused`` / ``foreach``: ``train.optimizer_impl``.
+- ``fused`` / ``foreach``: ``train.optimizer_impl``;
+- ``tokemb``: masked-text ``text_input = "token-embedding"`` (leak-free without the re-encoding);
+- ``dwidth``: masked-text ``decoder_width = --decoder-width`` (the decoder runs at d instead of W).
+
+``--set KEY=VALUE`` overrides a key of the run file in every variant.
 
 Each LG variant also gets a breakdown: forward + backward of its code ViT, masked-text decoder and
 vocabulary head, and the masked-caption re-encoding, each timed alone on the same batch.
@@ -139,6 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--vit-width", type=int, default=32, help="lever vit: [code_vit] width")
     parser.add_argument("--vit-layers", type=int, default=1, help="lever vit: [code_vit] layers")
+    parser.add_argument("--decoder-width", type=int, default=64, help="lever dwidth: masked-text decoder_width")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="--run-file: override a key in every variant"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -275,7 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
 # ------------------------------------------------------------------------------------------
 # --run-file: the runner's own build and step, with and without each lever
 # ------------------------------------------------------------------------------------------
-#: Lever -> run-file overrides (``{mt}``: the masked-text table's index; ``{width}``, ``{layers}``: --vit-*).
+#: Lever -> run-file overrides (``{mt}``: the masked-text table's index; ``{width}``, ``{layers}``: --vit-*;
+#: ``{decoder_width}``: --decoder-width).
 LEVERS = {
     "trim": [],
     "vit": ["code_vit.width={width}", "code_vit.layers={layers}", "code_vit.heads=1"],
@@ -283,6 +292,8 @@ LEVERS = {
     "decoder1": ["alignment[{mt}].decoder_layers=1"],
     "factored": ["alignment[{mt}].factored_cross_attention=true"],
     "padmask": ["alignment[{mt}].attend_padding=false"],
+    "tokemb": ["alignment[{mt}].text_input=token-embedding"],
+    "dwidth": ["alignment[{mt}].decoder_width={decoder_width}"],
     "fused": ["train.optimizer_impl=fused"],
     "foreach": ["train.optimizer_impl=foreach"],
 }
@@ -300,7 +311,7 @@ def build_variant(args, overrides: list[str], workdir: str, trim: bool):
         extra.append(f"data.image_size={args.image_size}")
     if args.batch_size:
         extra.append(f"train.batch_size={args.batch_size}")
-    loaded = load_run_file(args.run_file, overrides=[*extra, *overrides])
+    loaded = load_run_file(args.run_file, overrides=[*extra, *args.set, *overrides])
     torch.manual_seed(0)
     run = build_run(loaded)
     if run.text_cache is not None and run.alignment is not None:
@@ -338,7 +349,7 @@ def component_times(run, batch: dict, repeats: int, sync: Callable[[], None]) ->
         else:
             tokens = (features @ alignment.code_vit.proj).detach().requires_grad_()
         masked = masked_text.draw_mask(text, encoder) & text.word_mask
-        rows = torch.randn(*text.ids.shape, encoder.width, device=run.device)
+        rows = torch.randn(*text.ids.shape, masked_text.decoder_width, device=run.device)  # h0: b l d
         pad = text.pad_mask.bool()
         targets = masked & pad
         hidden = masked_text.decode(rows, tokens, pad)
@@ -390,7 +401,7 @@ def run_file_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"--run-file {args.run_file}: the file has no [[alignment]] losses to time")
     kinds = [component.type for component in config.alignment]
     fill = {"mt": kinds.index("masked-text") if "masked-text" in kinds else -1}
-    fill.update(width=args.vit_width, layers=args.vit_layers)
+    fill.update(width=args.vit_width, layers=args.vit_layers, decoder_width=args.decoder_width)
     sync = torch.cuda.synchronize if str(args.device).startswith("cuda") else (lambda: None)
 
     with tempfile.TemporaryDirectory(prefix="lgvq-lg-overhead-") as workdir:

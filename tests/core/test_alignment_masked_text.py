@@ -5,6 +5,7 @@ Mask sampling, decoder inputs (and the official leak), decoder, head, loss.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from types import SimpleNamespace
@@ -16,10 +17,13 @@ import torch.nn.functional as F
 from scipy.special import erf
 
 from lgvq_core.alignment.base import AlignmentInputs
+from lgvq_core.alignment.code_vit import CodeViT
 from lgvq_core.alignment.loss_configs import MaskedTextConfig, MaskRatioConfig
 from lgvq_core.alignment.masked_text import MaskedTextLoss, build_masked_text, encode_masked, label_smoothed_nll
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
 from lgvq_core.context import BuildContext
+from lgvq_core.errors import ConfigError
+from lgvq_core.registry import structure_component
 from lgvq_core.testing.config import TinyTextConfig
 from lgvq_core.testing.doubles import TinyText
 from lgvq_core.text_encoder import TextFeatures
@@ -609,3 +613,146 @@ def test_factored_cross_attention_gives_the_same_loss_and_gradients_up_to_roundi
     torch.testing.assert_close(factored, official)
     for a, b in zip(factored_grads, official_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------------------------
+# decoder_width: the decoder runs at d < W between an in-projection and the head's A (d -> W)
+# ------------------------------------------------------------------------------------------
+def _vit_inputs(text: TextFeatures, encoder, vit: CodeViT, quant: torch.Tensor) -> AlignmentInputs:
+    """Inputs with the code ViT's tokens and their factors, as the alignment module passes them."""
+    features = vit.features(quant)
+    inputs = inputs_for(text, encoder, features @ vit.proj)
+    inputs.vit_features, inputs.vit_proj = features, vit.proj
+    return inputs
+
+
+def test_unset_decoder_width_is_the_official_module_bit_for_bit():
+    """Same seed, same parameters, same loss and gradients as a module built without the key, and
+    the official pipeline composed by hand from its parts: where(masked, m, rows) * pad -> decoder at W
+    -> A (W -> W) at the masked rows -> label-smoothed CE."""
+    encoder = tiny_encoder()
+    text = encoder.encode(CAPTIONS)
+    codes = torch.randn(2, 5, 16)
+    masked = MASK & text.word_mask
+    modules = []
+    for config in (MaskedTextConfig(dropout=0.0), MaskedTextConfig(dropout=0.0, decoder_width=None)):
+        torch.manual_seed(0)
+        modules.append(MaskedTextLoss(config, 16, 1024, 10))
+    official, unset = modules
+    assert MaskedTextConfig().decoder_width is None and unset.input_proj is None
+    assert {k: v.shape for k, v in unset.state_dict().items()} == {k: v.shape for k, v in official.state_dict().items()}
+    assert unset.mask_embedding.shape == (10, 16) and unset.head.fc.weight.shape == (16, 16)
+    assert not any(k.startswith("input_proj") for k in unset.state_dict())
+    for a, b in zip(unset.parameters(), official.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+    results = []
+    for loss in (official, unset):
+        value = loss.masked_loss(inputs_for(text, encoder, codes), masked)
+        results.append((value, torch.autograd.grad(value, list(loss.parameters()))))
+    (value, grads), (unset_value, unset_grads) = results
+    assert torch.equal(value, unset_value)
+    assert all(torch.equal(a, b) for a, b in zip(grads, unset_grads, strict=True))
+
+    pad = text.pad_mask.bool()
+    h0 = torch.where(masked.unsqueeze(-1), official.mask_embedding, text.token_states) * pad.unsqueeze(-1)
+    hidden = official.decoder(h0, codes, None)
+    logits = official.head(hidden[masked & pad], encoder.token_embedding)
+    by_hand = label_smoothed_nll(logits, text.ids[masked & pad].long(), 0.1).sum() / ((masked & pad).sum() + 5e-6)
+    assert torch.equal(value, by_hand)
+
+
+@pytest.mark.parametrize("factored", [False, True], ids=["codes-at-W", "factored"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"attend_padding": False},
+        {"decoder": "two-stage"},
+        {"text_input": "masked-contextual"},
+        {"text_input": "token-embedding", "attend_padding": False},
+    ],
+    ids=["official", "padmask", "two-stage", "masked-contextual", "token-embedding"],
+)
+def test_a_narrower_decoder_runs_at_its_width_and_trains_every_part_and_the_code_vit(options, factored):
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    text = encoder.encode(CAPTIONS)
+    config = MaskedTextConfig(
+        dropout=0.0, decoder_width=8, decoder_heads=2, factored_cross_attention=factored, **options
+    )
+    loss = MaskedTextLoss(config, 16, 1024, 10)
+    assert loss.decoder_width == 8 and loss.mask_embedding.shape == (10, 8)
+    assert loss.input_proj.weight.shape == (8, 16)  # text rows W -> d
+    cross = next(layer.cross_attention for layer in loss.decoder.layers if layer.cross_attention is not None)
+    assert cross.w_k.weight.shape == (8, 16) and cross.w_q.weight.shape == (8, 8)  # keys from the W-wide codes
+    assert loss.decoder.layers[-1].ffn.linear1.weight.shape == (8, 8)
+    assert loss.head.fc.weight.shape == (16, 8) and loss.head.bias.shape == (1024,)  # A: d -> W, full vocabulary
+
+    vit = CodeViT(4, (2, 2), text_width=16, layers=1, width=4)
+    quant = torch.randn(2, 4, 2, 2)
+    inputs = _vit_inputs(text, encoder, vit, quant)
+    assert loss.decoder_inputs(inputs, MASK).shape == (2, 10, 8)
+    value = loss.masked_loss(inputs, MASK)
+    assert torch.isfinite(value) and value > 0
+    value.backward()
+    for name, parameter in [*loss.named_parameters(), *(("vit." + n, p) for n, p in vit.named_parameters())]:
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_factored_cross_attention_of_a_narrower_decoder_is_the_same_function():
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    text = encoder.encode(CAPTIONS)
+    features = torch.randn(2, 5, 4, requires_grad=True)
+    proj = torch.randn(4, 16, requires_grad=True)
+    results = []
+    for factored in (False, True):
+        torch.manual_seed(1)
+        config = MaskedTextConfig(dropout=0.0, decoder_width=8, decoder_heads=2, factored_cross_attention=factored)
+        loss = MaskedTextLoss(config, 16, 1024, 10)
+        inputs = inputs_for(text, encoder, features @ proj)
+        inputs.vit_features, inputs.vit_proj = features, proj
+        value = loss.masked_loss(inputs, MASK)
+        results.append((value, torch.autograd.grad(value, [features, proj, loss.input_proj.weight])))
+    (plain, plain_grads), (factored, factored_grads) = results
+    torch.testing.assert_close(factored, plain)
+    for a, b in zip(factored_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_decoder_heads_must_divide_the_decoder_width_at_config_time():
+    with pytest.raises(ValueError, match=r"decoder_heads = 4 does not divide decoder_width = 6"):
+        MaskedTextConfig(decoder_width=6, decoder_heads=4)
+    with pytest.raises(ConfigError) as caught:
+        structure_component("alignment_loss", {"type": "masked-text", "decoder_width": 6, "decoder_heads": 4}, "$.a")
+    assert any(p.startswith("$.a.decoder_width:") and "decoder_heads = 4" in p for p in caught.value.problems)
+    MaskedTextConfig(decoder_width=8, decoder_heads=4)  # a divisor of d need not divide W
+    assert MaskedTextLoss(MaskedTextConfig(decoder_width=8, decoder_heads=4), 6, 50, 4).decoder_width == 8
+
+
+@pytest.mark.parametrize("vocabulary", ["full", "captions"])
+def test_a_narrower_decoder_survives_a_checkpoint_round_trip(vocabulary):
+    torch.manual_seed(0)
+    encoder = tiny_encoder()
+    text = encoder.encode(CAPTIONS)
+    codes = torch.randn(2, 5, 16)
+    config = MaskedTextConfig(dropout=0.0, decoder_width=8, vocabulary=vocabulary)
+    ids = torch.unique(text.ids[text.word_mask.bool()]) if vocabulary == "captions" else None
+    trained = MaskedTextLoss(config, 16, 1024, 10, vocabulary_ids=ids)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.normal_(0, 0.3)
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(1)
+    restored = MaskedTextLoss(config, 16, 1024, 10, vocabulary_ids=ids)
+    restored.load_state_dict(torch.load(buffer))
+    assert "input_proj.weight" in restored.state_dict()
+    expected = trained.masked_loss(inputs_for(text, encoder, codes), MASK)
+    assert torch.equal(restored.masked_loss(inputs_for(text, encoder, codes), MASK), expected)
+    with pytest.raises(RuntimeError, match="input_proj"):  # an official module cannot take it silently
+        MaskedTextLoss(MaskedTextConfig(vocabulary=vocabulary), 16, 1024, 10, vocabulary_ids=ids).load_state_dict(
+            trained.state_dict()
+        )

@@ -116,6 +116,7 @@ def test_the_small_scale_levers_still_train_the_encoder_and_every_alignment_para
         "vocabulary": "captions",
         "decoder_layers": 1,
         "factored_cross_attention": True,
+        "decoder_width": 8,
     }
     alignment = make_guidance(encoder, options={"masked-text": levers}, vit_width=4)
     assert alignment.code_vit.width == 4 and alignment.code_vit.proj.shape == (4, 16)

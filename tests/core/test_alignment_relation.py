@@ -183,3 +183,99 @@ def test_factory_reads_the_widths_from_the_context():
     assert loss.projection[0].weight.shape == (12, 5)
     with pytest.raises(ValueError, match="code dim"):
         build_relation(RelationConfig(), BuildContext(text_encoder=encoder))
+
+
+# ------------------------------------------------------------------------------------------
+# the cheap order: g at the matched positions only, no autograd through the match
+# ------------------------------------------------------------------------------------------
+def _every_position_loss(loss: RelationLoss, inputs: AlignmentInputs) -> torch.Tensor:
+    """Steps 1-6 in the order they are written: g over every position of the grid, then gather at the
+    matched positions; the match (and its score) stays in the autograd graph."""
+    config, text = loss.config, inputs.text
+    codes_vit = inputs.vit_tokens[:, 1:]
+    if config.word_features == "contextual":
+        words = text.token_states.detach()
+    else:
+        words = inputs.text_encoder.embed_ids(text.ids).detach()
+    valid = (text.pad_mask if config.pairs == "all-non-pad" else text.word_mask).bool()
+    word_dirs = torch.nn.functional.normalize(words, dim=-1)
+    score, position = (word_dirs @ torch.nn.functional.normalize(codes_vit, dim=-1).transpose(1, 2)).max(-1)
+    if config.code_source == "straight-through":
+        grid = inputs.quant.flatten(2).transpose(1, 2)  # b n d
+    else:
+        grid = inputs.codebook[inputs.indices.flatten(1)]  # b n d
+    projected = loss.projection(grid)  # g(quant): b n w
+    code = projected.gather(1, position.unsqueeze(-1).expand(-1, -1, projected.shape[-1]))
+    if config.scale_by_match:
+        code = code * score.unsqueeze(-1)
+    keep = valid.unsqueeze(-1).to(code.dtype)
+    code = torch.nn.functional.normalize(code, dim=-1) * keep
+    word_dirs = word_dirs * keep
+    squared = (code @ code.transpose(1, 2) - (word_dirs @ word_dirs.transpose(1, 2)).detach()).square()
+    pair_mask = valid.unsqueeze(2) & valid.unsqueeze(1)
+    if config.pairs == "words-offdiag":
+        pair_mask = pair_mask & ~torch.eye(valid.shape[1], dtype=torch.bool)
+    squared = squared * pair_mask.to(squared.dtype)
+    if config.reduction == "mean-all":
+        return squared.sum() / squared.numel()
+    return squared.sum() / pair_mask.sum().clamp_min(1)
+
+
+@pytest.mark.parametrize("scale_by_match", [True, False])
+@pytest.mark.parametrize("reduction", ["mean-all", "mean-valid"])
+@pytest.mark.parametrize("pairs", ["all-non-pad", "words", "words-offdiag"])
+@pytest.mark.parametrize("word_features", ["contextual", "token-embedding"])
+@pytest.mark.parametrize("code_source", ["straight-through", "codebook"])
+def test_projecting_the_matched_codes_only_is_projecting_every_position_then_gathering(
+    code_source, word_features, pairs, reduction, scale_by_match
+):
+    config = RelationConfig(
+        code_source=code_source,
+        word_features=word_features,
+        pairs=pairs,
+        reduction=reduction,
+        scale_by_match=scale_by_match,
+    )
+    torch.manual_seed(0)
+    batch, length, width, dim, side, size = 3, 9, 24, 6, 4, 11
+    loss = RelationLoss(config, code_dim=dim, width=width)
+    with torch.no_grad():
+        for parameter in loss.parameters():
+            parameter.normal_(0, 0.5)
+    ids = torch.randint(3, 50, (batch, length))
+    pad = torch.arange(length) < torch.tensor([[9], [6], [3]])
+    words = pad & (torch.arange(length) > 0)
+    embedding = torch.randn(50, width)
+    encoder = SimpleNamespace(embed_ids=lambda ids: embedding[ids])
+    text = TextFeatures(ids * pad, pad, words, torch.randn(batch, length, width), torch.zeros(batch, width))
+    quant = torch.randn(batch, dim, side, side, requires_grad=True)
+    codebook = torch.randn(size, dim, requires_grad=True)
+    indices = torch.randint(0, size, (batch, side, side))
+    vit = torch.randn(batch, side * side + 1, width, requires_grad=True)
+    inputs = AlignmentInputs(quant, text, vit, codebook, indices, encoder)
+    leaves = [quant, codebook, *loss.parameters()]
+
+    value = loss(inputs)
+    grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    reference = _every_position_loss(loss, inputs)
+    reference_grads = torch.autograd.grad(reference, [*leaves, vit], allow_unused=True)
+
+    torch.testing.assert_close(value, reference, rtol=1e-6, atol=0)
+    for grad, expected in zip(grads, reference_grads, strict=False):
+        assert (grad is None) == (expected is None)
+        if grad is not None:  # a code matched by several tokens sums its gradients in another order
+            torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+    # the score's exact gradient is zero: the reference's graph through the match carries rounding noise only
+    assert reference_grads[-1] is None or reference_grads[-1].abs().max() < 1e-6
+
+
+def test_the_code_vit_gets_no_gradient_from_the_relation_loss():
+    torch.manual_seed(0)
+    loss = RelationLoss(RelationConfig(), code_dim=4, width=6)
+    vit = torch.randn(1, 4, 6, requires_grad=True)
+    pad = torch.ones(1, 5, dtype=torch.bool)
+    text = TextFeatures(torch.ones(1, 5, dtype=torch.long), pad, pad, torch.randn(1, 5, 6), torch.zeros(1, 6))
+    quant = torch.randn(1, 4, 1, 3, requires_grad=True)
+    value = loss(AlignmentInputs(quant, text, vit, torch.zeros(2, 4), torch.zeros(1, 1, 3, dtype=torch.long), None))
+    value.backward()
+    assert vit.grad is None and quant.grad.abs().sum() > 0

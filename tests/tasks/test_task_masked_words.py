@@ -92,6 +92,7 @@ class CodeReadingHead(nn.Module):
         super().__init__()
         self.config = SimpleNamespace(text_input="unmasked-contextual")
         self.mask_embedding = nn.Parameter(torch.zeros(length, width))
+        self.decoder_rows = lambda rows, masked, pad: torch.where(masked.unsqueeze(-1), self.mask_embedding, rows)
         self.decode = lambda hidden, codes, pad_mask: codes[:, 1 : 1 + hidden.shape[1]]
         self.head = lambda hidden, table: F.normalize(hidden, dim=-1) @ F.normalize(table, dim=-1).T
 
@@ -175,6 +176,28 @@ def test_predictions_decode_padding_rows_as_the_head_was_trained(attend_padding)
     assert torch.equal(predicted, expected)
 
 
+@pytest.mark.parametrize("attend_padding", [True, False])
+def test_a_narrower_decoder_predicts_from_its_in_projected_rows(attend_padding):
+    torch.manual_seed(0)
+    width, vocab, length = 8, 20, 6
+    config = MaskedTextConfig(dropout=0.0, attend_padding=attend_padding, decoder_width=4, decoder_heads=2)
+    head = MaskedTextLoss(config, width, vocab, length).eval()
+    with torch.no_grad():
+        head.head.bias.normal_(0, 3.0)
+    ids = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 2, 0]])
+    pad = ids != 0
+    masked = torch.tensor([[False, True, False, False, False, False], [False, False, True, True, False, False]])
+    rows, codes = torch.randn(2, length, width), torch.randn(2, 4, width)
+    encoder = SimpleNamespace(token_embedding=torch.randn(vocab, width))
+    predicted = masked_predictions(head, codes, rows, masked, pad, encoder)
+
+    hidden = torch.where(masked.unsqueeze(-1), head.mask_embedding, head.input_proj(rows)) * pad.unsqueeze(-1)
+    pair_mask = None if attend_padding else pad.unsqueeze(2) & pad.unsqueeze(1)
+    decoded = head.decoder(hidden, codes, pair_mask)  # b l d, cross-attending to the W-wide codes
+    expected = head.head(decoded[masked], encoder.token_embedding).argmax(-1)
+    assert decoded.shape == (2, length, 4) and torch.equal(predicted, expected)
+
+
 def test_a_head_restricted_to_the_caption_vocabulary_predicts_token_ids():
     torch.manual_seed(0)
     width, vocab, length = 8, 20, 6
@@ -223,3 +246,38 @@ def test_a_run_with_the_small_scale_levers_keeps_its_caption_vocabulary_through_
     assert result.code == 0, result.err
     again = json.loads((run_dir / "eval" / "masked-words.json").read_text())["metrics"]
     assert again == trained and 0 <= again["leak-free"]["mask-1"]["recall@1"] <= 1
+
+
+@pytest.mark.slow
+def test_a_run_with_a_narrower_decoder_predicts_masked_words_again_through_lgvq_eval(tmp_path, lgvq_cli):
+    import copy
+    import json
+
+    from safetensors.torch import load_file
+
+    from lgvq_core.registry import load_run_file
+    from lgvq_core.runner.loop import train
+    from lgvq_core.testing.fixtures import TINY_RUN, write_run_file
+
+    config = copy.deepcopy(TINY_RUN)
+    config["run"].update(name="narrow", output_dir=str(tmp_path / "runs"))
+    config["alignment"][1].update(
+        text_input="token-embedding",
+        decoder_width=8,
+        decoder_heads=2,
+        factored_cross_attention=True,
+        vocabulary="captions",
+    )
+    config["tasks"] = [{"type": "masked-words", "protocols": ["leak-free", "official"], "shuffled_control": False}]
+    run_dir = train(load_run_file(write_run_file(config, tmp_path / "narrow.toml"))).run_dir
+    trained = json.loads((run_dir / "eval" / "masked-words.json").read_text())["metrics"]
+
+    for checkpoint in (run_dir / "checkpoints").glob("step-*/model.safetensors"):
+        state = load_file(str(checkpoint))
+        assert state["alignment.losses.masked-text.input_proj.weight"].shape == (8, 32)  # text width W = 32
+        assert state["alignment.losses.masked-text.mask_embedding"].shape == (16, 8)
+    result = lgvq_cli("eval", str(run_dir), "--checkpoint", "best")
+    assert result.code == 0, result.err
+    again = json.loads((run_dir / "eval" / "masked-words.json").read_text())["metrics"]
+    assert again == trained and again["matcher"] == "model"
+    assert all(0 <= again[p]["mask-1"]["recall@1"] <= 1 for p in ("leak-free", "official"))

@@ -73,16 +73,16 @@ def masked_predictions(
 ) -> torch.Tensor:
     """Top-1 token id at each masked position (flattened in row-major order), from the masked-text head.
 
-    ``vit_tokens`` B×(N+1)×W are the code-ViT tokens the decoder cross-attends to; masked rows get
-    the head's learned mask embeddings and padding rows are zeroed, and the decoder treats padding
-    rows as the head was trained to (its ``attend_padding``; the official default attends to them).
-    A head restricted to the training captions' tokens (``vocabulary = "captions"``) predicts among
-    those; its columns are mapped back to token ids.
+    ``vit_tokens`` B×(N+1)×W are the code-ViT tokens the decoder cross-attends to. The decoder input
+    is built as in training (:meth:`MaskedTextLoss.decoder_rows`: the in-projection of a narrower
+    decoder, the learned mask embeddings at masked rows, zero padding rows), and the decoder treats
+    padding rows as the head was trained to (its ``attend_padding``; the official default attends to
+    them). A head restricted to the training captions' tokens (``vocabulary = "captions"``) predicts
+    among those; its columns are mapped back to token ids.
     """
     pad = pad_mask.bool()
-    mask_rows = head.mask_embedding[: rows.shape[1]].to(rows.dtype)  # l w
-    hidden = torch.where(masked.unsqueeze(-1), mask_rows, rows) * pad.unsqueeze(-1).to(rows.dtype)
-    hidden = head.decode(hidden, vit_tokens, pad)  # b l' w (l' < l only when padding is masked)
+    hidden = head.decoder_rows(rows, masked, pad)  # b l d
+    hidden = head.decode(hidden, vit_tokens, pad)  # b l' d (l' < l only when padding is masked)
     logits = head.head(hidden[masked[:, : hidden.shape[1]]], encoder.token_embedding)  # m v (or m k)
     to_token_ids = getattr(head.head, "token_ids", None)
     return logits.argmax(-1) if to_token_ids is None else to_token_ids(logits.argmax(-1))

@@ -97,6 +97,15 @@ class MaskRatioConfig:
     max: float = option(0.3, "Upper bound of the mask ratio.", [probability, _not_below_min])
 
 
+def _heads_divide(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value > 0 and value % instance.decoder_heads:
+        divisors = [d for d in range(1, min(value, 64) + 1) if value % d == 0]
+        raise ValueError(
+            f"decoder_heads = {instance.decoder_heads} does not divide decoder_width = {value}; "
+            f"use heads among {divisors} or another width"
+        )
+
+
 #: Text-input values and what each lets the decoder see (``lgvq schema`` shows the option doc).
 TEXT_INPUTS = ("unmasked-contextual", "masked-contextual", "token-embedding")
 
@@ -138,7 +147,17 @@ class MaskedTextConfig(AlignmentLossConfig):
         "is narrower than W and the latent grid is large.",
     )
     decoder_layers: int = option(2, "Layers of the decoder (of each stack with two-stage).", positive)
-    decoder_heads: int = option(1, "Attention heads of the decoder (must divide the text width W).", positive)
+    decoder_heads: int = option(
+        1, "Attention heads of the decoder (must divide the text width W, or decoder_width when it is set).", positive
+    )
+    decoder_width: int | None = option(
+        None,
+        "Width d of the decoder. Unset (official): the text width W. Set: a Linear W->d maps the text rows in, the "
+        "mask embeddings are L x d, keys and values come from the code ViT tokens through Linear W->d (or its "
+        "features, with factored_cross_attention), and the head's first Linear maps d->W, so the logits are "
+        "scored against the same token embeddings. A small-scale speed lever: the decoder runs over B x L rows.",
+        [positive, _heads_divide],
+    )
     dropout: float = option(
         0.1, "Dropout of the decoder (before each residual LayerNorm and inside the FFN).", probability
     )

@@ -43,16 +43,24 @@ class FactoredCodes:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with q, k, v, out Linear(W, W), weights N(0, W^-1/2), no attention dropout."""
+    """Multi-head attention with q, k, v, out Linear(W, W), weights N(0, W^-1/2), no attention dropout.
 
-    def __init__(self, width: int, heads: int) -> None:
+    ``source_width`` (default ``width``) is the width of the rows keys and values are formed from:
+    k and v are then Linear(source_width -> width), weights N(0, source_width^-1/2).
+    """
+
+    def __init__(self, width: int, heads: int, source_width: int | None = None) -> None:
         super().__init__()
         if width % heads:
-            raise ValueError(f"masked-text: decoder_heads = {heads} must divide the text width W = {width}")
+            raise ValueError(f"masked-text: decoder_heads = {heads} must divide the decoder width {width}")
+        source_width = width if source_width is None else source_width
         self.heads = heads
-        self.w_q, self.w_k, self.w_v, self.w_out = (nn.Linear(width, width) for _ in range(4))
+        self.w_q = nn.Linear(width, width)
+        self.w_k = nn.Linear(source_width, width)
+        self.w_v = nn.Linear(source_width, width)
+        self.w_out = nn.Linear(width, width)
         for linear in (self.w_q, self.w_k, self.w_v, self.w_out):
-            nn.init.normal_(linear.weight, std=width**-0.5)
+            nn.init.normal_(linear.weight, std=linear.in_features**-0.5)
 
     def forward(
         self, query: torch.Tensor, source: torch.Tensor | FactoredCodes, mask: torch.Tensor | None = None
@@ -109,14 +117,23 @@ class FeedForward(nn.Module):
 class DecoderLayer(nn.Module):
     """Post-norm layer: [self-attention -> LN(x + .)] [cross-attention -> LN(x + .)] FFN -> LN(x + .).
 
-    Dropout precedes each residual sum; LayerNorm eps is 1e-12.
+    Dropout precedes each residual sum; LayerNorm eps is 1e-12. ``code_width`` is the width of the
+    code tokens the cross-attention reads (default ``width``).
     """
 
-    def __init__(self, width: int, heads: int, dropout: float, self_attention: bool, cross_attention: bool) -> None:
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        dropout: float,
+        self_attention: bool,
+        cross_attention: bool,
+        code_width: int | None = None,
+    ) -> None:
         super().__init__()
         self.self_attention = Attention(width, heads) if self_attention else None
         self.norm1 = nn.LayerNorm(width, eps=1e-12) if self_attention else None
-        self.cross_attention = Attention(width, heads) if cross_attention else None
+        self.cross_attention = Attention(width, heads, code_width) if cross_attention else None
         self.norm2 = nn.LayerNorm(width, eps=1e-12) if cross_attention else None
         self.ffn = FeedForward(width, dropout)
         self.norm3 = nn.LayerNorm(width, eps=1e-12)
@@ -133,9 +150,15 @@ class DecoderLayer(nn.Module):
 
 
 class TextDecoder(nn.Module):
-    """The text-side transformer: ``fused`` (official) or ``two-stage`` (paper) layout."""
+    """The text-side transformer: ``fused`` (official) or ``two-stage`` (paper) layout.
 
-    def __init__(self, width: int, layers: int, heads: int, dropout: float, layout: str) -> None:
+    ``width`` is its rows' width; ``code_width`` that of the code tokens it cross-attends to (default
+    ``width``; the code ViT's output width W when the decoder is narrower).
+    """
+
+    def __init__(
+        self, width: int, layers: int, heads: int, dropout: float, layout: str, code_width: int | None = None
+    ) -> None:
         super().__init__()
         if layout == "fused":
             specs = [(True, True)] * layers
@@ -143,12 +166,12 @@ class TextDecoder(nn.Module):
             specs = [(True, False)] * layers + [(False, True)] * layers
         else:
             raise ValueError(f'masked-text: decoder must be "fused" or "two-stage", got {layout!r}')
-        self.layers = nn.ModuleList(DecoderLayer(width, heads, dropout, s, c) for s, c in specs)
+        self.layers = nn.ModuleList(DecoderLayer(width, heads, dropout, s, c, code_width) for s, c in specs)
 
     def forward(
         self, text: torch.Tensor, codes: torch.Tensor | FactoredCodes, pair_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """``text`` B×L×W, ``codes`` B×(N+1)×W (or its factors), ``pair_mask`` B×L×L (True: key visible
+        """``text`` B×L×d, ``codes`` B×(N+1)×W (or its factors), ``pair_mask`` B×L×L (True: key visible
         to query) or ``None`` (every row attends to every row)."""
         for layer in self.layers:
             text = layer(text, codes, pair_mask)
@@ -158,15 +181,20 @@ class TextDecoder(nn.Module):
 class VocabularyHead(nn.Module):
     """logits = LN(GELU(A h)) E^T + b, with E the frozen token-embedding table passed at call time.
 
+    A is Linear(``input_width`` -> ``width``): from the decoder's width (default ``width``, the text
+    width W) to the width of E.
+
     With ``vocabulary_ids`` (sorted token ids, ``vocabulary = "captions"``) the head scores those
     tokens only: column j is token ``vocabulary_ids[j]``, with E's row of that token and its own
     bias entry, so its logits are the full head's logits at those columns for the same weights.
     The ids are a buffer: a checkpoint carries them, and loading one adopts its ids.
     """
 
-    def __init__(self, width: int, vocab_size: int, vocabulary_ids: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, width: int, vocab_size: int, vocabulary_ids: torch.Tensor | None = None, input_width: int | None = None
+    ) -> None:
         super().__init__()
-        self.fc = nn.Linear(width, width)
+        self.fc = nn.Linear(width if input_width is None else input_width, width)
         self.norm = nn.LayerNorm(width)
         if vocabulary_ids is not None:
             vocabulary_ids = torch.as_tensor(vocabulary_ids, dtype=torch.long).flatten()
@@ -267,7 +295,8 @@ def label_smoothed_nll(logits: torch.Tensor, targets: torch.Tensor, smoothing: f
 
 
 class MaskedTextLoss(AlignmentLoss):
-    """Masked-word prediction from the codes. Trainable: mask embeddings m, decoder, head (A, LN, b).
+    """Masked-word prediction from the codes. Trainable: mask embeddings m, decoder, head (A, LN, b),
+    and with ``decoder_width`` the in-projection of the text rows.
 
     :param width: W, the text encoder's token-state width.
     :param vocab_size: V, the text encoder's vocabulary size.
@@ -287,10 +316,28 @@ class MaskedTextLoss(AlignmentLoss):
     ) -> None:
         super().__init__()
         self.config = config
-        self.mask_embedding = nn.Parameter(torch.empty(context_length, width))  # l w
+        #: d, the decoder's width: W officially, ``decoder_width`` when set.
+        self.decoder_width = width if config.decoder_width is None else config.decoder_width
+        if self.decoder_width % config.decoder_heads:
+            what = f"the text width W = {width}" if config.decoder_width is None else "decoder_width"
+            raise ValueError(
+                f"masked-text: decoder_heads = {config.decoder_heads} must divide {what} ({self.decoder_width})"
+            )
+        self.mask_embedding = nn.Parameter(torch.empty(context_length, self.decoder_width))  # l d
         nn.init.normal_(self.mask_embedding, std=0.01)
-        self.decoder = TextDecoder(width, config.decoder_layers, config.decoder_heads, config.dropout, config.decoder)
-        self.head = VocabularyHead(width, vocab_size, vocabulary_ids)
+        self.decoder = TextDecoder(
+            self.decoder_width,
+            config.decoder_layers,
+            config.decoder_heads,
+            config.dropout,
+            config.decoder,
+            code_width=width,
+        )
+        self.head = VocabularyHead(width, vocab_size, vocabulary_ids, input_width=self.decoder_width)
+        # Text rows W -> d; none officially (the decoder reads the rows as they are).
+        self.input_proj = None if config.decoder_width is None else nn.Linear(width, self.decoder_width)
+        if self.input_proj is not None:
+            nn.init.normal_(self.input_proj.weight, std=width**-0.5)
 
     def leak_warning(self, encoder) -> str | None:
         """Why this configuration lets the decoder read the masked words from ``encoder``'s features."""
@@ -312,7 +359,7 @@ class MaskedTextLoss(AlignmentLoss):
         return select_masked(text.word_mask, ratio, unit_ids, config.min_masked)
 
     def decoder_inputs(self, inputs: AlignmentInputs, masked: torch.Tensor) -> torch.Tensor:
-        """h0 (B×L×W): text rows where visible, mask embeddings where masked, zero on padding."""
+        """h0 (B×L×d): text rows where visible, mask embeddings where masked, zero on padding."""
         text = inputs.text
         length = text.ids.shape[1]
         if length != self.mask_embedding.shape[0]:
@@ -320,9 +367,20 @@ class MaskedTextLoss(AlignmentLoss):
                 f"masked-text was built for captions of {self.mask_embedding.shape[0]} tokens, got {length}; "
                 "the text encoder's context_length changed"
             )
-        rows = self._visible_rows(inputs, masked).to(self.mask_embedding.dtype)
-        hidden = torch.where(masked.unsqueeze(-1), self.mask_embedding, rows)
-        return hidden * text.pad_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.decoder_rows(self._visible_rows(inputs, masked), masked, text.pad_mask)
+
+    def decoder_rows(self, rows: torch.Tensor, masked: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """h0 (B×L×d) from the visible text rows ``rows`` (B×L×W; their masked rows are ignored): the rows
+        through the in-projection (``decoder_width``), the mask embedding at ``masked``, zero at padding.
+
+        Training and the ``masked-words`` evaluation both build the decoder input here.
+        """
+        dtype = self.mask_embedding.dtype
+        rows = rows.to(dtype)
+        if self.input_proj is not None:
+            rows = self.input_proj(rows).to(dtype)  # b l w -> b l d (in the parameters' dtype under autocast)
+        hidden = torch.where(masked.unsqueeze(-1), self.mask_embedding[: rows.shape[1]], rows)
+        return hidden * pad_mask.unsqueeze(-1).to(hidden.dtype)
 
     def _visible_rows(self, inputs: AlignmentInputs, masked: torch.Tensor) -> torch.Tensor:
         text, encoder, mode = inputs.text, inputs.text_encoder, self.config.text_input
@@ -338,8 +396,8 @@ class MaskedTextLoss(AlignmentLoss):
     def decode(
         self, hidden: torch.Tensor, vit_tokens: torch.Tensor | FactoredCodes, pad_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Decoder output B×L'×W for the rows ``hidden`` (B×L×W) and the code-ViT tokens B×(N+1)×W
-        (or their :class:`FactoredCodes`).
+        """Decoder output B×L'×d for the rows ``hidden`` (B×L×d, from :meth:`decoder_rows`) and the
+        code-ViT tokens B×(N+1)×W (or their :class:`FactoredCodes`).
 
         With ``attend_padding`` (official) every one of the L rows attends to every row, padding rows
         included, and L' = L: the official decoder's mask masks nothing, so a padding row (zero at the
@@ -365,10 +423,10 @@ class MaskedTextLoss(AlignmentLoss):
         codes = inputs.vit_tokens
         if self.config.factored_cross_attention and inputs.vit_features is not None:
             codes = FactoredCodes(inputs.vit_features, inputs.vit_proj)
-        hidden = self.decode(self.decoder_inputs(inputs, masked), codes, pad)  # b l' w
+        hidden = self.decode(self.decoder_inputs(inputs, masked), codes, pad)  # b l' d
         used = hidden.shape[1]
         targets = (masked & pad)[:, :used]
-        # Gather masked rows before the head: logits only where they count (m v, not b l v).
+        # Gather masked rows before the head: logits only where they count (m v, not b l v); A maps d -> W.
         logits = self.head(hidden[targets], inputs.text_encoder.token_embedding)
         labels = self.head.columns(text.ids[:, :used][targets].long())
         per_token = label_smoothed_nll(logits, labels, self.config.label_smoothing)

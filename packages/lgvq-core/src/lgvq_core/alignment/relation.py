@@ -10,6 +10,14 @@ relations between the words. Official computation:
 4. c_k <- normalize(s_k c_k) * pad_k
 5. q = (w * pad)(w * pad)^T (detached), p = c c^T
 6. L = mean over all B*L*L entries of (p - q)^2
+
+Two exact reorderings of that computation keep it cheap. g acts on each position alone, so it runs
+on the B×L matched codes only, not on all B×N positions (g(quant)[b, idx] = g(quant[b, idx])). And
+the match (step 2) runs without autograd: the argmax passes no gradient, and since
+normalize(s c) = sign(s) c / |c| does not depend on |s|, neither does the score s_k (its exact
+gradient is zero; a graph through it would only carry rounding noise, about 1e-9 in fp32, into
+the code ViT, at the price of a backward pass through the B×L×N similarities and the B×N×W
+normalisation). The loss and the gradients of g and ``quant`` (or the codebook) are unchanged to the bit.
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ class CodeProjection(nn.Sequential):
 class RelationLoss(AlignmentLoss):
     """MSE between code-code and word-word cosine matrices.
 
-    The argmax passes no gradient, so with the official options the gradient goes to ``g`` and
-    through ``quant`` to the encoder; with ``code_source = "codebook"`` it goes to the codebook.
+    The match passes no gradient, so with the official options the gradient goes to ``g`` and
+    through ``quant`` to the encoder; with ``code_source = "codebook"`` it goes to the codebook. The
+    code ViT gets none from this loss.
     """
 
     uses_code_vit = True
@@ -62,11 +71,12 @@ class RelationLoss(AlignmentLoss):
         valid = valid.bool()
 
         word_dirs = F.normalize(words, dim=-1)
-        match = word_dirs @ F.normalize(codes_vit, dim=-1).transpose(1, 2)  # b l n
-        score, position = match.max(-1)  # b l
+        with torch.no_grad():  # no gradient passes the match (module doc)
+            match = word_dirs @ F.normalize(codes_vit, dim=-1).transpose(1, 2)  # b l n
+            score, position = match.max(-1)  # b l
 
         code = self._matched_codes(inputs, position)  # b l d
-        code = self.projection(code)  # b l w
+        code = self.projection(code)  # b l w: g at the matched positions only
         if config.scale_by_match:
             code = code * score.unsqueeze(-1)
         keep = valid.unsqueeze(-1).to(code.dtype)
