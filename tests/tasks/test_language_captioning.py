@@ -34,6 +34,19 @@ def test_visual_tokens_are_the_frozen_codebook_vectors_plus_row_and_column_embed
     assert tokens.rows.grad is not None
 
 
+def test_positions_start_at_the_code_vectors_scale_unless_a_std_is_given():
+    base = frozen_tokenizer()
+    big = FrozenTokenizer(base.codebook_size, (16, 16), base.code_dim, base.codebook * 40.0)
+    torch.manual_seed(0)
+    tokens = VisualTokens(VisualTokensConfig(), big)
+    placed = torch.cat([tokens.rows, tokens.columns]).detach()
+    # a row plus a column has the code vectors' variance: each has half of it
+    expected = float(big.codebook.std()) / 2**0.5
+    assert float(placed.std()) == pytest.approx(expected, rel=0.1)
+    small = VisualTokens(VisualTokensConfig(position_init_std=0.02), big)
+    assert float(torch.cat([small.rows, small.columns]).detach().std()) == pytest.approx(0.02, rel=0.1)
+
+
 def test_several_indices_per_position_are_concatenated_in_order():
     base = frozen_tokenizer()
     tokenizer = FrozenTokenizer(16, (2, 2), 8, base.codebook, indices_per_position=2)

@@ -40,6 +40,14 @@ class VisualTokensConfig:
         "learned-2d: a trainable row embedding plus a trainable column embedding added to each token; "
         "none: no position information (an ablation).",
     )
+    position_init_std: float | None = option(
+        None,
+        "Standard deviation of the initial row and column embeddings. Unset: the code vectors' own (their "
+        "standard deviation over the codebook), so that where a code stands is as visible at the start as "
+        "what it is; 0.02 (GPT's usual value) leaves positions almost invisible beside code vectors of unit "
+        "scale, and location must then be learned slowly.",
+        [positive],
+    )
 
 
 @attrs.define
