@@ -39,7 +39,6 @@ def test_cosine_goes_from_one_to_the_final_fraction_after_warm_up():
     ("overrides", "path", "message"),
     [
         (["train.warmup_steps=-1"], "$.train.warmup_steps", "must be >= 0"),
-        (["train.warmup_steps=6"], "$.train.warmup_steps", "lower warmup_steps"),
         (["train.final_lr_fraction=1.5"], "$.train.final_lr_fraction", "must be in [0, 1]"),
         (["train.lr_schedule=linear"], "$.train.lr_schedule", "must be one of"),
     ],
@@ -48,6 +47,12 @@ def test_bad_schedule_keys_are_config_errors_naming_the_key(tmp_path, overrides,
     with pytest.raises(ConfigError) as info:
         load_run_file(tiny_run_file(tmp_path, alignment=False), overrides=overrides)
     assert any(line.startswith(path) and message in line for line in str(info.value).splitlines()), str(info.value)
+
+
+def test_a_warm_up_as_long_as_the_run_is_a_warning_not_an_error(tmp_path):
+    loaded = load_run_file(tiny_run_file(tmp_path, alignment=False), overrides=["train.warmup_steps=6"])
+    (warning,) = [w for w in loaded.warnings if "warmup_steps" in str(w)]
+    assert str(warning).startswith("$.train.warmup_steps") and "lower warmup_steps" in str(warning)
 
 
 def test_a_run_logs_the_scheduled_learning_rate_of_each_step(tmp_path):

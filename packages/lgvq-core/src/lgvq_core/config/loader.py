@@ -370,6 +370,7 @@ def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
                 "$.train.warmup_steps",
                 f"{train.warmup_steps} warm-up steps leave none of the {train.max_steps} steps ($.train.max_steps) "
                 "at the full learning rate; lower warmup_steps",
+                warning=True,
             )
         )
     for path, component in _component_paths(run):
