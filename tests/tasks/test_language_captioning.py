@@ -40,8 +40,7 @@ def test_positions_start_at_the_code_vectors_scale_unless_a_std_is_given():
     torch.manual_seed(0)
     tokens = VisualTokens(VisualTokensConfig(), big)
     placed = torch.cat([tokens.rows, tokens.columns]).detach()
-    # a row plus a column has the code vectors' variance: each has half of it
-    expected = float(big.codebook.std()) / 2**0.5
+    expected = 2.0 * float(big.codebook.std())  # twice the code vectors' scale
     assert float(placed.std()) == pytest.approx(expected, rel=0.1)
     small = VisualTokens(VisualTokensConfig(position_init_std=0.02), big)
     assert float(torch.cat([small.rows, small.columns]).detach().std()) == pytest.approx(0.02, rel=0.1)

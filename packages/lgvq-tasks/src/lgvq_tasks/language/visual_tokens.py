@@ -1,8 +1,8 @@
 """Visual tokens: an image's cached code indices as vectors a language-task model can read.
 
 Default: the tokenizer's frozen codebook vectors ``codebook[codes]`` (a buffer, never trained) plus a
-learned 2D position embedding (one row and one column vector, summed), initialised at the code
-vectors' scale so that a token's place is as visible as its code from the first step. The codebook is what a
+learned 2D position embedding (one row and one column vector, summed), initialised at twice the
+code vectors' scale so that a token's place is visible from the first step. The codebook is what a
 language-guided tokenizer changes, so a task that reads code vectors measures it; a task that learned
 its own embedding per index would only see which codes co-occur. ``embedding = "learned"`` is that
 ablation: a trainable table of ``K`` vectors (initialised from the codebook's scale, not its values).
@@ -45,8 +45,8 @@ class VisualTokens(nn.Module):
             self.rows = nn.Parameter(torch.zeros(self.grid[0], self.dim))
             self.columns = nn.Parameter(torch.zeros(self.grid[1], self.dim))
             std = config.position_init_std
-            if std is None:  # the code vectors' scale: a row plus a column is as large as a code vector
-                std = (float(codebook.std()) or 1.0) / 2**0.5
+            if std is None:  # twice the code vectors' scale: where a token stands shows from the first step
+                std = 2.0 * (float(codebook.std()) or 1.0)
             nn.init.normal_(self.rows, std=std)
             nn.init.normal_(self.columns, std=std)
         else:
