@@ -4,7 +4,10 @@ Runs, each as a subprocess with its own time limit, writing ``OUT/<check>.log`` 
 ``OUT/summary.json`` (updated after every check, so an interrupted suite keeps what it measured):
 
 1. ``environment``: torch, CUDA, the device's name, bf16 support, the number of GPUs;
-2. ``lgvq-run``: ``lgvq run`` of the paper's CelebA-HQ VQ-GAN + LG preset on synthetic captioned
+2. ``gpu-compare``: the GPU rung, ``bench/gpu_compare.py`` (``lgvq compare examples/gpu/compare.toml``:
+   LG-VQ against its baseline one size up, ``--compare-seeds`` seeds, three runs sharing the GPU;
+   run the suite again with the same ``--out`` and the comparison goes on where it stopped);
+   ``lgvq-run``: ``lgvq run`` of the paper's CelebA-HQ VQ-GAN + LG preset on synthetic captioned
    shapes (a random CLIP ViT-B/32 text tower, LPIPS off) in bf16, then its evaluation;
 3. ``train-step``: ``bench/train_step.py`` at the paper size with the bf16, channels_last and
    compile levers (and the official code with ``--official PATH``);
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,10 +89,15 @@ def run_check(name: str, command: list[str], out: Path, limit: float, summary: d
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with log.open("w", encoding="utf-8") as stream:
+        # its own process group: at the time limit the check's worker processes go with it
+        process = subprocess.Popen(
+            command, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
+        )
         try:
-            code = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=limit)
-            status: Any = code.returncode
+            status: Any = process.wait(timeout=limit)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
             status = "timeout"
     record: dict[str, Any] = {"status": status, "seconds": round(time.perf_counter() - start, 1), "log": log.name}
     for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
@@ -109,6 +118,7 @@ def main() -> int:
     parser.add_argument("--official", type=Path, default=None, help="local clone of the official LG-VQ code")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole suite")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (to try the suite anywhere)")
+    parser.add_argument("--compare-seeds", type=int, default=2, help="seeds of the gpu-compare check (default 2)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
@@ -131,6 +141,10 @@ def main() -> int:
     save()
     python = sys.executable
     run_file = write_run_file(args.out, args)
+    rung = [python, str(HERE / "gpu_compare.py"), "--out", str(args.out / "gpu-compare"), "--device", args.device]
+    rung += ["--seeds", "1" if quick else str(args.compare_seeds), "--jobs", "1" if quick else "3"]
+    run_check("gpu-compare", rung + (["--tiny"] if quick else []), args.out, left(0.55), summary)
+    save()
     run_check("lgvq-run", [python, "-m", "lgvq_core.cli", "run", str(run_file)], args.out, left(0.35), summary)
     save()
     step = [python, str(HERE / "train_step.py"), "--device", args.device, "--image-size", str(args.image_size)]

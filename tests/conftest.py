@@ -33,3 +33,9 @@ FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 def fixture_plugin(install_plugin):
     """``fixture_plugin("sample")``: tests/fixtures/plugins/lgvq-test-sample installed for this test only."""
     return lambda name: install_plugin(FIXTURE_PLUGINS / f"lgvq-test-{name}")
+
+
+@pytest.fixture(autouse=True)
+def _torch_seed():
+    """Every test starts from the same global torch seed, whatever ran before it in the process."""
+    torch.manual_seed(0)

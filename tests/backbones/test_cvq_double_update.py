@@ -74,7 +74,10 @@ def tiny_run(tokenizer: TinyCVQTokenizer) -> SimpleNamespace:
         scalers=SimpleNamespace(generator=scaler, discriminator=scaler),
         generator_parameters=list(tokenizer.parameters()),
         discriminator_parameters=list(discriminator.parameters()),
-        config=SimpleNamespace(train=SimpleNamespace(grad_clip=None), run=SimpleNamespace(channels_last=False)),
+        config=SimpleNamespace(
+            train=SimpleNamespace(grad_clip=None, warmup_steps=0, lr_schedule="constant"),
+            run=SimpleNamespace(channels_last=False),
+        ),
         autocast=contextlib.nullcontext,
         step=0,
     )

@@ -317,9 +317,17 @@ def test_an_arm_without_downstream_trains_no_downstream_model_and_reads_na(tiny_
     assert row.split(" | ")[3] == "n/a"  # the LG-VQ-x10 column
 
 
-def test_the_example_compares_at_least_three_seeds():
+def test_the_example_compares_five_seeds_and_an_arm_per_lg_weight_scale():
     config = load_run_file(EXAMPLE).config
-    assert len(config.compare.seeds) >= 3 and config.compare.arms == []
+    assert len(config.compare.seeds) >= 5 and config.compare.reference == "baseline"
+    labels = [arm.label for arm in config.compare.arms]
+    assert labels == ["baseline", "LG-x1", "LG-x10", "LG-x100"]
+    weights = [a.config.weight for a in config.alignment]
+    scales = {"LG-x1": 0.1, "LG-x10": 1.0, "LG-x100": 10.0}  # of the run file's weights (x10 the official)
+    for arm in config.compare.arms[1:]:
+        scaled = [round(w * scales[arm.label], 10) for w in weights]
+        given = [float(o.split("=")[1]) for o in arm.overrides] or weights
+        assert given == pytest.approx(scaled), arm.label
 
 
 # ------------------------------------------------------------------------------------------

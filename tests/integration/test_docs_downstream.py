@@ -27,6 +27,7 @@ SECTION = "## Worked example"
 SHRINK = {
     "examples/downstream/tokenizer.toml": [
         "train.max_steps=2",
+        "train.warmup_steps=0",
         "train.batch_size=8",
         "train.val_every=2",
         "train.checkpoint_every=2",
@@ -36,6 +37,7 @@ SHRINK = {
     ],
     "examples/downstream/code-gpt.toml": [
         "train.max_steps=3",
+        "train.warmup_steps=0",
         "train.batch_size=8",
         "train.val_every=3",
         "train.checkpoint_every=3",

@@ -136,7 +136,8 @@ def test_the_examples_include_the_quickstart_and_every_table_1_row():
 
 def test_every_downstream_file_is_a_known_preset_the_worked_example_or_a_comparison_task():
     names = {example_id(p) for p in DOWNSTREAM_FILES}
-    assert {n for n in names if not n.startswith("compare/")} == {*DOWNSTREAM_PRESETS, "downstream/code-gpt.toml"}
+    comparisons = ("compare/", "gpu/")  # the downstream models of examples/compare.toml and examples/gpu/compare.toml
+    assert {n for n in names if not n.startswith(comparisons)} == {*DOWNSTREAM_PRESETS, "downstream/code-gpt.toml"}
 
 
 @pytest.mark.parametrize("path", TOKENIZER_FILES, ids=example_id)
@@ -229,7 +230,7 @@ def test_the_quickstart_uses_the_leak_free_input_and_a_learnable_temperature():
     config = load_run_file(EXAMPLES / "quickstart.toml").config
     losses = {a.type: a.config for a in config.alignment}
 
-    assert losses["masked-text"].text_input == "masked-contextual"
+    assert losses["masked-text"].text_input == "token-embedding"
     assert losses["semantic-nce"].learn_temperature is True
     assert losses["semantic-nce"].temperature == 0.07
 
@@ -243,3 +244,36 @@ def test_paper_presets_keep_the_official_masked_text_input_and_fixed_temperature
     assert losses["masked-text"].text_input == "unmasked-contextual"
     assert losses["semantic-nce"].learn_temperature is False
     assert losses["semantic-nce"].temperature == 1.0
+
+
+#: The run files that use the small-scale recipe (examples/small/tokenizer.toml), and what each may add.
+RECIPE = EXAMPLES / "small" / "tokenizer.toml"
+RECIPE_USERS = ["quickstart.toml", "downstream/tokenizer.toml", "compare.toml"]
+RECIPE_TABLES = ("model", "text_encoder", "code_vit", "alignment", "data", "train")
+#: Users that train the recipe for fewer steps: the [train] keys that may differ.
+SHORTER = {"compare.toml": {"max_steps", "val_every", "checkpoint_every", "sample_every"}}
+
+
+@pytest.mark.parametrize("name", RECIPE_USERS)
+def test_the_quickstart_the_worked_example_and_the_comparison_train_the_small_recipe(name):
+    recipe = tomli.loads(RECIPE.read_text(encoding="utf-8"))
+    user = tomli.loads((EXAMPLES / name).read_text(encoding="utf-8"))
+    for table in RECIPE_TABLES:
+        mine, theirs = user.get(table), recipe.get(table)
+        if table == "train" and name in SHORTER:  # the same recipe over fewer steps
+            mine, theirs = ({k: v for k, v in t.items() if k not in SHORTER[name]} for t in (mine, theirs))
+            assert user["train"]["max_steps"] < recipe["train"]["max_steps"]
+        assert mine == theirs, f"{name}: [{table}] differs from {RECIPE.name}'s"
+    assert user["run"]["precision"] == recipe["run"]["precision"] and user["run"]["seed"] == recipe["run"]["seed"]
+
+
+def test_the_small_recipe_keeps_the_official_defaults_off_the_paper_presets():
+    # every lever of the recipe is a run-file option: the paper presets set none of them
+    levers = {("train", "warmup_steps"), ("train", "lr_schedule"), ("model.quantizer", "dead_code_threshold")}
+    for path in PRESETS:
+        data = tomli.loads(path.read_text(encoding="utf-8"))
+        for section, key in levers:
+            table = data
+            for part in section.split("."):
+                table = table.get(part, {})
+            assert key not in table, f"{example_id(path)} sets {section}.{key}"

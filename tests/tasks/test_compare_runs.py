@@ -123,7 +123,7 @@ def test_a_run_without_eval_results_says_to_run_lgvq_eval(tmp_path):
 def test_the_example_and_its_baseline_are_valid_run_files_with_every_task():
     lg = load_run_file(EXAMPLE).config
     baseline = load_run_file(EXAMPLE, overrides=["alignment=[]", "run.name=compare-baseline"]).config
-    tasks = ["reconstruction", "retrieval", "masked-words", "relation", "codebook"]
+    tasks = ["reconstruction", "code-probe", "retrieval", "masked-words", "relation", "codebook"]
     assert [t.type for t in lg.tasks] == tasks
     assert [a.type for a in lg.alignment] == ["semantic-nce", "masked-text", "relation"]
     assert lg.text_encoder.type == "minilm" and lg.data.type == "shapes"
