@@ -279,6 +279,28 @@ def test_skip_bad_items_reports_what_was_skipped(tmp_path):
     assert "3.png" in strict.stderr
 
 
+def test_a_training_split_with_no_readable_item_stops_with_an_error_not_a_loop(tmp_path):
+    # skipping every batch went on forever (and held every skip in memory); now one epoch is the limit
+    root = tmp_path / "folder"
+    (root / "img").mkdir(parents=True)
+    lines = []
+    for i in range(12):
+        (root / "img" / f"{i}.png").write_bytes(b"not an image")
+        lines.append(json.dumps({"image": f"img/{i}.png", "captions": [f"a picture number {i}"]}))
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "val.jsonl").write_text(lines[0] + "\n")
+    path = tiny_run_file(tmp_path, alignment=False, max_steps=4, batch_size=3, skip_bad_items=True)
+    text = path.read_text().replace(
+        'type = "shapes"\nimage_size = 32\nnum_train = 64\nnum_val = 8',
+        f'type = "image-text-folder"\nroot = "{root}"\nval_file = "val.jsonl"\nimage_size = 32',
+    )
+    path.write_text(text)
+    out = _cli("run", str(path), cwd=tmp_path, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "no item of the training split could be read in 4 batches in a row" in out.stderr
+    assert "12 unreadable item(s) of 12" in out.stderr and "Traceback" not in out.stderr
+
+
 TORCHRUN_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 

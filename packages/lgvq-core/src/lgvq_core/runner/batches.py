@@ -70,7 +70,14 @@ class BatchStream:
         self.sampler.set_position(epoch, offset * self.run.config.train.batch_size)
         self.iterator = iter(self.loader)
 
-    def next(self) -> dict[str, Any]:
+    def next(self) -> dict[str, Any] | None:
+        """The next batch with at least one readable item; None when a stop was requested meanwhile
+        (one process; under DDP every rank goes on to the step, where the ranks agree to stop).
+
+        Raises :class:`~lgvq_core.errors.DataError` when a whole epoch of batches in a row held no
+        readable item (every item unreadable): skipping would go on forever.
+        """
+        empty = 0
         while True:
             if self.iterator is None:
                 self._start()
@@ -83,9 +90,20 @@ class BatchStream:
             if self.run.batches_seen % self.per_epoch == 0:
                 self.iterator = None  # the epoch is complete; the next one reshuffles
             self.run.skipped_items.extend(batch.get("skipped", []))
-            if not batch["index"]:
-                continue  # every item of the batch was skipped (and reported)
-            return to_device(batch, self.run.device)
+            if batch["index"]:
+                return to_device(batch, self.run.device)
+            # every item of the batch was skipped (and reported)
+            empty += 1
+            if empty >= self.per_epoch:
+                unreadable = len({item for item, _ in self.run.skipped_items})
+                raise DataError(
+                    f"no item of the training split could be read in {empty} batches in a row (a whole epoch; "
+                    f"{unreadable} unreadable item(s) of {len(self.run.train_data)}): check [data] (its root, files "
+                    "and annotations), or set train.skip_bad_items = false to stop at the first unreadable item "
+                    "with its error"
+                )
+            if self.run.stop_reason is not None and self.run.world_size == 1:
+                return None  # a signal arrived while skipping: the loop stops and saves
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -96,6 +96,8 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
         with SignalGuard(run):
             while run.step < train.max_steps and run.stop_reason is None:
                 micro_batches = [stream.next() for _ in range(train.accumulate)]
+                if any(batch is None for batch in micro_batches):
+                    break  # a stop was requested while unreadable batches were skipped: no step
                 metrics = hook.lgvq_train_step(run=run, batch=micro_batches)
                 if metrics is None:
                     raise LgvqError("no plugin answered lgvq_train_step")
