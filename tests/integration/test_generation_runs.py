@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 from test_downstream_runs import downstream_file, train_records
 
 from lgvq_core.errors import ConfigError
@@ -116,8 +119,21 @@ def test_the_same_seed_samples_the_same_images(tmp_path, completion_run):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-n", "0"], "-n: the number of samples must be positive, got 0"),
+        (["-n", "0"], "argument -n: must be at least 1, got 0"),
         (["-n", "2", "--steps", "5"], "code-gpt: no sampling option steps"),
+        (["--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+        (["--top-k", "-3"], "argument --top-k: must be at least 1, got -3"),
+        (["--top-k", "2.5"], "argument --top-k: '2.5' is not a whole number"),
+        (["--temperature", "0"], "argument --temperature: must be above 0, got 0"),
+        (["--temperature", "-1"], "argument --temperature: must be above 0, got -1"),
+        (["--temperature", "nan"], "argument --temperature: must be a finite number, got nan"),
+        (["--temperature", "inf"], "argument --temperature: must be a finite number, got inf"),
+        (["--top-p", "0"], "argument --top-p: must be above 0, got 0"),
+        (["--top-p", "1.5"], "argument --top-p: must be at most 1, got 1.5"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["--seed", str(2**70)], "argument --seed: must be at most 9.22337e+18"),
+        (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+        (["-n", "2", "--caption", "a red circle"], "--caption: this code-gpt model is not conditioned on text"),
     ],
 )
 def test_lgvq_sample_refuses_bad_requests_and_writes_nothing(tmp_path, completion_run, args, message):
@@ -125,6 +141,39 @@ def test_lgvq_sample_refuses_bad_requests_and_writes_nothing(tmp_path, completio
     done = cli("sample", str(completion_run), *args, "--out", str(out), cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr
     assert not out.exists()
+
+
+def test_lgvq_sample_refuses_an_out_that_is_a_file(tmp_path, completion_run):
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    done = cli("sample", str(completion_run), "-n", "2", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 2 and f"--out: {out} is a file" in done.stderr and "Traceback" not in done.stderr
+    assert out.read_text() == "keep me"
+
+
+def test_lgvq_sample_refuses_a_count_the_disk_cannot_hold_after_one_batch(tmp_path, completion_run):
+    # a billion samples were all held in memory and nothing was written; now images are written as
+    # drawn, and the size of the first batch's files tells whether the rest can fit
+    out = tmp_path / "huge"
+    done = cli("sample", str(completion_run), "-n", str(10**9), "--batch-size", "2", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "-n: 1000000000 images of about" in done.stderr and "lower -n or give --out on a larger disk" in done.stderr
+    assert list((out / "images").iterdir()) == [] and not (out / "sample.json").exists()
+
+
+def test_lgvq_sample_writes_every_image_and_a_grid_of_the_first_ones(tmp_path, completion_run, monkeypatch):
+    from lgvq_core.runner import generate
+
+    monkeypatch.setattr(generate, "GRID_IMAGES", 4)
+    out = tmp_path / "many"
+    run = generate.load_downstream_run(completion_run)
+    record = generate.sample_record(run, 7, 0, {})
+    written = generate.write_samples(generate.iter_generated(run, 7, 0, {}, batch_size=3), 7, out, record)
+    assert written == 7 and len(list((out / "images").iterdir())) == 7
+    assert json.loads((out / "sample.json").read_text())["grid"] == "images 0..3"
+    again, _ = generate.generate_images(run, 7, 0, {}, batch_size=3)  # the same draws, held in memory
+    last = torch.from_numpy(np.array(Image.open(out / "images" / "00006.png"))).permute(2, 0, 1)
+    assert torch.equal(last, again[6].add(1).mul(127.5).round().clamp(0, 255).byte())
 
 
 def test_lgvq_sample_refuses_a_tokenizer_run(tmp_path, tokenizer_run):

@@ -214,6 +214,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------
 # parser
 # ------------------------------------------------------------------------------------------
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False, what: str = ""):
+    """An argparse type: a finite ``kind`` within [low, high] (``low_open``: above low), else a one-line error."""
+
+    def parse(text: str):
+        import math
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what or kind.__name__}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low:g}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, what="a whole number")
+SEED = _number(int, 0, 2**63 - 1, what="a whole number")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgvq", description="Language-guided codebook learning (LG-VQ).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -236,19 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="images from a trained downstream model (a run with [downstream])")
     p.add_argument("run_dir", help="downstream run directory written by `lgvq run`")
-    p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    p.add_argument("-n", type=POSITIVE_INT, default=16, help="number of images (default 16)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of every draw, 0 to 2^63-1 (default 0)")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path (default: best)")
     p.add_argument(
         "--caption", action="append", metavar="TEXT", help="text models: caption(s) to draw from (repeatable)"
     )
-    p.add_argument("--temperature", type=float, help="code-gpt: divide the logits by this")
-    p.add_argument("--top-k", dest="top_k", type=int, help="code-gpt: keep the k most likely codes")
-    p.add_argument("--top-p", dest="top_p", type=float, help="code-gpt: nucleus probability")
-    p.add_argument("--guidance", type=float, help="text conditions: classifier-free guidance scale")
-    p.add_argument("--steps", type=int, help="text-to-image: denoising steps (fewer skip steps)")
-    p.add_argument("--truncation", type=float, help="text-to-image: truncation r")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per batch")
+    p.add_argument(
+        "--temperature", type=_number(float, 0, low_open=True), help="code-gpt: divide the logits by this (> 0)"
+    )
+    p.add_argument("--top-k", dest="top_k", type=POSITIVE_INT, help="code-gpt: keep the k most likely codes (>= 1)")
+    p.add_argument(
+        "--top-p", dest="top_p", type=_number(float, 0, 1, low_open=True), help="code-gpt: nucleus probability, (0, 1]"
+    )
+    p.add_argument("--guidance", type=_number(float), help="text conditions: classifier-free guidance scale")
+    p.add_argument("--steps", type=POSITIVE_INT, help="text-to-image: denoising steps (fewer skip steps)")
+    p.add_argument("--truncation", type=_number(float, 0, 1, low_open=True), help="text-to-image: truncation r, (0, 1]")
+    p.add_argument("--batch-size", dest="batch_size", type=POSITIVE_INT, default=16, help="images per batch")
     p.add_argument("--device", help="device to sample on")
     p.add_argument("--out", help="output folder (default: RUN_DIR/generated/step-N-seed-S)")
     p.set_defaults(func=cmd_sample)

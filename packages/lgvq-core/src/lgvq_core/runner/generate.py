@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,45 +59,9 @@ def check_generative(model: Any, options: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError([f"sampling options: {exc}"]) from None
 
 
-@torch.no_grad()
-def generate_images(
-    run: RunContext,
-    count: int,
-    seed: int,
-    options: dict[str, Any],
-    batch_size: int = 16,
-    captions=None,
-    codes_out: list[torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """``count`` images (``n 3 H W`` in [-1, 1], on the CPU) and the record of what decided them.
-
-    ``captions`` (text models) replaces the validation captions, cycled over the samples. The drawn
-    codes of each batch are appended (on the CPU) to ``codes_out`` when it is given.
-    """
-    from lgvq_core.runner.batches import to_device
-    from lgvq_core.runner.downstream import model_inputs
-
-    if count <= 0:
-        raise ConfigError([f"-n: the number of samples must be positive, got {count}"])
-    effective = check_generative(run.model, options)
+def sample_record(run: RunContext, count: int, seed: int, effective: dict[str, Any], captions=None) -> dict[str, Any]:
+    """What decided a set of samples: count, seed, sampling options, conditions, model, tokenizer."""
     data = run.val_data
-    if len(data) == 0:
-        raise LgvqError("the validation split is empty: there is no condition to sample from")
-    generator = torch.Generator(device=run.device).manual_seed(seed)
-    images = []
-    for start in range(0, count, batch_size):
-        rows = range(start, min(start + batch_size, count))
-        batch = data.collate([data[i % len(data)] for i in rows])
-        if len(batch["index"]) != len(rows):
-            raise LgvqError(f"validation items {[i % len(data) for i in rows]} include unreadable ones")
-        if captions:
-            batch["caption"] = [captions[i % len(captions)] for i in rows]
-        inputs = model_inputs(run, to_device(batch, run.device))
-        with run.autocast():
-            codes = run.model.generate(inputs, generator=generator, **options)
-            images.append(run.tokenizer.decode_indices(codes).float().clamp(-1, 1).cpu())
-        if codes_out is not None:
-            codes_out.append(codes.cpu())
     record = {
         "samples": count,
         "seed": seed,
@@ -108,7 +74,63 @@ def generate_images(
     }
     if run.condition_tokenizer_identity:
         record["condition_tokenizer"] = dict(run.condition_tokenizer_identity)
-    return torch.cat(images), record
+    return record
+
+
+@torch.no_grad()
+def iter_generated(
+    run: RunContext, count: int, seed: int, options: dict[str, Any], batch_size: int = 16, captions=None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, codes)`` per batch, in order, until ``count`` images: images ``b 3 H W`` in [-1, 1]
+    and the drawn codes, both on the CPU. Only one batch is held at a time."""
+    from lgvq_core.runner.batches import to_device
+    from lgvq_core.runner.downstream import model_inputs
+
+    if count <= 0:
+        raise ConfigError([f"-n: the number of samples must be positive, got {count}"])
+    if batch_size <= 0:
+        raise ConfigError([f"--batch-size: must be positive, got {batch_size}"])
+    check_generative(run.model, options)
+    data = run.val_data
+    if len(data) == 0:
+        raise LgvqError("the validation split is empty: there is no condition to sample from")
+    generator = torch.Generator(device=run.device).manual_seed(seed)
+    for start in range(0, count, batch_size):
+        rows = range(start, min(start + batch_size, count))
+        batch = data.collate([data[i % len(data)] for i in rows])
+        if len(batch["index"]) != len(rows):
+            raise LgvqError(f"validation items {[i % len(data) for i in rows]} include unreadable ones")
+        if captions:
+            batch["caption"] = [captions[i % len(captions)] for i in rows]
+        inputs = model_inputs(run, to_device(batch, run.device))
+        with run.autocast():
+            codes = run.model.generate(inputs, generator=generator, **options)
+            images = run.tokenizer.decode_indices(codes).float().clamp(-1, 1).cpu()
+        yield images, codes.cpu()
+
+
+def generate_images(
+    run: RunContext,
+    count: int,
+    seed: int,
+    options: dict[str, Any],
+    batch_size: int = 16,
+    captions=None,
+    codes_out: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``count`` images (``n 3 H W`` in [-1, 1], on the CPU) and the record of what decided them.
+
+    ``captions`` (text models) replaces the validation captions, cycled over the samples. The drawn
+    codes of each batch are appended (on the CPU) to ``codes_out`` when it is given. Holds every image:
+    for many, :func:`iter_generated` yields them batch by batch (``lgvq sample`` writes them so).
+    """
+    effective = check_generative(run.model, options)
+    images = []
+    for drawn, codes in iter_generated(run, count, seed, options, batch_size, captions):
+        images.append(drawn)
+        if codes_out is not None:
+            codes_out.append(codes)
+    return torch.cat(images), sample_record(run, count, seed, effective, captions)
 
 
 def _to_image(tensor: torch.Tensor):
@@ -135,6 +157,46 @@ def save_images(images: torch.Tensor, out_dir: Path, record: dict[str, Any]) -> 
     write_json_atomic(out_dir / "sample.json", record)
 
 
+#: ``lgvq sample``'s grid.png shows at most this many images (the first ones).
+GRID_IMAGES = 256
+
+
+def write_samples(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], count: int, out_dir: Path, record: dict[str, Any]
+) -> int:
+    """Write each batch's images as it is drawn (bounded memory), then ``grid.png`` of the first
+    :data:`GRID_IMAGES` and, last, ``sample.json``. After the first batch, refuses (and removes what
+    it wrote) when ``count`` images of that size cannot fit the free disk space."""
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(count - 1)))
+    written: list[Path] = []
+    grid: list[torch.Tensor] = []
+    for images, _ in batches:
+        for image in images:
+            path = out_dir / "images" / f"{len(written):0{width}d}.png"
+            _to_image(image).save(path)
+            written.append(path)
+        if len(grid) < GRID_IMAGES:
+            grid.extend(images[: GRID_IMAGES - len(grid)])
+        if len(written) == len(images) and count > len(written):  # the first batch: will the rest fit?
+            each = sum(p.stat().st_size for p in written) / len(written)
+            needed, free = each * (count - len(written)), shutil.disk_usage(out_dir).free
+            if needed > free:
+                for path in written:
+                    path.unlink()
+                raise ConfigError(
+                    [
+                        f"-n: {count} images of about {each / 1e3:.1f} kB need about {needed / 1e9:.3g} GB more, "
+                        f"but the disk holding {out_dir} has {free / 1e9:.3g} GB free; lower -n or give --out "
+                        "on a larger disk"
+                    ]
+                )
+    save_grid(torch.stack(grid), out_dir / "grid.png")
+    record = {**record, "grid": f"images 0..{len(grid) - 1}"}
+    write_json_atomic(out_dir / "sample.json", record)
+    return len(written)
+
+
 def generates(run: RunContext) -> bool:
     """A downstream run whose model draws codes (``generate`` with ``effective_sampling``)."""
     return run.kind == "downstream" and callable(getattr(run.model, "effective_sampling", None))
@@ -154,9 +216,16 @@ def save_training_samples(run: RunContext, count: int = 8) -> None:
 
 
 def sample_from_cli(args: argparse.Namespace) -> int:
-    if args.n <= 0:
-        raise ConfigError([f"-n: the number of samples must be positive, got {args.n}"])
+    from lgvq_core.runner.downstream import needs_text
+
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError([f"--out: {out_dir} is a file; give a folder (it is created when missing)"])
     run = load_downstream_run(args.run_dir, args.checkpoint, args.device)
+    if args.caption and not needs_text(run):
+        raise ConfigError(
+            [f"--caption: this {run.config.downstream.type} model is not conditioned on text; leave --caption out"]
+        )
     options = {
         "temperature": args.temperature,
         "top_k": args.top_k,
@@ -166,9 +235,11 @@ def sample_from_cli(args: argparse.Namespace) -> int:
         "truncation": args.truncation,
     }
     given = {k: v for k, v in options.items() if v is not None}
-    check_generative(run.model, given)  # before any work
-    images, record = generate_images(run, args.n, args.seed, given, args.batch_size, captions=args.caption)
-    out_dir = Path(args.out) if args.out else Path(args.run_dir) / "generated" / f"step-{run.step:07d}-seed-{args.seed}"
-    save_images(images, out_dir, record)
-    print(f"wrote {len(images)} images and grid.png to {out_dir}")
+    effective = check_generative(run.model, given)  # before any work
+    if out_dir is None:
+        out_dir = Path(args.run_dir) / "generated" / f"step-{run.step:07d}-seed-{args.seed}"
+    record = sample_record(run, args.n, args.seed, effective, args.caption)
+    batches = iter_generated(run, args.n, args.seed, given, args.batch_size, captions=args.caption)
+    written = write_samples(batches, args.n, out_dir, record)
+    print(f"wrote {written} images and grid.png to {out_dir}")
     return 0
