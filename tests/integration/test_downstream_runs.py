@@ -105,6 +105,32 @@ def test_flipped_codes_are_a_separate_cache_entry_with_both_views(tmp_path, toke
         assert int(tensors["indices"].max()) < 32
 
 
+def test_a_cache_file_with_codes_out_of_range_is_said_moved_aside_and_encoded_again(tmp_path, tokenizer_run, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from lgvq_core.code_cache import CodeCache
+    from lgvq_core.text_feature_cache import cache_root
+
+    first = train(load_run_file(downstream_file(tmp_path, tokenizer_run, name="a", train={"max_steps": 1})))
+    sha = tomli.loads((first.run_dir / "resolved.toml").read_text())["tokenizer"]["sha256"]
+
+    def train_split_file(path) -> bool:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+            return meta.get("sha256") == sha and meta.get("split") == "train" and "indices_flipped" not in handle.keys()
+
+    (path,) = [p for p in CodeCache(cache_root() / "codes").root.glob("*.safetensors") if train_split_file(p)]
+    tensors = load_file(str(path))
+    tensors["indices"] = tensors["indices"] + 1000  # beyond the 32 codes
+    save_file(tensors, str(path), metadata={"sha256": sha, "split": "train"})
+    capsys.readouterr()
+    result = train(load_run_file(downstream_file(tmp_path, tokenizer_run, name="b", train={"max_steps": 1})))
+    out = capsys.readouterr().out
+    assert result.step == 1 and f"codes: {path} does not hold this split's codes" in out and "outside 0..31" in out
+    assert int(load_file(str(path))["indices"].max()) < 32 and path.with_name(path.name + ".bad").is_file()
+
+
 def test_a_downstream_run_resumes_exactly(tmp_path, tokenizer_run):
     straight = train(load_run_file(downstream_file(tmp_path, tokenizer_run, name="straight")))
     expected = train_records(straight.run_dir)

@@ -70,6 +70,28 @@ def load_frozen_tokenizer(config, device: torch.device, log, name: str = "tokeni
     return trained, identity
 
 
+@torch.no_grad()
+def code_grid(tokenizer, dataset, device) -> tuple[int, ...] | None:
+    """The code grid the tokenizer gives the dataset's items: one blank input of the first readable
+    item's shape through the encoder (None when none of the first few items can be read)."""
+    for index in range(min(8, len(dataset))):
+        try:
+            image = dataset[index].get("image")
+        except DataError:
+            continue
+        if isinstance(image, torch.Tensor):
+            break
+    else:
+        return None
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        blank = torch.zeros(1, *image.shape, device=device)
+        return tuple(tokenizer.quantizer(tokenizer.encode(blank)).indices.shape[1:])
+    finally:
+        tokenizer.train(was_training)
+
+
 def cached_codes(
     run_config, trained, identity, dataset, split: str, device, info, log, data_table: dict | None = None
 ) -> dict[str, torch.Tensor]:
@@ -77,7 +99,7 @@ def cached_codes(
 
     ``data_table`` names what ``dataset`` yields (default: the run's ``[data]`` table).
     """
-    from lgvq_core.code_cache import CodeCache, cache_key, encode_split
+    from lgvq_core.code_cache import CodeCache, Expected, cache_key, encode_split
     from lgvq_core.text_feature_cache import cache_root
 
     if data_table is None:
@@ -92,11 +114,17 @@ def cached_codes(
         )
         return encode_split(trained.tokenizer, dataset, device, run_config.codes.batch_size, run_config.codes.flip)
 
+    expected = Expected(
+        items=len(dataset),
+        codebook_size=int(trained.tokenizer.quantizer.codebook_size),
+        flip=bool(run_config.codes.flip),
+        grid=code_grid(trained.tokenizer, dataset, device),
+    )
     if info.is_main:
-        codes = cache.get_or_encode(key, encode, metadata, log)
+        codes = cache.get_or_encode(key, encode, metadata, log, expected)
     distr.barrier(info)
     if not info.is_main:
-        codes = cache.load(key)
+        codes = cache.load(key, expected, log)
         if codes is None:
             raise DataError(f"{cache.path(key)}: rank 0 did not write the code cache")
     return codes
