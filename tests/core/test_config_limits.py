@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomli
 
 from lgvq_core.cli import main
 from lgvq_core.config.describe import dumps_toml
@@ -63,3 +64,23 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path, capsys):
     err = capsys.readouterr().err
     for prefix in ("$.train.betas:", "$.train.lr:", "$.run.seed:"):
         assert any(line.startswith(prefix) for line in err.splitlines()), (prefix, err)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("name", "x\n", "$.run.name: must be a non-empty name of letters, digits, '.', '_' or '-', got 'x\\n'"),
+        ("name", "x" * 300, "$.run.name: must be at most 100 characters (it names folders), got 300"),
+        ("device", "cuda\n", '$.run.device: must be "cpu", "cuda" or "cuda:N", got \'cuda\\n\''),
+    ],
+    ids=["name-newline", "name-long", "device-newline"],
+)
+def test_a_run_name_or_device_is_matched_whole(tmp_path, capsys, key, value, expected):
+    path = write_run_file(tmp_path)
+    data = tomli.loads(path.read_text())
+    data["run"][key] = value
+    path.write_text(dumps_toml(data))
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines()[0].startswith(expected)
+    assert main(["run", str(path)]) == 2
+    assert not (tmp_path / "runs").exists()

@@ -12,11 +12,14 @@ from lgvq_core.config.fields import finite, non_negative, option, positive
 #: Largest run seed: the data order adds the epoch to it, and every generator takes 64 bits.
 MAX_SEED = 2**62
 
-_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+_DEVICE = re.compile(r"cpu|cuda|cuda:\d+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Longest run name: the run directory's name and its files must stay within a file name's 255 bytes.
+MAX_NAME = 100
 
 
 def _device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if not _DEVICE.match(value):
+    if not _DEVICE.fullmatch(value):
         raise ValueError(f'must be "cpu", "cuda" or "cuda:N", got {value!r}')
 
 
@@ -36,8 +39,10 @@ def _unit_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> N
 
 
 def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if not value or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", value):
+    if not value or not _NAME.fullmatch(value):  # fullmatch: "$" would let a trailing newline through
         raise ValueError(f"must be a non-empty name of letters, digits, '.', '_' or '-', got {value!r}")
+    if len(value) > MAX_NAME:
+        raise ValueError(f"must be at most {MAX_NAME} characters (it names folders), got {len(value)}")
 
 
 @attrs.define
