@@ -54,6 +54,32 @@ def test_shards_hold_the_source_items_ten_per_shard(tmp_path):
             assert ours["captions"] == theirs["captions"] and ours["caption"] == theirs["caption"]
 
 
+def test_shards_into_a_folder_with_earlier_shards_are_refused_unless_overwrite(tmp_path, capsys):
+    out = write_shapes_shards(tmp_path)  # 24 + 6 items
+    source = tmp_path / "shapes.toml"
+    smaller = ["--set", "data.num_train=12", "--set", "data.num_val=4"]
+    capsys.readouterr()
+    assert lgvq_main(["shards", str(source), str(out), *smaller]) == 2
+    err = capsys.readouterr().err
+    assert f"OUT: {out} is not empty" in err and "--overwrite" in err and "Traceback" not in err
+    assert len(TarShards(TarShardsConfig(root=str(out), image_size=32), split="train")) == 24  # untouched
+
+    assert lgvq_main(["shards", str(source), str(out), *smaller, "--overwrite"]) == 0
+    assert len(TarShards(TarShardsConfig(root=str(out), image_size=32), split="train")) == 12  # no old shard left
+    assert len(TarShards(TarShardsConfig(root=str(out), image_size=32), split="val")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".shards")) == []  # nothing left aside
+
+
+def test_shards_into_a_path_that_is_a_file_are_refused(tmp_path, capsys):
+    config = copy.deepcopy(TINY_RUN)
+    config["data"] = dict(SHAPES)
+    source = write_run_file(config, tmp_path / "shapes.toml")
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    assert lgvq_main(["shards", str(source), str(taken)]) == 2
+    assert f"OUT: {taken} is a file" in capsys.readouterr().err and taken.read_text() == "keep me"
+
+
 def test_a_tar_member_that_climbs_out_of_the_shard_is_refused(tmp_path):
     folder = tmp_path / "bad" / "train"
     folder.mkdir(parents=True)

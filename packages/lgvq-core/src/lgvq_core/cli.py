@@ -307,7 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shards", help="write a run file's dataset as WebDataset-style tar shards (tar-shards)")
     p.add_argument("file", help="run file whose [data] to write")
     p.add_argument("out", help="folder to write train/shard-*.tar and val/shard-*.tar into")
-    p.add_argument("--samples-per-shard", type=int, default=1000, metavar="N")
+    p.add_argument("--samples-per-shard", type=POSITIVE_INT, default=1000, metavar="N")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty OUT (once the new shards are complete)"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_shards)
 

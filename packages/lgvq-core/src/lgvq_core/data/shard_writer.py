@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,33 @@ def shards_from_cli(args: argparse.Namespace) -> int:
     from lgvq_core.context import BuildContext
     from lgvq_core.registry import get_registry, load_run_file
 
+    out = Path(args.out)
+    overwrite = bool(getattr(args, "overwrite", False))
+    if out.exists() and not out.is_dir():
+        raise ConfigError([f"OUT: {out} is a file; give a folder (it is created when missing)"])
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            [
+                f"OUT: {out} is not empty (earlier shards would be read with the new ones); give an empty or "
+                "new folder, or --overwrite to replace it once the new shards are complete"
+            ]
+        )
     config = load_run_file(args.file, overrides=list(args.set or [])).config
     registry = get_registry()
-    out = Path(args.out)
-    for split in ("train", "val"):
-        dataset = registry.build("dataset", config.data, "$.data", BuildContext(split=split, seed=config.run.seed))
-        write_shards(dataset, out / split, args.samples_per_shard)
+    target = out.with_name(f".{out.name}.partial-{os.getpid()}") if overwrite and out.is_dir() else out
+    try:
+        for split in ("train", "val"):
+            dataset = registry.build("dataset", config.data, "$.data", BuildContext(split=split, seed=config.run.seed))
+            write_shards(dataset, target / split, args.samples_per_shard)
+    except BaseException:
+        if target != out:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if target != out:  # the old folder goes only once the new one is whole
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(target, out)
+        shutil.rmtree(old, ignore_errors=True)
+        print(f"replaced the earlier contents of {out}")
     print(f'read them with [data] type = "tar-shards", root = "{out}"')
     return 0
