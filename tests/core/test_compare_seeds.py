@@ -407,3 +407,36 @@ def test_downstream_rows_keep_ranked_numbers_and_their_shuffled_controls():
     assert vqa["accuracy"] == 0.5 and vqa["per_type"] == {"color": {"accuracy": 0.75}}
     assert vqa["shuffled_images"] == {"accuracy": 0.25}  # the control, shown unranked
     assert info["eval"]["ground: validation"] == {"bits_per_code": 1.5, "better": {"bits_per_code": "lower"}}
+
+
+# ------------------------------------------------------------------------------------------
+# a damaged compare-state.json
+# ------------------------------------------------------------------------------------------
+GOOD_ENTRY = {"run_dir": "runs/x", "fingerprint": "f", "arm": "baseline", "seed": 0, "seconds": 1.5}
+BAD_STATES = {
+    "a list": ([], "$: expected a table of the comparison's runs, got list"),
+    "runs as a list": ({"version": 1, "runs": []}, "$.runs: expected a table, got list"),
+    "an entry that is not a table": ({"version": 1, "runs": {"a": 5}}, "$.runs['a']: expected a table, got int"),
+    "no run_dir": ({"version": 1, "runs": {"a": {"fingerprint": "f"}}}, "$.runs['a']: missing 'run_dir'"),
+    "an integer run_dir": (
+        {"version": 1, "runs": {"a": {**GOOD_ENTRY, "run_dir": 5}}},
+        "$.runs['a'].run_dir: expected a string, got integer 5",
+    ),
+    "seconds NaN": (
+        {"version": 1, "runs": {"a": {**GOOD_ENTRY, "seconds": float("nan")}}},
+        "$.runs['a'].seconds: must be a finite number, got nan",
+    ),
+    "started as a list": ({"version": 1, "runs": {}, "started": ["a"]}, "$.started: expected a table, got list"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_STATES))
+def test_a_damaged_state_file_is_one_error_naming_the_key(seeded_file, tmp_path, name):
+    data, message = BAD_STATES[name]
+    folder = tmp_path / "cmp"
+    folder.mkdir()
+    (folder / "compare-state.json").write_text(json.dumps(data))
+    with pytest.raises(RunDirError) as info:
+        run_comparison(seeded_file, out=folder, runner=presets(tmp_path), say=quiet)
+    text = str(info.value)
+    assert f"compare-state.json: {message}" in text and "delete it to start over" in text and "\n" not in text

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -35,6 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import attrs
+
+from lgvq_core.config.fields import finite
 from lgvq_core.errors import LgvqError, RunDirError
 
 STATE_FILE = "compare-state.json"
@@ -177,6 +181,57 @@ def plan(
 # ------------------------------------------------------------------------------------------
 # the state file
 # ------------------------------------------------------------------------------------------
+@attrs.define
+class _StateEntry:
+    """One finished run in ``compare-state.json`` (the shape :meth:`ComparisonState.record` writes)."""
+
+    run_dir: str
+    fingerprint: str
+    arm: str = ""
+    seed: int = 0
+    stop_reason: str = "max_steps"
+    seconds: float = attrs.field(default=0.0, validator=finite)
+    threads: int | None = None
+    finished: str = ""
+
+
+@attrs.define
+class _StateFile:
+    version: int
+    runs: dict[str, _StateEntry] = attrs.Factory(dict)
+    started: dict[str, str] = attrs.Factory(dict)
+
+
+def check_state(data: dict[str, Any], path: Path) -> None:
+    """Raise one clear error naming the first bad key of a comparison state file."""
+    from lgvq_core.config.loader import _structure_leaf
+
+    def fail(where: str, message: str) -> None:
+        raise RunDirError(
+            f"{path}: {where}: {message}; delete it to start over (finished runs are then trained again)"
+        )
+
+    # the containers and required keys first, for messages cattrs would word as Python errors
+    for table in ("runs", "started"):
+        if not isinstance(data.get(table, {}), dict):
+            fail(f"$.{table}", f"expected a table, got {type(data[table]).__name__}")
+    for key, entry in data.get("runs", {}).items():
+        where = f"$.runs[{key!r}]"
+        if not isinstance(entry, dict):
+            fail(where, f"expected a table, got {type(entry).__name__}")
+        for required in ("run_dir", "fingerprint"):
+            if required not in entry:
+                fail(where, f"missing {required!r}")
+        seconds = entry.get("seconds", 0.0)
+        if isinstance(seconds, float) and not math.isfinite(seconds):
+            fail(f"{where}.seconds", f"must be a finite number, got {seconds}")
+    _, problems = _structure_leaf(data, _StateFile, "$")
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        fail(first.path, first.message + more)
+
+
 class ComparisonState:
     """``compare-state.json``: which runs of the comparison finished, rewritten atomically."""
 
@@ -191,8 +246,14 @@ class ComparisonState:
                 raise RunDirError(
                     f"{self.path}: unreadable comparison state ({exc}); delete it to start over"
                 ) from None
+            if not isinstance(data, dict):
+                raise RunDirError(
+                    f"{self.path}: $: expected a table of the comparison's runs, got {type(data).__name__}; "
+                    "delete it to start over (finished runs are then trained again)"
+                )
             if data.get("version") != STATE_VERSION:
                 raise RunDirError(f"{self.path}: state version {data.get('version')!r}, expected {STATE_VERSION}")
+            check_state(data, self.path)
             self.runs = data.get("runs", {})
             self.started = data.get("started", {})
 
