@@ -440,3 +440,21 @@ def test_a_damaged_state_file_is_one_error_naming_the_key(seeded_file, tmp_path,
         run_comparison(seeded_file, out=folder, runner=presets(tmp_path), say=quiet)
     text = str(info.value)
     assert f"compare-state.json: {message}" in text and "delete it to start over" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("content", [b'{"metrics": {"psnr": 1', b"\xff\xfe garbage", b"[1, 2]", b'{"metrics": 5}'])
+def test_table_mode_names_a_corrupt_task_result_and_how_to_rewrite_it(tmp_path, capsys, content):
+    from lgvq_core.cli import main
+    from lgvq_core.runner.compare_seeds import RunSpec
+
+    runner = PresetRunner(KNOWN, str(tmp_path / "calls.jsonl"))
+    dirs = [
+        runner(RunSpec(arm, 0, "x.toml", (f"run.name=x-{arm.lower()}", "run.seed=0"), str(tmp_path / "s"))).run_dir
+        for arm in KNOWN
+    ]
+    broken = Path(dirs[0]) / "eval" / "reconstruction.json"
+    broken.write_bytes(content)
+    assert main(["compare", *dirs, "--labels", *KNOWN, "--out", str(tmp_path / "table")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lgvq compare: error: {broken}: not a task result") and f"lgvq eval {dirs[0]}" in err
+    assert len(err.splitlines()) == 1

@@ -284,6 +284,17 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     """Every ``eval/<task>.json`` of a run directory."""
     out = {}
     for path in sorted((Path(run_dir) / "eval").glob("*.json")):
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunDirError(
+                f"{path}: not a task result ({reason}); run `lgvq eval {run_dir}` to write it again"
+            ) from None
+        if not isinstance(record, dict) or not isinstance(record.get("metrics", {}), dict):
+            raise RunDirError(
+                f"{path}: not a task result (expected a table with a 'metrics' table); "
+                f"run `lgvq eval {run_dir}` to write it again"
+            )
         out[path.stem] = record.get("metrics", {"refused": record.get("refused", "")})
     return out
