@@ -226,6 +226,24 @@ def test_a_changed_configuration_is_trained_again(seeded_file, tmp_path):
     assert len(runner.calls()) == 8
 
 
+def test_the_reason_for_training_a_recorded_run_again_is_the_true_one(seeded_file, tmp_path):
+    import shutil
+
+    out = tmp_path / "cmp"
+    runner = presets(tmp_path)
+    run_comparison(seeded_file, out=out, runner=runner, say=quiet)
+    state = json.loads((out / "compare-state.json").read_text())
+    key, entry = sorted(state["runs"].items())[0]
+    shutil.rmtree(Path(entry["run_dir"]) / "eval")
+    lines = []
+    run_comparison(seeded_file, out=out, runner=runner, say=lines.append)
+    again = [line for line in lines if "training again" in line]
+    assert len(again) == 1 and "eval/ folder is gone" in again[0] and "configuration changed" not in again[0]
+    lines.clear()
+    run_comparison(seeded_file, overrides=["train.max_steps=3"], out=out, runner=runner, say=lines.append)
+    assert sum("its configuration changed since it was trained" in line for line in lines) == 4
+
+
 @pytest.mark.slow
 def test_parallel_jobs_give_the_same_table(seeded_file, tmp_path):
     sequential, _, _ = run_comparison(seeded_file, out=tmp_path / "one", runner=presets(tmp_path), say=quiet)

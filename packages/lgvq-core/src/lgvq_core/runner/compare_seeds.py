@@ -266,6 +266,15 @@ class ComparisonState:
             return None
         return entry
 
+    def why_not_finished(self, run: PlannedRun) -> str | None:
+        """Why a run recorded as finished is not kept (None when it was never recorded, or is kept)."""
+        entry = self.runs.get(run.key)
+        if entry is None or self.finished(run) is not None:
+            return None
+        if entry.get("fingerprint") != run.fingerprint:
+            return "its configuration changed since it was trained"
+        return f"its run directory {entry['run_dir']} or its eval/ folder is gone"
+
     def record(self, run: PlannedRun, outcome: RunOutcome) -> dict[str, Any]:
         entry = {
             "arm": run.spec.arm,
@@ -366,8 +375,9 @@ def run_comparison(
         if entry is not None:
             say(f"{prefix}: finished earlier, kept ({entry['run_dir']})")
         else:
-            if run.key in state.runs:
-                say(f"{prefix}: its configuration changed since it was trained; training again")
+            reason = state.why_not_finished(run)
+            if reason is not None:
+                say(f"{prefix}: {reason}; training again")
             todo.append((index, run))
 
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
