@@ -114,7 +114,10 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
     results = read_results(run_dir)
     if not results:
         raise RunDirError(f"{run_dir}: no eval/<task>.json results; run `lgvq eval {run_dir}` first")
-    config = tomli.loads(resolved.read_text(encoding="utf-8"))
+    try:
+        config = tomli.loads(resolved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
+        raise RunDirError(f"{resolved}: cannot be read ({exc}); it is not the run file `lgvq run` wrote") from None
     metrics_file = run_dir / "metrics.jsonl"
     records = read_metric_lines(metrics_file) if metrics_file.is_file() else []
     val = [r for r in records if r.get("split") == "val"]

@@ -252,7 +252,19 @@ def eval_from_cli(args: argparse.Namespace) -> int:
     from lgvq_core.config.loader import parse_toml
 
     resolved = Path(args.run_dir) / "resolved.toml"
-    if resolved.is_file() and is_downstream(parse_toml(resolved.read_text(encoding="utf-8"))):
+    if resolved.is_file():
+        try:
+            text = resolved.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{resolved}: cannot be read ({exc}); it is not the run file `lgvq run` wrote") from None
+        try:
+            downstream = is_downstream(parse_toml(text))
+        except ConfigError as exc:
+            problem = exc.problems[0].removeprefix("$: ")
+            raise RunDirError(f"{resolved}: {problem}; it is not the run file `lgvq run` wrote") from None
+    else:
+        downstream = False
+    if downstream:
         from lgvq_core.runner.generate import load_downstream_run
 
         if args.set:
