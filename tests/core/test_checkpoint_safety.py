@@ -165,7 +165,16 @@ def test_a_flipped_bit_never_loads_silently(tmp_path):
     with pytest.raises(CheckpointError, match="SHA-256") as info:
         ckpt.load_checkpoint(path)
     assert str(path / ckpt.STATE_FILE) in str(info.value)
-    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+    with pytest.raises(CheckpointError) as info:
+        ckpt.resolve_checkpoint(tmp_path, "last", log=lambda m: None)
+    message = str(info.value)  # not "the run saved none yet": one was saved and no longer verifies
+    assert f"1 checkpoint folder(s) in {tmp_path / 'checkpoints'} ({path.name}) and none verifies" in message
+    assert "saved none yet" not in message and "\n" not in message
+
+
+def test_a_run_that_saved_no_checkpoint_says_so(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(CheckpointError, match="the run saved none yet"):
         ckpt.resolve_checkpoint(tmp_path, "last", log=lambda m: None)
 
 

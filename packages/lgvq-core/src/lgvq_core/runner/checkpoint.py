@@ -480,6 +480,23 @@ def resolve_checkpoint(run_dir: Path, which: str = "last", log: Callable[[str], 
             problem = str(exc)
     complete = _complete_dirs(checkpoint_dir)
     if not complete:
+        pending, _ = _read_pointer(checkpoint_dir, PENDING)  # a pending one is not saved until proven
+        unproven = pending["dir"] if pending is not None else None
+        saved = (
+            sorted(
+                p.name
+                for p in checkpoint_dir.iterdir()
+                if p.is_dir() and p.name.startswith("step-") and p.name != unproven
+            )
+            if checkpoint_dir.is_dir()
+            else []
+        )
+        if saved:
+            raise CheckpointError(
+                f"{problem}; {len(saved)} checkpoint folder(s) in {checkpoint_dir} ({', '.join(saved[:3])}"
+                f"{', ...' if len(saved) > 3 else ''}) and none verifies against its manifest: they were changed "
+                "or cut after writing; restore them from a copy or train again"
+            )
         raise CheckpointError(
             f"{problem}; no complete checkpoint in {checkpoint_dir} (the run saved none yet; checkpoints "
             "are written every train.checkpoint_every steps, at the end and on SIGINT/SIGTERM)"

@@ -207,9 +207,7 @@ def check_state(data: dict[str, Any], path: Path) -> None:
     from lgvq_core.config.loader import _structure_leaf
 
     def fail(where: str, message: str) -> None:
-        raise RunDirError(
-            f"{path}: {where}: {message}; delete it to start over (finished runs are then trained again)"
-        )
+        raise RunDirError(f"{path}: {where}: {message}; delete it to start over (finished runs are then trained again)")
 
     # the containers and required keys first, for messages cattrs would word as Python errors
     for table in ("runs", "started"):
