@@ -470,6 +470,26 @@ def test_coco_qa_bad_type_and_id_lines(tmp_path):
         dataset({"type": "coco-qa", "root": str(root), "image_size": 8})
 
 
+@pytest.mark.parametrize(
+    ("image_id", "shown"),
+    [("\u00b2", "'\u00b2'"), ("\u0669", "'\u0669'"), ("9" * 5000, "'99999999999999999999... (5000 characters)'")],
+    ids=["superscript-two", "arabic-indic-nine", "5000-digits"],
+)
+def test_coco_qa_image_ids_are_ascii_digits(tmp_path, image_id, shown):
+    root = coco_qa_fixture(tmp_path, [("what?", "cat", image_id, 0)])
+    with pytest.raises(DataError) as caught:
+        dataset({"type": "coco-qa", "root": str(root), "image_size": 8})
+    assert str(caught.value) == (
+        f"{root / 'train' / 'img_ids.txt'}: line 1 is {shown}, expected a COCO image id (1 to 12 digits 0-9)"
+    )
+
+
+def test_coco_qa_answers_are_one_word(tmp_path):
+    root = coco_qa_fixture(tmp_path, [*COCO_QA_TRAIN[:1], ("what is it?", "a red bus", 9, 0)])
+    with pytest.raises(DataError, match=r"answers\.txt: line 2 is 'a red bus'; COCO-QA answers are one word each"):
+        dataset({"type": "coco-qa", "root": str(root), "image_size": 8})
+
+
 # ---------------------------------------------------------------------------------------------
 # RefCOCO
 # ---------------------------------------------------------------------------------------------
@@ -547,6 +567,38 @@ def test_refcoco_ref_with_a_missing_annotation_id_is_named(tmp_path):
     with pytest.raises(
         DataError, match=r"refs\(unc\)\.p: ref 0 \(ref_id 7\) names annotation id 999, which .*instances\.json lacks"
     ):
+        dataset({"type": "refcoco", "root": str(root), "image_size": 8})
+
+
+def _refs(**changes) -> list[dict]:
+    ref = {"ref_id": 3, "ann_id": 100, "image_id": 5, "split": "train", "sentences": [{"sent": "the man"}]}
+    return [{**ref, **changes}]
+
+
+@pytest.mark.parametrize(
+    ("refs", "annotation", "message"),
+    [
+        (
+            None,
+            {"bbox": [4, 2, float("nan"), 10]},
+            r"annotations\[0\] needs a whole-number 'id' and a 'bbox' .* finite",
+        ),
+        (None, {"bbox": [4, 2, float("inf"), 10]}, r"annotations\[0\] .*got id 100 and bbox \[4, 2, inf, 10\]"),
+        (None, {"id": [1, 2]}, r"annotations\[0\] needs a whole-number 'id'.*got id \[1, 2\]"),
+        (_refs(ann_id="100"), None, r"ref 0 \(ref_id 3\): 'ann_id' must be a whole number, got '100'"),
+        (_refs(image_id=[5]), None, r"ref 0 \(ref_id 3\): 'image_id' must be a whole number, got \[5\]"),
+        (_refs(split=["train"]), None, r"ref 0 \(ref_id 3\): 'split' must be one name .*got \['train'\]"),
+    ],
+    ids=["nan-box", "infinite-width", "unhashable-annotation-id", "string-ann-id", "list-image-id", "list-split"],
+)
+def test_refcoco_bad_ids_boxes_and_splits_are_named(tmp_path, refs, annotation, message):
+    root = refcoco_fixture(tmp_path, refs)
+    if annotation is not None:
+        path = root / "refcoco" / "instances.json"
+        instances = json.loads(path.read_text())
+        instances["annotations"][0].update(annotation)
+        path.write_text(json.dumps(instances))
+    with pytest.raises(DataError, match=message):
         dataset({"type": "refcoco", "root": str(root), "image_size": 8})
 
 

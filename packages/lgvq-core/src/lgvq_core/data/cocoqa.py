@@ -23,6 +23,7 @@ question asks about.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,16 @@ def read_coco_qa(folder: Path, key: str) -> list[tuple[int, Question]]:
         where = f"line {number} of {folder}"
         if not text.strip() or not answer.strip():
             raise DataError(f"{where}: empty question or answer ({FILES[0]}: {text!r}, {FILES[1]}: {answer!r})")
-        if not image_id.strip().isdigit():
-            raise DataError(f"{folder / FILES[2]}: line {number} is {image_id!r}, expected a COCO image id")
+        image_id = image_id.strip()
+        if not re.fullmatch(r"[0-9]{1,12}", image_id):  # ASCII digits only: "²" and "٩" pass isdigit()
+            shown = image_id if len(image_id) <= 40 else f"{image_id[:20]}... ({len(image_id)} characters)"
+            raise DataError(
+                f"{folder / FILES[2]}: line {number} is {shown!r}, expected a COCO image id (1 to 12 digits 0-9)"
+            )
+        if len(answer.split()) != 1:
+            raise DataError(
+                f"{folder / FILES[1]}: line {number} is {answer.strip()!r}; COCO-QA answers are one word each"
+            )
         if type_id.strip() not in {str(k) for k in range(len(QUESTION_TYPES))}:
             raise DataError(
                 f"{folder / FILES[3]}: line {number} is {type_id!r}, expected 0 (object), 1 (number), 2 (color) or 3 (location)"

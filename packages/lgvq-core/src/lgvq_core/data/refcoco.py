@@ -20,6 +20,7 @@ Images are resized to squares by default rather than cropped, so no box is cut.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,13 @@ from lgvq_core.errors import DataError
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (NaN and infinity are not coordinates)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _id(value: Any) -> bool:
+    """COCO ids are whole numbers."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_instances(path: Path) -> tuple[dict[Any, dict[str, Any]], dict[Any, dict[str, Any]]]:
@@ -49,19 +56,29 @@ def read_instances(path: Path) -> tuple[dict[Any, dict[str, Any]], dict[Any, dic
     for number, image in enumerate(data["images"]):
         if (
             not isinstance(image, dict)
+            or not _id(image.get("id"))
             or not isinstance(image.get("file_name"), str)
             or not all(_number(image.get(k)) and image[k] > 0 for k in ("width", "height"))
         ):
             raise DataError(
-                f"{path}: images[{number}] needs an 'id', a 'file_name' and a positive 'width' and 'height'"
+                f"{path}: images[{number}] needs a whole-number 'id', a 'file_name' and a positive, finite 'width' "
+                "and 'height'"
             )
         images[image.get("id")] = image
     annotations = {}
     for number, annotation in enumerate(data["annotations"]):
         box = annotation.get("bbox") if isinstance(annotation, dict) else None
-        if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(_number(v) for v in box)
+            or box[2] <= 0
+            or box[3] <= 0
+            or not _id(annotation.get("id"))
+        ):
             raise DataError(
-                f"{path}: annotations[{number}] needs an 'id' and a 'bbox' [x, y, width, height] with positive sides"
+                f"{path}: annotations[{number}] needs a whole-number 'id' and a 'bbox' [x, y, width, height] of "
+                f"finite numbers with positive sides, got id {annotation.get('id')!r} and bbox {box!r}"
             )
         annotations[annotation.get("id")] = annotation
     return images, annotations
@@ -76,6 +93,12 @@ def read_refs(path: Path) -> list[dict[str, Any]]:
     for position, ref in enumerate(refs):
         if not isinstance(ref, dict) or not all(k in ref for k in ("ann_id", "image_id", "split", "sentences")):
             raise DataError(f"{path}: ref {position} is not a dict with 'ann_id', 'image_id', 'split' and 'sentences'")
+        where = f"{path}: ref {position} (ref_id {ref.get('ref_id')!r})"
+        for key in ("ann_id", "image_id"):
+            if not _id(ref[key]):
+                raise DataError(f"{where}: {key!r} must be a whole number, got {ref[key]!r}")
+        if not isinstance(ref["split"], str):
+            raise DataError(f"{where}: 'split' must be one name such as 'train' or 'testA', got {ref['split']!r}")
         sentences = ref["sentences"]
         if not isinstance(sentences, list) or not all(
             isinstance(s, dict) and isinstance(s.get("sent", s.get("raw")), str) for s in sentences
