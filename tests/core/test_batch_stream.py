@@ -54,7 +54,9 @@ def test_skipped_batches_are_passed_over_and_reported():
 def test_an_epoch_without_a_readable_item_is_an_error_naming_what_to_do():
     data = Unreadable(8, readable=set())
     stream, _ = stream_over(data)
-    with pytest.raises(DataError, match="in 4 batches in a row .*8 unreadable item\\(s\\) of 8.*skip_bad_items = false"):
+    with pytest.raises(
+        DataError, match="in 4 batches in a row .*8 unreadable item\\(s\\) of 8.*skip_bad_items = false"
+    ):
         stream.next()
     assert data.reads == 8  # one epoch, then the error
 

@@ -84,3 +84,31 @@ def test_a_run_name_or_device_is_matched_whole(tmp_path, capsys, key, value, exp
     assert capsys.readouterr().err.splitlines()[0].startswith(expected)
     assert main(["run", str(path)]) == 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_check_finds_a_missing_data_folder_as_run_would(tmp_path, capsys):
+    path = write_run_file(tmp_path)
+    data = tomli.loads(path.read_text())
+    data["data"] = {"type": "image-text-folder", "root": str(tmp_path / "nowhere"), "val_fraction": 0.5}
+    path.write_text(dumps_toml(data))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.splitlines()[0]
+        == f"$.data.root: no such folder: {tmp_path / 'nowhere'}; set data.root to the dataset's folder"
+    )
+    assert main(["run", str(path)]) != 0 and not (tmp_path / "runs").exists()
+
+
+def test_check_warns_of_a_cuda_device_on_a_machine_without_one(tmp_path, capsys, monkeypatch):
+    import torch
+
+    path = write_run_file(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["check", str(path), "--set", "run.device=cuda:3"]) == 0  # a file for a GPU machine is fine
+    assert 'warning: $.run.device: "cuda:3" but this machine has no CUDA device' in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert main(["check", str(path), "--set", "run.device=cuda:3"]) == 2
+    err = capsys.readouterr().err
+    assert '$.run.device: "cuda:3" but this machine has 2 CUDA device(s) (cuda:0 to cuda:1)' in err

@@ -131,6 +131,21 @@ def test_a_cache_file_with_codes_out_of_range_is_said_moved_aside_and_encoded_ag
     assert int(load_file(str(path))["indices"].max()) < 32 and path.with_name(path.name + ".bad").is_file()
 
 
+def test_check_names_a_tokenizer_resolved_toml_whose_model_is_not_a_table(tmp_path, tokenizer_run, capsys):
+    import shutil
+
+    from lgvq_core.cli import main
+
+    copy = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_run, copy)
+    resolved = tomli.loads((copy / "resolved.toml").read_text())
+    resolved["model"] = 5
+    (copy / "resolved.toml").write_text(dumps_toml(resolved))
+    assert main(["check", str(downstream_file(tmp_path, copy))]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy / 'resolved.toml'}: [model] is int 5, not a table" in err and "Traceback" not in err
+
+
 def test_a_downstream_run_resumes_exactly(tmp_path, tokenizer_run):
     straight = train(load_run_file(downstream_file(tmp_path, tokenizer_run, name="straight")))
     expected = train_records(straight.run_dir)

@@ -133,10 +133,44 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{args.file}: {len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
         return EXIT_CONFIG
-    for warning in loaded.warnings:
+    errors, warnings = machine_problems(loaded.config)
+    for warning in [*loaded.warnings, *warnings]:
         print(str(warning), file=sys.stderr)
+    if errors:
+        for problem in errors:
+            print(problem, file=sys.stderr)
+        print(f"{args.file}: {len(errors)} problem(s) on this machine; nothing was run", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{args.file}: ok")
     return 0
+
+
+def machine_problems(config) -> tuple[list[str], list[str]]:
+    """What ``lgvq run`` would refuse on this machine that the file alone does not show: a data folder
+    that is missing, a CUDA device that is not there. ``(errors, warnings)``; no CUDA at all is a
+    warning (the file may be meant for another machine)."""
+    from pathlib import Path
+
+    errors, warnings = [], []
+    data = getattr(getattr(config, "data", None), "config", None)
+    root = getattr(data, "root", None)
+    if isinstance(root, str) and root and not Path(root).expanduser().is_dir():
+        errors.append(f"$.data.root: no such folder: {root}; set data.root to the dataset's folder")
+    device = config.run.device
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            warnings.append(
+                f'warning: $.run.device: "{device}" but this machine has no CUDA device; `lgvq run` here would stop '
+                '(fine for a file meant for a GPU machine; use device = "cpu" to run it here)'
+            )
+        elif ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            errors.append(
+                f'$.run.device: "{device}" but this machine has {torch.cuda.device_count()} CUDA device(s) '
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    return errors, warnings
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -71,6 +71,19 @@ def tokenizer_run_file(
             None,
             [Problem(where, f"{run_dir} is not a tokenizer run (its run file has no [model])")],
         )
+    for section in ("model", "data", "text_encoder", "run", "train"):
+        if section in parsed and not isinstance(parsed[section], dict):
+            return (
+                run_dir,
+                None,
+                [
+                    Problem(
+                        where,
+                        f"{resolved}: [{section}] is {type(parsed[section]).__name__} {parsed[section]!r}, not a "
+                        "table; it is not the run file `lgvq run` wrote",
+                    )
+                ],
+            )
     return run_dir, parsed, []
 
 
