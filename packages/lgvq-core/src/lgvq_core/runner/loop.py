@@ -48,10 +48,22 @@ class SignalGuard:
     def _handle(self, signum, frame) -> None:
         self.received += 1
         if self.received > 1 and signum == signal.SIGINT:
+            record = None
+            if self.run.run_dir is not None:  # the pointer only: no hashing while the user waits
+                record, _ = ckpt._read_pointer(self.run.run_dir / "checkpoints", "last")
+            self.run.log(
+                "second SIGINT: stopping without saving a new checkpoint; "
+                + (
+                    f"checkpoints/last still names the one saved earlier ({record['dir']})"
+                    if record
+                    else "no checkpoint was saved yet"
+                )
+            )
             raise KeyboardInterrupt
         self.run.request_stop("signal")
         self.run.stop_signal = signum
-        self.run.log(f"received {signal.Signals(signum).name}: saving checkpoints/last and stopping")
+        again = " (a second SIGINT stops without saving it)" if signum == signal.SIGINT else ""
+        self.run.log(f"received {signal.Signals(signum).name}: saving checkpoints/last and stopping{again}")
 
     def __enter__(self) -> SignalGuard:
         for signum in (signal.SIGINT, signal.SIGTERM):
