@@ -277,6 +277,12 @@ def test_skip_bad_items_reports_what_was_skipped(tmp_path):
     strict = _cli("run", str(path), "--set", "train.skip_bad_items=false", cwd=tmp_path)
     assert strict.returncode == 1
     assert "3.png" in strict.stderr
+    # a bad validation image is named too, not dropped from the metrics without a word
+    (root / "img" / "0.png").write_bytes(b"not an image either")
+    (root / "val.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n")
+    out = _cli("run", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped 1 unreadable item(s) of the validation split" in out.stdout and "0.png" in out.stdout
 
 
 def test_a_training_split_with_no_readable_item_stops_with_an_error_not_a_loop(tmp_path):

@@ -88,6 +88,8 @@ class RunContext:
     extra_metrics: dict[str, float] = field(default_factory=dict)
     last_output_stats: dict[str, torch.Tensor] = field(default_factory=dict)
     skipped_items: list[tuple[int, str]] = field(default_factory=list)
+    #: Whether the unreadable validation items were listed (once; later validations give the count).
+    validation_skips_listed: bool = False
     overrides: list[str] = field(default_factory=list)
     #: Trainable tokenizer + alignment parameters (what the generator optimizer and clipping see).
     generator_parameters: list[nn.Parameter] = field(default_factory=list)

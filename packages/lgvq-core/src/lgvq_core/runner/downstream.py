@@ -277,10 +277,14 @@ def validate_downstream(run: RunContext, loader) -> dict[str, float]:
     generator = torch.Generator(device=run.device).manual_seed(run.config.run.seed)
     sums: dict[str, torch.Tensor] = {}
     count = torch.zeros((), dtype=torch.float64, device=run.device)
+    from lgvq_core.runner.validation import report_validation_skips
+
     limit = run.config.train.val_batches
+    skipped: list[tuple[int, str]] = []
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
+        skipped.extend(batch.get("skipped", []))
         if not batch["index"]:
             continue
         batch = to_device(batch, run.device)
@@ -292,6 +296,7 @@ def validate_downstream(run: RunContext, loader) -> dict[str, float]:
             sums[name] = sums[name] + value if name in sums else value
         count += n
     run.model.train()
+    report_validation_skips(run, skipped)
     names = sorted(sums)
     if run.dist.enabled:
         import torch.distributed as dist

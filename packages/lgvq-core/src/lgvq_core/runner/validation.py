@@ -30,9 +30,11 @@ def validate(run: RunContext, loader: DataLoader) -> dict[str, float]:
     codebook_size = run.model.quantizer.codebook_size
     code_counts = torch.zeros(codebook_size, dtype=torch.float64, device=run.device)
     limit = run.config.train.val_batches
+    skipped: list[tuple[int, str]] = []
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
+        skipped.extend(batch.get("skipped", []))
         if batch["image"] is None:
             continue
         images = batch["image"].to(run.device)
@@ -48,6 +50,7 @@ def validate(run: RunContext, loader: DataLoader) -> dict[str, float]:
         count += n
         code_counts += torch.bincount(output.indices.flatten(), minlength=codebook_size)[:codebook_size].double()
     run.model.train()
+    report_validation_skips(run, skipped)
     names = sorted(sums)
     if run.dist.enabled:
         import torch.distributed as dist
@@ -66,6 +69,27 @@ def validate(run: RunContext, loader: DataLoader) -> dict[str, float]:
     metrics["codebook_usage"] = usage["usage"]
     metrics["perplexity"] = usage["perplexity"]
     return metrics
+
+
+def report_validation_skips(run: RunContext, skipped: list[tuple[int, str]]) -> None:
+    """Say which validation items were skipped as unreadable (``train.skip_bad_items``): every item
+    the first time, the count on later validations."""
+    if not skipped:
+        return
+    first = not run.validation_skips_listed
+    run.validation_skips_listed = True
+    items = sorted({index for index, _ in skipped})
+    run.log(
+        f"validation @ step {run.step}: skipped {len(items)} unreadable item(s) of the validation split "
+        "(train.skip_bad_items = true); its metrics cover the others"
+        + ("" if first else " (listed at the first validation)")
+    )
+    if first:
+        messages = dict(skipped)
+        for index in items[:20]:
+            run.log(f"  item {index}: {messages[index]}")
+        if len(items) > 20:
+            run.log(f"  ... and {len(items) - 20} more")
 
 
 def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, progress) -> dict[str, float]:
