@@ -98,6 +98,25 @@ def test_lgvq_run_prints_the_plugins_that_failed_to_load(tmp_path, fixture_plugi
     assert [f["name"] for f in failed] == ["broken"]
 
 
+@pytest.mark.parametrize("command", [["check", "RUN_FILE"], ["schema", "run"], ["eval", "RUN_FILE"]])
+def test_every_command_that_loads_plugins_names_the_one_that_failed(tmp_path, fixture_plugin, monkeypatch, command):
+    fixture_plugin("broken")
+    monkeypatch.setenv("LGVQ_TEST_BROKEN_EXIT", "4")
+    path = tiny_run_file(tmp_path, alignment=False, max_steps=1)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LGVQ_STRICT_PLUGINS": "0"}
+    args = [str(path) if part == "RUN_FILE" else part for part in command]
+    out = subprocess.run(
+        [sys.executable, "-m", "lgvq_core.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = "warning: plugin 'broken' (lgvq-test-broken 0.0.1) failed: SystemExit: the plugin called sys.exit(4)"
+    assert sum(line in row for row in out.stderr.splitlines()) == 1, out.stderr  # once, whatever the outcome
+
+
 # ---------------------------------------------------------------------------------------------
 # the NaN guard
 # ---------------------------------------------------------------------------------------------

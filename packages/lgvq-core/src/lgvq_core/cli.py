@@ -372,7 +372,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that report plugins that failed to load themselves (the others get one line each from _dispatch).
+REPORT_PLUGIN_FAILURES = {"run", "plugins", "list", "version"}
+
+
+def _note_plugin_failures(command: str) -> None:
+    """The same line as ``lgvq run`` for every plugin that failed to load, on every other command."""
+    if command in REPORT_PLUGIN_FAILURES or _torchrun_worker():
+        return
+    try:
+        failures = _registry().failures  # already loaded by nearly every command
+    except Exception:  # noqa: BLE001 - a strict plugin load failed: the command reported that error
+        return
+    for failure in failures:
+        print(f"warning: {failure.describe()}; its components are unavailable (see `lgvq plugins`)", file=sys.stderr)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    try:
+        return _dispatch_command(args)
+    finally:
+        _note_plugin_failures(args.command)
+
+
+def _dispatch_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
