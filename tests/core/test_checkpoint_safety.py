@@ -318,3 +318,14 @@ def test_a_checkpoint_folder_swapped_behind_its_pointer_is_not_used(tmp_path):
     messages: list[str] = []
     assert _loaded_step(tmp_path, "last", messages) == 1  # the content of step 1, wherever it lies
     assert "does not match the SHA-256 its pointer recorded" in messages[0]
+
+
+def test_weights_of_another_shape_are_one_line_naming_the_tensor_and_both_shapes(tmp_path):
+    module = torch.nn.Linear(2, 3)
+    tensors = {"tokenizer.weight": torch.zeros(4, 2), "tokenizer.bias": torch.zeros(4)}
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_module(module, tensors, "tokenizer", tmp_path / "step-1")
+    message = str(info.value)
+    assert "\n" not in message and "weight: (4, 2) in the checkpoint, (3, 2) in the model" in message
+    assert "bias: (4,) in the checkpoint, (3,) in the model" in message
+    assert "was the [model] section changed" in message

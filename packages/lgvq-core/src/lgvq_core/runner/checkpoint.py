@@ -541,12 +541,25 @@ def load_module(
     """Load ``prefix.*`` weights (and extra states, see :func:`extra_states`) into ``module`` strictly,
     with an error naming the mismatch."""
     own = {**split_tensors(tensors, prefix), **split_tensors(extra or {}, prefix)}
+    expected = module.state_dict()
+    shapes = [
+        f"{name}: {tuple(value.shape)} in the checkpoint, {tuple(expected[name].shape)} in the model"
+        for name, value in own.items()
+        if name in expected and isinstance(value, torch.Tensor) and value.shape != expected[name].shape
+    ]
+    if shapes:
+        raise CheckpointError(
+            f"{source}: the {prefix} weights do not fit the model built from the run file ({'; '.join(shapes[:3])}"
+            f"{'; ...' if len(shapes) > 3 else ''}); was the [model] section changed since the checkpoint was "
+            "written?"
+        )
     try:
         result = module.load_state_dict(own, strict=False)
     except RuntimeError as exc:
+        reason = " ".join(str(exc).split())  # one line
         raise CheckpointError(
-            f"{source}: the {prefix} weights do not fit the model built from the run file ({exc}). "
-            "Was the [model] section changed since the checkpoint was written?"
+            f"{source}: the {prefix} weights do not fit the model built from the run file ({reason}); "
+            "was the [model] section changed since the checkpoint was written?"
         ) from None
     missing = [k for k in result.missing_keys]
     unexpected = list(result.unexpected_keys)
@@ -554,6 +567,6 @@ def load_module(
         raise CheckpointError(
             f"{source}: the {prefix} weights do not match the model built from the run file "
             f"(missing: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
-            f"unexpected: {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}). "
-            "Was the [model] section changed since the checkpoint was written?"
+            f"unexpected: {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}); "
+            "was the [model] section changed since the checkpoint was written?"
         )
