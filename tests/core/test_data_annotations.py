@@ -642,3 +642,12 @@ def test_coco_qa_image_name_pattern_is_checked(tmp_path):
     for pattern in ("COCO_{idx}.jpg", "../{id}.jpg", "fixed.jpg"):
         with pytest.raises(ConfigError, match=r"train_image_name: must be a file name"):
             dataset({"type": "coco-qa", "root": str(root), "train_image_name": pattern})
+
+
+def test_config_classes_declare_the_label_classes_their_maps_have():
+    from lgvq_core.data.celebamask import CLASSES
+    from lgvq_core.data.config import CelebAMaskHQConfig, ShapesConfig
+    from lgvq_core.data.shapes_scene import SEGMENTATION_CLASSES
+
+    assert ShapesConfig.segmentation_classes == len(SEGMENTATION_CLASSES)
+    assert CelebAMaskHQConfig.segmentation_classes == len(CLASSES) == 19

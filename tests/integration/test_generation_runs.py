@@ -72,6 +72,15 @@ def test_more_sampling_steps_than_diffusion_steps_is_a_check_error(tmp_path, tok
     assert "$.downstream.sample_steps: must be between 1 and steps (T = 10), got 25" in info.value.problems
 
 
+def test_a_semantic_grid_with_fewer_tokens_than_label_classes_is_refused_by_check(tmp_path, tokenizer_run):
+    path = downstream_file(tmp_path, tokenizer_run, downstream={**GPT, "condition": "semantic", "condition_vocab": 4})
+    with pytest.raises(ConfigError) as info:
+        load_run_file(path)
+    assert "$.downstream.condition_vocab: 4 condition tokens for label maps of 6 classes; set it to 6" in (
+        info.value.problems
+    )
+
+
 def test_a_semantic_condition_on_a_dataset_without_label_maps_is_refused_by_check(tmp_path, tokenizer_run):
     folder = tmp_path / "images"
     folder.mkdir()

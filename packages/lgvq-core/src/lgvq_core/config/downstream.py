@@ -246,6 +246,9 @@ def downstream_cross_check(run) -> list[Problem]:
                 'condition = "semantic" with semantic_source = "vq")',
             )
         )
+    data_problems = getattr(model, "data_problems", None)  # what the model needs of this data, declared by it
+    if callable(data_problems):
+        problems += [Problem(path, message) for path, message in data_problems(run.data.config)]
     needed = getattr(model, "annotations", None)
     have = getattr(type(run.data.config), "annotation_kinds", frozenset())
     for kind in sorted(needed() if callable(needed) else ()):

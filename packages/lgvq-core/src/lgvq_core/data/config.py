@@ -101,6 +101,8 @@ class ShapesConfig:
     """Procedural images of 1-3 coloured shapes with templated captions and ground truth."""
 
     annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation", "questions", "referring", "attributes"})
+    #: Label classes of the segmentation maps: background and the five shape kinds.
+    segmentation_classes: ClassVar[int] = 6
 
     image_size: int = option(64, "Side of the generated square images.", image_side)
     num_train: int = option(2000, "Images in the train split.", positive)
@@ -305,6 +307,8 @@ class CelebAMaskHQConfig(ReadsFromDisk):
     """CelebAMask-HQ faces with their 19-class part masks, and captions from MM-CelebA-HQ."""
 
     annotation_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})
+    #: Label classes of the part masks: background and 18 parts.
+    segmentation_classes: ClassVar[int] = 19
 
     root: str = _root()
     images_dir: str = _relative_path("CelebA-HQ-img", "Folder of the images <id><image_ext>")

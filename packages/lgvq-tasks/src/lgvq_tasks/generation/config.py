@@ -8,7 +8,7 @@ unconditional prior.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -136,6 +136,24 @@ class CodeGPTConfig:
     def uses_condition_tokenizer(self) -> bool:
         """Semantic ``vq`` reads the codes a ``[condition_tokenizer]`` gives each label map."""
         return self.condition == "semantic" and self.semantic_source == "vq"
+
+    def data_problems(self, data: Any) -> list[tuple[str, str]]:
+        """``lgvq check``: semantic ``grid`` needs a token per label class of the dataset's maps."""
+        classes = getattr(type(data), "segmentation_classes", None)
+        if (
+            self.condition != "semantic"
+            or self.semantic_source != "grid"
+            or self.condition_vocab is None
+            or not isinstance(classes, int)
+            or self.condition_vocab >= classes
+        ):
+            return []
+        return [
+            (
+                "$.downstream.condition_vocab",
+                f"{self.condition_vocab} condition tokens for label maps of {classes} classes; set it to {classes}",
+            )
+        ]
 
     @classmethod
     def paper(cls, **overrides: object) -> CodeGPTConfig:
