@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("run", help="train a tokenizer from a run file")
+    p = sub.add_parser("run", help="train a tokenizer, or a model on a tokenizer's frozen codes, from a run file")
     p.add_argument("file", nargs="?", help="run file (TOML); optional with --resume")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last")

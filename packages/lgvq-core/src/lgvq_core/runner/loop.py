@@ -9,7 +9,9 @@ error. Finally the run file's ``[[tasks]]`` evaluate the checkpoint ``lgvq eval`
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -219,6 +221,22 @@ def _uses_text(run: RunContext) -> bool:
     return needs_text(run)
 
 
+def quiet_third_party_bars(progress: str) -> None:
+    """Without lgvq's own bar (``progress = "log"`` or ``"off"``, or ``"auto"`` off a terminal), the
+    loading bars of libraries the plugins use (Hugging Face hub and transformers) stay off too: a log
+    holds lines, not redrawn bars."""
+    if progress == "bar" or (progress == "auto" and sys.stderr.isatty()):
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by the hub and transformers on import
+    for name, call in (
+        ("huggingface_hub.utils", "disable_progress_bars"),
+        ("transformers.utils.logging", "disable_progress_bar"),
+    ):
+        module = sys.modules.get(name)
+        if module is not None and callable(getattr(module, call, None)):
+            getattr(module, call)()  # already imported: switch off at run time
+
+
 def train(
     loaded: LoadedRunFile,
     source_text: str = "",
@@ -228,6 +246,7 @@ def train(
     """Train from a validated run file; with ``resume_dir``, continue that run from ``last``."""
     config = loaded.config
     torch.manual_seed(config.run.seed)
+    quiet_third_party_bars(config.run.progress)
     run = build_run(loaded, overrides)
     callbacks: list[Any] = []
     try:

@@ -98,7 +98,10 @@ def describe_result(result: RunResult) -> str:
         f"final losses: {terms}",
     ]
     if result.val_metrics:
-        shown = " ".join(f"{k} {v:.4g}" for k, v in result.val_metrics.items() if k in SHOWN and k != "loss")
+        picked = [k for k in result.val_metrics if k in SHOWN and k != "loss"]
+        if not picked:  # a downstream model's own terms: all of them, its loss first
+            picked = sorted(result.val_metrics, key=lambda k: (k != "loss", k))[:8]
+        shown = " ".join(f"{k} {result.val_metrics[k]:.4g}" for k in picked)
         lines.append(f"validation: {shown}")
     lines.append(f"run directory: {result.run_dir}")
     return "\n".join(lines)
