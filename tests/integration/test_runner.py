@@ -253,6 +253,23 @@ def test_sigterm_saves_last_and_resume_continues(tmp_path):
     assert max(train_records(run_dir)) == stopped_at + 2
 
 
+def test_best_at_the_last_step_is_also_last_one_folder_not_two_copies(tmp_path):
+    # one validation, at the last step: it improves on nothing, so best is saved there
+    result = train(load_run_file(tiny_run_file(tmp_path, alignment=False, val_every=4, max_steps=4)))
+    folder = result.run_dir / "checkpoints"
+    best = json.loads((folder / "best.json").read_text())
+    last = json.loads((folder / "last.json").read_text())
+    assert best["step"] == last["step"] == 4 and last["dir"] == best["dir"]
+    assert len([p for p in folder.iterdir() if p.name.startswith("step-0000004")]) == 1
+    # and the shared folder resumes exactly like a folder of its own
+    resumed = train(
+        load_run_file(result.run_dir / "resolved.toml", overrides=["train.max_steps=6"]), resume_dir=result.run_dir
+    )
+    straight = train(load_run_file(tiny_run_file(tmp_path, "straight", alignment=False, val_every=4, max_steps=6)))
+    got, expected = train_records(resumed.run_dir), train_records(straight.run_dir)
+    assert [got[s]["loss"] for s in (5, 6)] == [expected[s]["loss"] for s in (5, 6)]
+
+
 def test_skip_bad_items_reports_what_was_skipped(tmp_path):
     from PIL import Image
 

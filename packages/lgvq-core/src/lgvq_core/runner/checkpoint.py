@@ -294,6 +294,24 @@ def promote_pending(checkpoint_dir: Path, pointers: tuple[str, ...] = ("last",))
     return checkpoint_dir / record["dir"]
 
 
+def share_pointer(checkpoint_dir: Path, source: str, pointers: tuple[str, ...]) -> Path | None:
+    """Point ``pointers`` at the checkpoint ``source`` names (one folder, no second copy); returns it."""
+    record, _ = _read_pointer(checkpoint_dir, source)
+    if record is None:
+        return None
+    try:
+        for pointer in pointers:
+            if pointer == "last":
+                _keep_previous(checkpoint_dir, record["dir"])
+            write_json_atomic(checkpoint_dir / f"{pointer}.json", record)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(checkpoint_dir / "last.json", last_complete_checkpoint(checkpoint_dir)) from None
+        raise
+    prune_checkpoints(checkpoint_dir)
+    return checkpoint_dir / record["dir"]
+
+
 def pointer_step(checkpoint_dir: Path, pointer: str) -> int | None:
     """The step a pointer (``last``, ``best``, ``pending``) names (``None``: no usable pointer)."""
     record, _ = _read_pointer(checkpoint_dir, pointer)

@@ -84,6 +84,8 @@ class RunContext:
     stop_signal: int | None = None
     #: Best value of ``train.best_metric`` so far (lower is better).
     best_value: float = math.inf
+    #: The step at which this process last saved ``best`` (its weights and state are the run's at that step).
+    best_saved_step: int | None = None
     #: Callbacks may add numbers here; they are logged with the next metrics line.
     extra_metrics: dict[str, float] = field(default_factory=dict)
     last_output_stats: dict[str, torch.Tensor] = field(default_factory=dict)

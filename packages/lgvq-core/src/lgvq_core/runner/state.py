@@ -76,7 +76,8 @@ def save_final(run: RunContext, probe: torch.Tensor | dict | None) -> None:
     """``last`` at the end of a run (or on a stop request), from weights probed on ``probe``
     (validation images, or a downstream run's validation items).
 
-    A pending checkpoint of this very step is promoted instead of written again.
+    A pending checkpoint of this very step is promoted instead of written again, and ``best`` saved at
+    this very step becomes ``last`` too: one folder, two pointers.
     """
     if not run.is_main:
         return
@@ -85,8 +86,12 @@ def save_final(run: RunContext, probe: torch.Tensor | dict | None) -> None:
     if ckpt.pending_step(folder) == run.step:
         ckpt.promote_pending(folder)
         return
-    if ckpt.pointer_step(folder, "last") != run.step:
-        save(run, ["last"])
+    if ckpt.pointer_step(folder, "last") == run.step:
+        return
+    if run.best_saved_step == run.step and ckpt.pointer_step(folder, "best") == run.step:
+        ckpt.share_pointer(folder, "best", ("last",))  # best was saved from these very weights and state
+        return
+    save(run, ["last"])
 
 
 def restore(run: RunContext, run_dir: Path) -> None:

@@ -117,6 +117,7 @@ def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, 
         guard.check_parameters(run)
         run.best_value = value
         save(run, ["best"], metrics)
+        run.best_saved_step = run.step
     elif value is None and metrics:
         progress.write(f"warning: train.best_metric {key!r} is not a validation metric ({', '.join(metrics)})")
     return metrics
