@@ -55,6 +55,9 @@ def test_vqa_trains_on_one_item_per_question_starting_from_a_captioning_run(tmp_
     assert metrics["questions"] > 8  # several questions per validation image
     assert set(metrics["per_type"]) <= {"object", "number", "color", "location"}
     assert 0 <= metrics["accuracy"] <= 1
+    blind = metrics["question_only"]  # the answer prior counted on the run's training questions
+    assert blind["questions"] == metrics["questions"] and set(blind["per_type"]) == set(metrics["per_type"])
+    assert 0 < blind["accuracy"] <= 1
 
 
 def test_grounding_trains_on_referring_expressions_and_is_scored(tmp_path, tokenizer_run):

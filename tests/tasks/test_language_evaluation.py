@@ -8,7 +8,13 @@ from language_doubles import CAPTIONS, distinct_codes, fit, frozen_tokenizer
 
 from lgvq_tasks.language.captioning import CaptioningModel
 from lgvq_tasks.language.config import CaptioningConfig, GroundingConfig, LanguageModelConfig, VQAConfig
-from lgvq_tasks.language.evaluation import evaluate_captioning, evaluate_grounding, evaluate_vqa, shuffled_codes
+from lgvq_tasks.language.evaluation import (
+    QuestionOnly,
+    evaluate_captioning,
+    evaluate_grounding,
+    evaluate_vqa,
+    shuffled_codes,
+)
 from lgvq_tasks.language.grounding import GroundingModel
 from lgvq_tasks.language.vocabulary import AnswerVocabulary, WordVocabulary
 from lgvq_tasks.language.vqa import VQAModel
@@ -114,3 +120,42 @@ def test_grounding_scores_the_shuffled_control_when_the_batches_carry_it():
     result = evaluate_grounding(model, [{**batch, "shuffled_codes": codes.flip(0)}])
     assert result["acc@0.5"] == 1.0 and result["shuffled_images"]["acc@0.5"] == 0.0  # the box follows the image
     assert "shuffled_images" not in evaluate_grounding(model, [batch])
+
+
+def test_the_question_only_baseline_answers_with_the_most_frequent_training_answer():
+    training = [
+        ("What colour is the circle?", "red", "color"),
+        ("what colour is the circle", "red", "color"),
+        ("what colour is the circle?", "blue", "color"),
+        ("what colour is the square?", "green", "color"),
+        ("what colour is the square?", "blue", "color"),  # a tie: the alphabetically first answer
+        ("how many shapes are there?", "two", "number"),
+        ("how many circles are there?", "one", "number"),
+        ("how many circles are there?", "one", "number"),
+        ("how many squares are there?", "one", "number"),
+    ]
+    blind = QuestionOnly(training)
+    assert blind("what  colour is the CIRCLE?", "color") == "red"  # same words up to case, spaces and punctuation
+    assert blind("what colour is the square?", "color") == "blue"
+    assert blind("what colour is the star?", "color") == "blue"  # never seen: its type's answer (blue 2, red 2)
+    assert blind("where is the star?", "location") == "one"  # unknown type: the overall answer (one 3, blue 2, red 2)
+    with pytest.raises(ValueError, match="training questions"):
+        QuestionOnly([])
+
+
+def test_vqa_evaluation_scores_the_question_only_baseline_beside_the_model(tmp_path):
+    tokenizer = frozen_tokenizer()
+    colours = ["red", "blue", "green", "yellow"]
+    vocabulary = WordVocabulary.from_texts(["what colour"])
+    model = VQAModel(VQAConfig(language_model=LM), tokenizer, AnswerVocabulary(colours), vocabulary)
+    codes = distinct_codes(4, tokenizer)
+    batch = {"codes": codes, "question": ["what colour"] * 4, "answer": colours, "question_type": ["color"] * 4}
+    fit(model, batch, steps=80)
+    blind = QuestionOnly(
+        [("what colour", "red", "color"), ("what colour", "red", "color"), ("what colour", "blue", "color")]
+    )
+    result = evaluate_vqa(model, [batch], wordnet=tmp_path / "none", question_only=blind)
+    assert result["accuracy"] == 1.0
+    assert result["question_only"]["accuracy"] == 0.25  # "red" to every question: right once in four
+    assert result["question_only"]["per_type"]["color"]["questions"] == 4
+    assert "question_only" not in evaluate_vqa(model, [batch], wordnet=tmp_path / "none")

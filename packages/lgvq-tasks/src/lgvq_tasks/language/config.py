@@ -176,4 +176,9 @@ class LanguageScoresConfig:
         "images, so no question, caption or expression meets its own image): does the model use the image at all?",
     )
     seed: int = option(0, "Seed of the shuffled control.")
+    question_only: bool = option(
+        True,
+        "VQA: also score the question-only (blind) baseline: the most frequent training answer to the same question "
+        "(of its type for a question never seen). The answer prior a model scores without reading the image.",
+    )
     meteor: bool = option(True, "Captions: METEOR too, where Java is installed (reported absent otherwise).")

@@ -13,6 +13,8 @@ image drops to chance there; one that answers from the text alone does not.
 
 from __future__ import annotations
 
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -90,27 +92,77 @@ def evaluate_captioning(
     return result
 
 
+class QuestionOnly:
+    """The blind baseline of VQA: an answer from the question alone, learnt by counting training answers.
+
+    A question is answered with the most frequent training answer to the same question text; a
+    question never seen in training, with the most frequent answer of its question type, then of
+    all questions. Ties go to the alphabetically first answer. For templated questions this is the
+    best any model can do without the image, so it is the floor a VQA model must rise above.
+    """
+
+    def __init__(self, examples: Iterable[tuple[str, str, str]]) -> None:
+        by_text: dict[str, Counter] = defaultdict(Counter)
+        by_type: dict[str, Counter] = defaultdict(Counter)
+        overall: Counter = Counter()
+        for text, answer, kind in examples:
+            by_text[self.key(text)][answer] += 1
+            by_type[kind][answer] += 1
+            overall[answer] += 1
+        if not overall:
+            raise ValueError("the question-only baseline needs training questions; the training split has none")
+        self.by_text = {text: self.most_frequent(counts) for text, counts in by_text.items()}
+        self.by_type = {kind: self.most_frequent(counts) for kind, counts in by_type.items()}
+        self.overall = self.most_frequent(overall)
+
+    @staticmethod
+    def key(text: str) -> str:
+        """The question as words: lower case, punctuation and repeated spaces dropped."""
+        return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+    @staticmethod
+    def most_frequent(counts: Counter) -> str:
+        return min(counts, key=lambda answer: (-counts[answer], answer))
+
+    def __call__(self, question: str, kind: str) -> str:
+        found = self.by_text.get(self.key(question))
+        return found if found is not None else self.by_type.get(kind, self.overall)
+
+
 @torch.no_grad()
 def evaluate_vqa(
-    model: VQAModel, batches: Iterable[dict], wordnet: Any = None, shuffled_control: bool = True, seed: int = 0
+    model: VQAModel,
+    batches: Iterable[dict],
+    wordnet: Any = None,
+    shuffled_control: bool = True,
+    seed: int = 0,
+    question_only: QuestionOnly | None = None,
 ) -> dict[str, Any]:
-    """Accuracy and WUPS overall and per question type (and with shuffled codes, the control)."""
+    """Accuracy and WUPS overall and per question type (and with shuffled codes, the control).
+
+    ``question_only``: also score the blind baseline's answers (:class:`QuestionOnly`) as ``question_only``.
+    """
     generator = torch.Generator().manual_seed(seed)
-    predicted, control, truth, types = [], [], [], []
+    predicted, control, truth, types, blind = [], [], [], [], []
     for batch in batches:
         codes = batch["codes"]
         questions = texts_of(batch, "question", codes.shape[0])
         truth += texts_of(batch, "answer", codes.shape[0])
-        types += texts_of(batch, "question_type", codes.shape[0])
+        kinds = texts_of(batch, "question_type", codes.shape[0])
+        types += kinds
         predicted += model.predict(codes, questions)
         if shuffled_control:
             control += model.predict(control_codes(batch, generator), questions)
+        if question_only is not None:
+            blind += [question_only(q, k) for q, k in zip(questions, kinds, strict=True)]
     if not truth:
         raise ValueError("no questions to answer: the evaluation split is empty")
     thresholds = model.config.wups_thresholds
     result = vqa_scores(predicted, truth, types, wordnet, thresholds)
     if shuffled_control:
         result["shuffled_images"] = vqa_scores(control, truth, types, wordnet, thresholds)
+    if question_only is not None:
+        result["question_only"] = vqa_scores(blind, truth, types, wordnet, thresholds)
     return result
 
 

@@ -39,6 +39,21 @@ def validation_batches(
             yield model_inputs(run, to_device(batch, run.device))
 
 
+def training_answers(data: Any):
+    """The question-only baseline (:class:`~lgvq_tasks.language.evaluation.QuestionOnly`) of a question split.
+
+    Counts the answers of every readable training question as annotated (not mirrored); None when
+    the split holds no questions (a dataset other than a question split: nothing to count).
+    """
+    from lgvq_tasks.language.evaluation import QuestionOnly
+
+    pairs = getattr(data, "pairs", None)
+    if not pairs or getattr(data, "unit", None) != "question":
+        return None
+    read = data.images.questions
+    return QuestionOnly((q.text, q.answer, q.type) for q in (read(image)[j] for image, j in pairs))
+
+
 class CaptionScores:
     name = "caption-scores"
 
@@ -74,8 +89,13 @@ class VQAScores:
 
         control = self.config.seed if self.config.shuffled_control else None
         batches = validation_batches(model, VQAModel, self.name, self.config.batch_size, control)
+        blind = training_answers(model.downstream_run.train_data) if self.config.question_only else None
         result = evaluate_vqa(
-            model.downstream_run.model, batches, shuffled_control=self.config.shuffled_control, seed=self.config.seed
+            model.downstream_run.model,
+            batches,
+            shuffled_control=self.config.shuffled_control,
+            seed=self.config.seed,
+            question_only=blind,
         )
         ranked = ["accuracy", *(f"wups@{t}" for t in model.downstream_run.model.config.wups_thresholds)]
         ranked += [f"per_type.{kind}.{name}" for kind in result.get("per_type", {}) for name in ranked[:3]]
