@@ -81,6 +81,22 @@ def test_a_score_task_refuses_a_run_of_another_model(tmp_path, tokenizer_run):
         train(load_run_file(path))
 
 
+@pytest.mark.parametrize(
+    ("model", "task", "option"),
+    [
+        ("vqa", "vqa-scores", "meteor"),
+        ("grounding", "grounding-scores", "meteor"),
+        ("grounding", "grounding-scores", "question_only"),
+    ],
+)
+def test_a_score_option_the_task_does_not_act_on_is_refused(tmp_path, tokenizer_run, model, task, option):
+    downstream = {"vqa": VQA, "grounding": GROUNDING}[model]
+    path = downstream_file(tmp_path, tokenizer_run, downstream=downstream, tasks=[{"type": task, option: False}])
+    with pytest.raises(ConfigError) as info:
+        load_run_file(path)
+    assert any(p.startswith(f"$.tasks[0].{option}: unknown key '{option}'") for p in info.value.problems), info.value
+
+
 def test_vqa_on_a_dataset_without_questions_is_refused_by_check(tmp_path, tokenizer_run):
     folder = tmp_path / "images"
     folder.mkdir()

@@ -13,19 +13,27 @@ from lgvq_tasks.config import (
     RetrievalConfig,
 )
 from lgvq_tasks.generation.config import CodeGPTConfig, TextToImageConfig
-from lgvq_tasks.language.config import CaptioningConfig, GroundingConfig, LanguageScoresConfig, VQAConfig
+from lgvq_tasks.language.config import (
+    CaptioningConfig,
+    CaptionScoresConfig,
+    GroundingConfig,
+    LanguageScoresConfig,
+    VQAConfig,
+    VQAScoresConfig,
+)
 
 TASKS: list = [
     ComponentSpec(
         name="caption-scores",
         summary="BLEU-4, ROUGE-L, CIDEr-D (METEOR with Java) of a captioning run, with a shuffled-image control",
-        config_cls=LanguageScoresConfig,
+        config_cls=CaptionScoresConfig,
         factory="lgvq_tasks.language.tasks:build_caption_scores",
     ),
     ComponentSpec(
         name="vqa-scores",
-        summary="VQA accuracy and WUPS@0.9/@0.0, overall and per question type, with a shuffled-image control",
-        config_cls=LanguageScoresConfig,
+        summary="VQA accuracy and WUPS@0.9/@0.0, overall and per question type, with a shuffled-image control "
+        "and the question-only baseline",
+        config_cls=VQAScoresConfig,
         factory="lgvq_tasks.language.tasks:build_vqa_scores",
     ),
     ComponentSpec(

@@ -167,7 +167,7 @@ class GroundingConfig:
 
 @attrs.define
 class LanguageScoresConfig:
-    """Scores of a language downstream model on the validation split."""
+    """Scores of a language downstream model on the validation split (grounding-scores' options)."""
 
     batch_size: int = option(32, "Items per batch.", positive)
     shuffled_control: bool = option(
@@ -176,9 +176,21 @@ class LanguageScoresConfig:
         "images, so no question, caption or expression meets its own image): does the model use the image at all?",
     )
     seed: int = option(0, "Seed of the shuffled control.")
+
+
+@attrs.define
+class CaptionScoresConfig(LanguageScoresConfig):
+    """caption-scores: the options every language score has, and METEOR."""
+
+    meteor: bool = option(True, "METEOR too, where Java is installed (reported absent otherwise).")
+
+
+@attrs.define
+class VQAScoresConfig(LanguageScoresConfig):
+    """vqa-scores: the options every language score has, and the question-only baseline."""
+
     question_only: bool = option(
         True,
-        "VQA: also score the question-only (blind) baseline: the most frequent training answer to the same question "
+        "Also score the question-only (blind) baseline: the most frequent training answer to the same question "
         "(of its type for a question never seen). The answer prior a model scores without reading the image.",
     )
-    meteor: bool = option(True, "Captions: METEOR too, where Java is installed (reported absent otherwise).")
