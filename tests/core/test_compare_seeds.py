@@ -476,3 +476,18 @@ def test_table_mode_names_a_corrupt_task_result_and_how_to_rewrite_it(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"lgvq compare: error: {broken}: not a task result") and f"lgvq eval {dirs[0]}" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_downstream_run_shows_the_alignment_losses_of_its_tokenizer(tmp_path):
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    (tokenizer / "resolved.toml").write_text(
+        '[run]\nname = "t"\n[[alignment]]\ntype = "semantic-nce"\n[[alignment]]\ntype = "relation"\n'
+    )
+    prior = tmp_path / "prior"
+    (prior / "eval").mkdir(parents=True)
+    (prior / "eval" / "generation-fid.json").write_text(json.dumps({"metrics": {"fid": 100.0}}))
+    (prior / "resolved.toml").write_text(f'[run]\nname = "p"\n[tokenizer]\nrun_dir = "{tokenizer}"\n')
+    assert run_info(prior)["run"]["alignment"] == ["semantic-nce", "relation"]
+    (tokenizer / "resolved.toml").write_bytes(b"\xff")
+    assert run_info(prior)["run"]["alignment"] == ["? (tokenizer run unreadable)"]

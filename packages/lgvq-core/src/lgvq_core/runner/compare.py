@@ -101,6 +101,15 @@ def read_metric_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def tokenizer_alignment(tokenizer_dir: Path) -> list[str]:
+    """The alignment losses a downstream run's tokenizer was trained with (``["?"]`` when unreadable)."""
+    try:
+        config = tomli.loads((tokenizer_dir / "resolved.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError):
+        return ["? (tokenizer run unreadable)"]
+    return [a.get("type", "?") for a in config.get("alignment", []) if isinstance(a, dict)]
+
+
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """What the table needs from one evaluated run directory."""
     from lgvq_core.runner.evaluate import read_results
@@ -118,6 +127,10 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
         config = tomli.loads(resolved.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
         raise RunDirError(f"{resolved}: cannot be read ({exc}); it is not the run file `lgvq run` wrote") from None
+    alignment = [a.get("type", "?") for a in config.get("alignment", []) if isinstance(a, dict)]
+    tokenizer = config.get("tokenizer")
+    if isinstance(tokenizer, dict) and isinstance(tokenizer.get("run_dir"), str):
+        alignment = tokenizer_alignment(Path(tokenizer["run_dir"]))  # a downstream run: its tokenizer's losses
     metrics_file = run_dir / "metrics.jsonl"
     records = read_metric_lines(metrics_file) if metrics_file.is_file() else []
     val = [r for r in records if r.get("split") == "val"]
@@ -128,7 +141,7 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "run": {
             "step": max(steps) if steps else None,
-            "alignment": [a.get("type", "?") for a in config.get("alignment", [])],
+            "alignment": alignment,
             "val_rec_loss": val[-1].get("rec_loss") if val else None,
         },
         "val": val[-1] if val else {},
