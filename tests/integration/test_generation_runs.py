@@ -113,6 +113,7 @@ def test_lgvq_sample_writes_images_a_grid_and_everything_that_decided_them(tmp_p
     assert (out / "grid.png").is_file()
     record = json.loads((out / "sample.json").read_text())
     assert record["samples"] == 3 and record["seed"] == 7 and record["condition"] == "completion"
+    assert record["completion_fraction"] == 0.5 and record["batch_size"] == 16 and "captions" not in record
     assert record["sampling"] == {"temperature": 1.0, "top_k": 5, "top_p": None, "guidance_scale": 1.0}
     assert len(record["tokenizer"]["sha256"]) == 64
 

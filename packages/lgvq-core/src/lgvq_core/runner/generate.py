@@ -59,7 +59,9 @@ def check_generative(model: Any, options: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError([f"sampling options: {exc}"]) from None
 
 
-def sample_record(run: RunContext, count: int, seed: int, effective: dict[str, Any], captions=None) -> dict[str, Any]:
+def sample_record(
+    run: RunContext, count: int, seed: int, effective: dict[str, Any], captions=None, batch_size: int | None = None
+) -> dict[str, Any]:
     """What decided a set of samples: count, seed, sampling options, conditions, model, tokenizer."""
     data = run.val_data
     record = {
@@ -72,6 +74,12 @@ def sample_record(run: RunContext, count: int, seed: int, effective: dict[str, A
         "checkpoint_step": run.step,
         "tokenizer": dict(run.tokenizer_identity),
     }
+    if captions:
+        record["captions"] = list(captions)  # cycled over the samples in order
+    fraction = getattr(run.config.downstream.config, "completion_fraction", None)
+    if record["condition"] == "completion" and fraction is not None:
+        record["completion_fraction"] = fraction  # the share of each raster given, from the validation image
+    record["batch_size"] = batch_size  # with the seed, decides the draws: one generator runs through the batches
     if run.condition_tokenizer_identity:
         record["condition_tokenizer"] = dict(run.condition_tokenizer_identity)
     return record
@@ -130,7 +138,7 @@ def generate_images(
         images.append(drawn)
         if codes_out is not None:
             codes_out.append(codes)
-    return torch.cat(images), sample_record(run, count, seed, effective, captions)
+    return torch.cat(images), sample_record(run, count, seed, effective, captions, batch_size)
 
 
 def _to_image(tensor: torch.Tensor):
@@ -238,7 +246,7 @@ def sample_from_cli(args: argparse.Namespace) -> int:
     effective = check_generative(run.model, given)  # before any work
     if out_dir is None:
         out_dir = Path(args.run_dir) / "generated" / f"step-{run.step:07d}-seed-{args.seed}"
-    record = sample_record(run, args.n, args.seed, effective, args.caption)
+    record = sample_record(run, args.n, args.seed, effective, args.caption, args.batch_size)
     batches = iter_generated(run, args.n, args.seed, given, args.batch_size, captions=args.caption)
     written = write_samples(batches, args.n, out_dir, record)
     print(f"wrote {written} images and grid.png to {out_dir}")
