@@ -277,3 +277,12 @@ def test_the_small_recipe_keeps_the_official_defaults_off_the_paper_presets():
             for part in section.split("."):
                 table = table.get(part, {})
             assert key not in table, f"{example_id(path)} sets {section}.{key}"
+
+
+def test_the_comparison_has_a_file_for_every_condition_of_the_code_prior():
+    conditions = set()
+    for path in sorted((EXAMPLES / "compare").glob("*.toml")):
+        downstream = tomli.loads(path.read_text(encoding="utf-8")).get("downstream", {})
+        if downstream.get("type") == "code-gpt":
+            conditions.add(downstream.get("condition", "unconditional"))
+    assert conditions == {"unconditional", "completion", "semantic", "text"}
