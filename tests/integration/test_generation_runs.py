@@ -208,11 +208,17 @@ def test_generation_fid_at_the_end_of_a_run_equals_lgvq_eval(tmp_path, tokenizer
     mean = sum(attributes["tv_distance"].values()) / len(attributes["tv_distance"])
     assert attributes["tv_mean"] == pytest.approx(mean) and at_end["better"]["attributes.tv_mean"] == "lower"
     assert set(attributes["probe_val_accuracy"]) == set(attributes["tv_distance"])
+    # what the number lies between: two halves of the validation images, and one grey mean image
+    assert at_end["floor"]["what"] == "validation images, one half against the other (2 vs 2)"
+    assert at_end["ceiling"]["what"] == "the mean of 4 training images against the validation images"
+    assert 0 <= at_end["floor"]["fid"] and at_end["ceiling"]["fid"] > 0
     done = cli("eval", str(result.run_dir), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     again = json.loads((result.run_dir / "eval" / "generation-fid.json").read_text())["metrics"]
     assert again["fid"] == pytest.approx(at_end["fid"], rel=1e-9)
     assert again["attributes"]["tv_distance"] == at_end["attributes"]["tv_distance"]  # seeded: repeats exactly
+    assert again["floor"] == at_end["floor"] and again["ceiling"] == at_end["ceiling"]
+    assert "is biased upwards; compare it only with FIDs from the same numbers" in done.stdout
 
 
 def test_generation_fid_refuses_a_tokenizer_run(tmp_path, tokenizer_run):

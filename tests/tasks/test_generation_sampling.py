@@ -115,3 +115,12 @@ def test_generation_configs_import_no_torch_and_document_the_learning_rate_rule(
         "assert c.GPT_ADAM_BETAS == (0.9, 0.95)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_fid_of_one_repeated_image_is_the_mean_gap_plus_the_reference_spread():
+    from lgvq_tasks.fid import frechet_distance_from_features
+
+    real = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]], dtype=torch.float64)
+    one = torch.tensor([[4.0, 1.0]], dtype=torch.float64)
+    # mean (1, 1): gap (3, 0) -> 9; covariance diag(4/3, 4/3) -> trace 8/3; the repeated image has no spread
+    assert float(frechet_distance_from_features(real, one.expand(2, -1))) == pytest.approx(9 + 8 / 3)

@@ -57,11 +57,20 @@ class GenerationFID:
         print(f"generation-fid: FID of {len(generated)} samples against {reference} validation images", flush=True)
         if config.save_images:
             save_images(generated[: config.save_images], out_dir, record)
+        width = fid.keep_limit
+        if min(len(generated), reference) < width:
+            print(
+                f"generation-fid: FID from {len(generated)} samples and {reference} reference images (fewer than the "
+                f"{width} feature dimensions) is biased upwards; compare it only with FIDs from the same numbers, "
+                "and with the floor and ceiling beside it",
+                flush=True,
+            )
         result = {
             "fid": float(fid.compute()),
             "better": {"fid": "lower"},
             "samples": len(generated),
             "reference": {"split": "val", "dataset": run.config.data.type, "images": reference},
+            **self._bounds(fid, run, reference, model.device),
             **{k: v for k, v in record.items() if k != "samples"},
         }
         if config.attribute_probe:
@@ -69,6 +78,40 @@ class GenerationFID:
             if isinstance(result["attributes"], dict):
                 result["better"]["attributes.tv_mean"] = "lower"
         return result
+
+    def _bounds(self, fid: Any, run: Any, reference: int, device: torch.device) -> dict[str, Any]:
+        """What the FID is measured between: the floor (validation images, one half against the other:
+        what a perfect model scores at this size) and the ceiling (the mean training image, repeated:
+        a model that draws one grey average)."""
+        from lgvq_tasks.fid import _stacked, frechet_distance_from_features
+
+        real = _stacked(fid.real_features)
+        if real is None or real.shape[0] != int(fid.real_features_num_samples) or real.shape[0] < 4:
+            return {"floor": "not computed: the reference features were not kept (more images than dimensions)"}
+        floor = frechet_distance_from_features(real[0::2], real[1::2])
+        train = run.train_data.images
+        count = min(reference, len(train))
+        total = None
+        for start in range(0, count, self.config.batch_size):
+            items = [train[i] for i in range(start, min(start + self.config.batch_size, count))]
+            batch = torch.stack([item["image"] for item in items if "error" not in item]).double().sum(0)
+            total = batch if total is None else total + batch
+        mean_image = (total / count).float()
+        feature = fid.inception(to_unit_range(mean_image[None]).to(device)).double().reshape(1, -1)
+        ceiling = frechet_distance_from_features(real, feature.expand(2, -1))  # one image: no spread
+        halves = f"{real[0::2].shape[0]} vs {real[1::2].shape[0]}"
+        print(
+            f"generation-fid: floor {float(floor):.1f} (validation halves, {halves}), ceiling {float(ceiling):.1f} "
+            "(the mean training image)",
+            flush=True,
+        )
+        return {
+            "floor": {"fid": float(floor), "what": f"validation images, one half against the other ({halves})"},
+            "ceiling": {
+                "fid": float(ceiling),
+                "what": f"the mean of {count} training images against the validation images",
+            },
+        }
 
     def _attributes(self, run: Any, codes: torch.Tensor) -> dict[str, Any] | str:
         """The attribute gap of the samples' codes (:func:`~lgvq_tasks.code_probe.attribute_gap`), or why not."""
