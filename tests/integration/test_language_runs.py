@@ -31,6 +31,8 @@ def test_captioning_trains_resumes_exactly_and_is_scored(tmp_path, tokenizer_run
     result = scores(straight.run_dir, "caption-scores")
     assert 0 <= result["bleu4"] <= 1 and result["images"] == 8 and result["cider_images"] == 8
     assert result["meteor"] == "not requested" and set(result["shuffled_images"]) >= {"bleu4", "cider_d"}
+    blind = result["most_frequent_caption"]  # one caption for every image: what "above chance" means
+    assert isinstance(blind["caption"], str) and blind["images"] == 8 and set(blind) >= {"bleu4", "cider_d"}
 
     path = downstream_file(tmp_path, tokenizer_run, name="resumed", downstream=CAPTIONING, train={"max_steps": 3})
     first = train(load_run_file(path))
@@ -69,6 +71,9 @@ def test_grounding_trains_on_referring_expressions_and_is_scored(tmp_path, token
     assert 0 <= metrics["acc@0.5"] <= 1 and 0 <= metrics["mean_iou"] <= 1
     assert metrics["expressions"] > 8
     assert (result.run_dir / "eval" / "grounding-scores" / "grounding.png").is_file()
+    constant = metrics["constant_box"]  # the mean training box for every expression
+    assert len(constant["box"]) == 4 and 0 <= constant["acc@0.5"] <= 1 and 0 <= constant["mean_iou"] <= 1
+    assert set(metrics["shuffled_images"]) == {"acc@0.5", "mean_iou"}
 
 
 def test_a_score_task_refuses_a_run_of_another_model(tmp_path, tokenizer_run):

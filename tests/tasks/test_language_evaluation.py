@@ -10,9 +10,11 @@ from lgvq_tasks.language.captioning import CaptioningModel
 from lgvq_tasks.language.config import CaptioningConfig, GroundingConfig, LanguageModelConfig, VQAConfig
 from lgvq_tasks.language.evaluation import (
     QuestionOnly,
+    constant_box_baseline,
     evaluate_captioning,
     evaluate_grounding,
     evaluate_vqa,
+    most_frequent_caption_baseline,
     shuffled_codes,
 )
 from lgvq_tasks.language.grounding import GroundingModel
@@ -159,3 +161,19 @@ def test_vqa_evaluation_scores_the_question_only_baseline_beside_the_model(tmp_p
     assert result["question_only"]["accuracy"] == 0.25  # "red" to every question: right once in four
     assert result["question_only"]["per_type"]["color"]["questions"] == 4
     assert "question_only" not in evaluate_vqa(model, [batch], wordnet=tmp_path / "none")
+
+
+def test_the_constant_box_baseline_scores_the_mean_training_box():
+    train = torch.tensor([[0.0, 0.0, 0.4, 0.4], [0.2, 0.2, 0.6, 0.6]])  # mean (0.1, 0.1, 0.5, 0.5)
+    val = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]])  # the first is the mean box, the second misses it
+    result = constant_box_baseline(train, val)
+    assert result["box"] == [0.1, 0.1, 0.5, 0.5]
+    assert result["acc@0.5"] == 0.5 and result["mean_iou"] == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_the_most_frequent_caption_baseline_says_one_caption_for_every_image():
+    train = ["a red circle", "A red  circle", "a blue square"]
+    references = [["a red circle"], ["a blue square"]]
+    result = most_frequent_caption_baseline(train, references)
+    assert result["caption"] == "a red circle" and result["images"] == 2
+    assert 0 < result["bleu4"] < 1 and result["meteor"] == "not requested"

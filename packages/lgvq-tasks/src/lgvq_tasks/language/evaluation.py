@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +200,23 @@ def evaluate_grounding(model: GroundingModel, batches: Iterable[dict], picture: 
         )
         result["picture"] = str(save_png(drawn, Path(picture)))
     return result
+
+
+def constant_box_baseline(train_boxes: torch.Tensor, val_boxes: torch.Tensor, threshold: float = 0.5) -> dict[str, Any]:
+    """Grounding without reading image or text: the mean training box for every expression, scored."""
+    if train_boxes.numel() == 0 or val_boxes.numel() == 0:
+        raise ValueError("the constant-box baseline needs training and validation boxes")
+    box = train_boxes.double().mean(0)
+    scores = grounding_scores(box.expand_as(val_boxes).float(), val_boxes.float(), threshold)
+    return {"box": [round(float(v), 4) for v in box], **scores}
+
+
+def most_frequent_caption_baseline(
+    train_captions: Sequence[str], references: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """Captioning without reading the image: the most frequent training caption for every image, scored."""
+    counts = Counter(" ".join(c.lower().split()) for c in train_captions if c.strip())
+    if not counts:
+        raise ValueError("the most-frequent-caption baseline needs training captions")
+    caption = min(counts, key=lambda c: (-counts[c], c))
+    return {"caption": caption, **caption_scores([caption] * len(references), references, meteor=False)}

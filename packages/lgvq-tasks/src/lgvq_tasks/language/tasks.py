@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lgvq_core.tasks import TrainedModel
 from lgvq_tasks.errors import TaskError
 
@@ -54,6 +56,15 @@ def training_answers(data: Any):
     return QuestionOnly((q.text, q.answer, q.type) for q in (read(image)[j] for image, j in pairs))
 
 
+def split_boxes(data: Any) -> torch.Tensor:
+    """Every readable referring expression's box of a referring split (n x 4, as annotated, not mirrored)."""
+    pairs = getattr(data, "pairs", None)
+    if not pairs or getattr(data, "unit", None) != "referring":
+        return torch.zeros(0, 4)
+    read = data.images.referring
+    return torch.tensor([read(image)[j].box for image, j in pairs], dtype=torch.float64)
+
+
 class CaptionScores:
     name = "caption-scores"
 
@@ -62,7 +73,7 @@ class CaptionScores:
 
     def run(self, model: TrainedModel, data: Any, out_dir: Path) -> dict[str, Any]:
         from lgvq_tasks.language.captioning import CaptioningModel
-        from lgvq_tasks.language.evaluation import evaluate_captioning
+        from lgvq_tasks.language.evaluation import evaluate_captioning, most_frequent_caption_baseline
 
         control = self.config.seed if self.config.shuffled_control else None
         batches = validation_batches(model, CaptioningModel, self.name, self.config.batch_size, control)
@@ -73,6 +84,10 @@ class CaptionScores:
             seed=self.config.seed,
             meteor=self.config.meteor,
         )
+        run = model.downstream_run
+        val = run.val_data
+        references = [val.images.captions_of(i) for i in range(len(val.indices)) if bool(val.valid[i])]
+        result["most_frequent_caption"] = most_frequent_caption_baseline(run.train_data.all_captions(), references)
         names = ("bleu4", "rouge_l", "cider_d", "meteor")
         return {**result, "better": {name: "higher" for name in names}}
 
@@ -109,13 +124,17 @@ class GroundingScores:
         self.config = config
 
     def run(self, model: TrainedModel, data: Any, out_dir: Path) -> dict[str, Any]:
-        from lgvq_tasks.language.evaluation import evaluate_grounding
+        from lgvq_tasks.language.evaluation import constant_box_baseline, evaluate_grounding
         from lgvq_tasks.language.grounding import GroundingModel
 
         control = self.config.seed if self.config.shuffled_control else None
         batches = validation_batches(model, GroundingModel, self.name, self.config.batch_size, control)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = evaluate_grounding(model.downstream_run.model, batches, picture=out_dir / "grounding.png")
+        run = model.downstream_run
+        result = evaluate_grounding(run.model, batches, picture=out_dir / "grounding.png")
+        train_boxes, val_boxes = split_boxes(run.train_data), split_boxes(run.val_data)
+        if len(train_boxes) and len(val_boxes):
+            result["constant_box"] = constant_box_baseline(train_boxes, val_boxes, run.model.config.iou_threshold)
         return {**result, "better": {"acc@0.5": "higher", "mean_iou": "higher"}}
 
 
