@@ -60,6 +60,8 @@ def test_vqa_trains_on_one_item_per_question_starting_from_a_captioning_run(tmp_
     blind = metrics["question_only"]  # the answer prior counted on the run's training questions
     assert blind["questions"] == metrics["questions"] and set(blind["per_type"]) == set(metrics["per_type"])
     assert 0 < blind["accuracy"] <= 1
+    prior = metrics["answer_prior"]  # the most frequent answer of each question type
+    assert prior["questions"] == metrics["questions"] and prior["accuracy"] <= blind["accuracy"] + 1e-9
 
 
 def test_grounding_trains_on_referring_expressions_and_is_scored(tmp_path, tokenizer_run):

@@ -141,6 +141,8 @@ def test_the_question_only_baseline_answers_with_the_most_frequent_training_answ
     assert blind("what colour is the square?", "color") == "blue"
     assert blind("what colour is the star?", "color") == "blue"  # never seen: its type's answer (blue 2, red 2)
     assert blind("where is the star?", "location") == "one"  # unknown type: the overall answer (one 3, blue 2, red 2)
+    by_type = QuestionOnly(training, by_question=False)  # the answer prior of the question type alone
+    assert by_type("what colour is the circle?", "color") == "blue" and by_type("how many?", "number") == "one"
     with pytest.raises(ValueError, match="training questions"):
         QuestionOnly([])
 

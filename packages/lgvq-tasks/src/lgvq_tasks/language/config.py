@@ -191,6 +191,7 @@ class VQAScoresConfig(LanguageScoresConfig):
 
     question_only: bool = option(
         True,
-        "Also score the question-only (blind) baseline: the most frequent training answer to the same question "
-        "(of its type for a question never seen). The answer prior a model scores without reading the image.",
+        "Also score two blind baselines: the most frequent training answer to the same question (of its type for a "
+        "question never seen; question_only) and of the question type alone (answer_prior). What a model scores "
+        "without reading the image.",
     )

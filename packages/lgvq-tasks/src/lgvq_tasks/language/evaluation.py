@@ -101,7 +101,8 @@ class QuestionOnly:
     best any model can do without the image, so it is the floor a VQA model must rise above.
     """
 
-    def __init__(self, examples: Iterable[tuple[str, str, str]]) -> None:
+    def __init__(self, examples: Iterable[tuple[str, str, str]], by_question: bool = True) -> None:
+        """``by_question = False``: the answer prior of the question type alone (the most frequent answer per type)."""
         by_text: dict[str, Counter] = defaultdict(Counter)
         by_type: dict[str, Counter] = defaultdict(Counter)
         overall: Counter = Counter()
@@ -111,7 +112,7 @@ class QuestionOnly:
             overall[answer] += 1
         if not overall:
             raise ValueError("the question-only baseline needs training questions; the training split has none")
-        self.by_text = {text: self.most_frequent(counts) for text, counts in by_text.items()}
+        self.by_text = {text: self.most_frequent(counts) for text, counts in by_text.items()} if by_question else {}
         self.by_type = {kind: self.most_frequent(counts) for kind, counts in by_type.items()}
         self.overall = self.most_frequent(overall)
 
@@ -137,13 +138,15 @@ def evaluate_vqa(
     shuffled_control: bool = True,
     seed: int = 0,
     question_only: QuestionOnly | None = None,
+    type_prior: QuestionOnly | None = None,
 ) -> dict[str, Any]:
     """Accuracy and WUPS overall and per question type (and with shuffled codes, the control).
 
-    ``question_only``: also score the blind baseline's answers (:class:`QuestionOnly`) as ``question_only``.
+    ``question_only``: also score the blind baseline's answers (:class:`QuestionOnly`) as ``question_only``;
+    ``type_prior`` (a :class:`QuestionOnly` by type alone) as ``answer_prior``.
     """
     generator = torch.Generator().manual_seed(seed)
-    predicted, control, truth, types, blind = [], [], [], [], []
+    predicted, control, truth, types, blind, prior = [], [], [], [], [], []
     for batch in batches:
         codes = batch["codes"]
         questions = texts_of(batch, "question", codes.shape[0])
@@ -155,6 +158,8 @@ def evaluate_vqa(
             control += model.predict(control_codes(batch, generator), questions)
         if question_only is not None:
             blind += [question_only(q, k) for q, k in zip(questions, kinds, strict=True)]
+        if type_prior is not None:
+            prior += [type_prior(q, k) for q, k in zip(questions, kinds, strict=True)]
     if not truth:
         raise ValueError("no questions to answer: the evaluation split is empty")
     thresholds = model.config.wups_thresholds
@@ -163,6 +168,8 @@ def evaluate_vqa(
         result["shuffled_images"] = vqa_scores(control, truth, types, wordnet, thresholds)
     if question_only is not None:
         result["question_only"] = vqa_scores(blind, truth, types, wordnet, thresholds)
+    if type_prior is not None:
+        result["answer_prior"] = vqa_scores(prior, truth, types, wordnet, thresholds)
     return result
 
 

@@ -41,7 +41,7 @@ def validation_batches(
             yield model_inputs(run, to_device(batch, run.device))
 
 
-def training_answers(data: Any):
+def training_answers(data: Any, by_question: bool = True):
     """The question-only baseline (:class:`~lgvq_tasks.language.evaluation.QuestionOnly`) of a question split.
 
     Counts the answers of every readable training question as annotated (not mirrored); None when
@@ -53,7 +53,8 @@ def training_answers(data: Any):
     if not pairs or getattr(data, "unit", None) != "question":
         return None
     read = data.images.questions
-    return QuestionOnly((q.text, q.answer, q.type) for q in (read(image)[j] for image, j in pairs))
+    questions = [read(image)[j] for image, j in pairs]
+    return QuestionOnly([(q.text, q.answer, q.type) for q in questions], by_question)
 
 
 def split_boxes(data: Any) -> torch.Tensor:
@@ -104,13 +105,14 @@ class VQAScores:
 
         control = self.config.seed if self.config.shuffled_control else None
         batches = validation_batches(model, VQAModel, self.name, self.config.batch_size, control)
-        blind = training_answers(model.downstream_run.train_data) if self.config.question_only else None
+        train = model.downstream_run.train_data
         result = evaluate_vqa(
             model.downstream_run.model,
             batches,
             shuffled_control=self.config.shuffled_control,
             seed=self.config.seed,
-            question_only=blind,
+            question_only=training_answers(train) if self.config.question_only else None,
+            type_prior=training_answers(train, by_question=False) if self.config.question_only else None,
         )
         ranked = ["accuracy", *(f"wups@{t}" for t in model.downstream_run.model.config.wups_thresholds)]
         ranked += [f"per_type.{kind}.{name}" for kind in result.get("per_type", {}) for name in ranked[:3]]
