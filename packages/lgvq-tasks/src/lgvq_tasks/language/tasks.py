@@ -57,6 +57,19 @@ def training_answers(data: Any, by_question: bool = True):
     return QuestionOnly([(q.text, q.answer, q.type) for q in questions], by_question)
 
 
+def with_images(batches, data: Any, count: int):
+    """The batches, the first ones carrying ``image`` (the validation images the codes came from) until
+    ``count`` items have theirs: the grounding picture draws the boxes on them."""
+    given = 0
+    for batch in batches:
+        if given < count and batch.get("image_index"):
+            images = [data.images[i].get("image") for i in batch["image_index"]]
+            if all(isinstance(image, torch.Tensor) for image in images):
+                batch = {**batch, "image": torch.stack(images).to(batch["codes"].device)}
+                given += len(images)
+        yield batch
+
+
 def split_boxes(data: Any) -> torch.Tensor:
     """Every readable referring expression's box of a referring split (n x 4, as annotated, not mirrored)."""
     pairs = getattr(data, "pairs", None)
@@ -133,6 +146,7 @@ class GroundingScores:
         batches = validation_batches(model, GroundingModel, self.name, self.config.batch_size, control)
         out_dir.mkdir(parents=True, exist_ok=True)
         run = model.downstream_run
+        batches = with_images(batches, run.val_data, run.model.config.picture_samples)
         result = evaluate_grounding(run.model, batches, picture=out_dir / "grounding.png")
         train_boxes, val_boxes = split_boxes(run.train_data), split_boxes(run.val_data)
         if len(train_boxes) and len(val_boxes):
