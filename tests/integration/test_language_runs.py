@@ -115,3 +115,18 @@ def test_vqa_on_a_dataset_without_questions_is_refused_by_check(tmp_path, tokeni
     with pytest.raises(ConfigError) as info:
         load_run_file(downstream_file(tmp_path, tokenizer_run, downstream=VQA, data=data))
     assert any("has no 'questions' annotations" in p and "coco-qa" in p for p in info.value.problems)
+
+
+def test_check_warns_when_wups_cannot_be_computed_here(tmp_path, tokenizer_run, capsys, monkeypatch):
+    from lgvq_core.cli import main
+    from lgvq_core.wordnet import WordNetUnavailable
+
+    def missing():
+        raise WordNetUnavailable("no WordNet here")
+
+    monkeypatch.setattr("lgvq_core.wordnet.prepare_wordnet", missing)
+    path = downstream_file(tmp_path, tokenizer_run, downstream=VQA, tasks=[{"type": "vqa-scores"}])
+    assert main(["check", str(path)]) == 0
+    assert "warning: $.tasks[0] (vqa-scores): WUPS will be reported unavailable: no WordNet here" in (
+        capsys.readouterr().err
+    )

@@ -179,3 +179,23 @@ def test_the_most_frequent_caption_baseline_says_one_caption_for_every_image():
     result = most_frequent_caption_baseline(train, references)
     assert result["caption"] == "a red circle" and result["images"] == 2
     assert 0 < result["bleu4"] < 1 and result["meteor"] == "not requested"
+
+
+def test_a_number_that_could_not_be_computed_keeps_its_row_with_the_reason():
+    from lgvq_core.runner.evaluate import format_table
+
+    table = format_table({"vqa-scores": {"accuracy": 0.5, "wups@0.9": "unavailable: no WordNet here", "x": "text"}})
+    assert "wups@0.9  unavailable: no WordNet here" in table and "accuracy" in table and " x " not in table
+
+
+def test_check_warns_that_wups_needs_wordnet(monkeypatch):
+    from lgvq_core.wordnet import WordNetUnavailable
+    from lgvq_tasks.language.config import VQAScoresConfig
+
+    def missing():
+        raise WordNetUnavailable("install it with apt-get install wordnet-base")
+
+    monkeypatch.setattr("lgvq_core.wordnet.prepare_wordnet", missing)
+    assert VQAScoresConfig().machine_warnings() == [
+        "WUPS will be reported unavailable: install it with apt-get install wordnet-base"
+    ]

@@ -152,6 +152,10 @@ def machine_problems(config) -> tuple[list[str], list[str]]:
     from pathlib import Path
 
     errors, warnings = [], []
+    for index, task in enumerate(getattr(config, "tasks", []) or []):
+        check = getattr(task.config, "machine_warnings", None)  # what a task cannot do on this machine
+        if callable(check):
+            warnings += [f"warning: $.tasks[{index}] ({task.type}): {message}" for message in check()]
     data = getattr(getattr(config, "data", None), "config", None)
     root = getattr(data, "root", None)
     if isinstance(root, str) and root and not Path(root).expanduser().is_dir():

@@ -177,7 +177,13 @@ def _flatten(metrics: Any, prefix: str = "") -> list[tuple[str, Any]]:
         return out
     if isinstance(metrics, (int, float)) and not isinstance(metrics, bool):
         return [(prefix.rstrip("."), metrics)]
+    if isinstance(metrics, str) and metrics.startswith(NOTES):
+        return [(prefix.rstrip("."), metrics)]  # a number that could not be computed says why, in its row
     return []
+
+
+#: How a task words a number it could not compute; such values get their row in the console table.
+NOTES = ("unavailable", "not measured", "not computed", "absent", "not requested")
 
 
 def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:

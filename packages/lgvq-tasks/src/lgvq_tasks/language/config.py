@@ -195,3 +195,13 @@ class VQAScoresConfig(LanguageScoresConfig):
         "question never seen; question_only) and of the question type alone (answer_prior). What a model scores "
         "without reading the image.",
     )
+
+    def machine_warnings(self) -> list[str]:
+        """``lgvq check``: WUPS needs WordNet on this machine (accuracy does not)."""
+        from lgvq_core.wordnet import WordNetUnavailable, prepare_wordnet
+
+        try:
+            prepare_wordnet()
+        except WordNetUnavailable as exc:
+            return [f"WUPS will be reported unavailable: {exc}"]
+        return []
