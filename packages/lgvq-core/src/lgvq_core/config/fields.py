@@ -35,6 +35,12 @@ def option(
     :param component: the component kind when this field holds a run-file component table
         (dispatched by its ``type`` key to the plugin's config class).
     """
+    if isinstance(default, (list, dict, set, bytearray)):
+        kind = type(default).__name__
+        raise TypeError(
+            f"option({default!r}, ...): a {kind} default would be shared by every config object; write "
+            f"option(doc=..., factory=lambda: {default!r}) instead (or use a tuple, which is immutable)"
+        )
     metadata: dict[str, Any] = {"doc": doc}
     if component is not None:
         metadata["component"] = component
