@@ -270,6 +270,26 @@ def test_best_at_the_last_step_is_also_last_one_folder_not_two_copies(tmp_path):
     assert [got[s]["loss"] for s in (5, 6)] == [expected[s]["loss"] for s in (5, 6)]
 
 
+def test_a_quantizer_whose_indices_miss_its_codebook_stops_the_run_at_the_first_step(tmp_path, monkeypatch):
+    import dataclasses
+
+    from lgvq_core.errors import LgvqError
+    from lgvq_core.quantizers.vq import NearestCodeQuantizer
+
+    forward = NearestCodeQuantizer.forward
+
+    def shifted(self, z):  # a third-party mistake: indices offset by the codebook size
+        out = forward(self, z)
+        return dataclasses.replace(out, indices=out.indices + self.codebook_size)
+
+    monkeypatch.setattr(NearestCodeQuantizer, "forward", shifted)
+    with pytest.raises(LgvqError) as info:
+        train(load_run_file(tiny_run_file(tmp_path, alignment=False, max_steps=3)))
+    message = str(info.value)
+    assert message.startswith("$.model.quantizer (vq): indices range over [") and "codebook_size is 32" in message
+    assert "every index must be in [0, 32)" in message
+
+
 def test_skip_bad_items_reports_what_was_skipped(tmp_path):
     from PIL import Image
 

@@ -51,6 +51,21 @@ class Quantizer(nn.Module):
         raise NotImplementedError
 
 
+def index_problem(indices: torch.Tensor, codebook_size: int) -> str | None:
+    """What is wrong with a quantizer's indices (dtype, range), or None: the contract's rule."""
+    if indices.dtype != torch.long:
+        return f"indices have dtype {indices.dtype}; they index the codebook and must be torch.long"
+    if indices.numel() == 0:
+        return None
+    low, high = int(indices.min()), int(indices.max())
+    if low < 0 or high >= codebook_size:
+        return (
+            f"indices range over [{low}, {high}] but codebook_size is {codebook_size}: every index must be in "
+            f"[0, {codebook_size})"
+        )
+    return None
+
+
 def usage_from_counts(counts: torch.Tensor) -> dict[str, float]:
     """Codebook ``usage`` (fraction of codes used) and ``perplexity`` from code counts over a split."""
     total = counts.sum()

@@ -18,6 +18,7 @@ from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.config.schema import DownstreamRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError, DataError, LgvqError
+from lgvq_core.quantizers.base import index_problem
 from lgvq_core.registry import get_registry
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner import downstream_step as downstream_step_module
@@ -195,7 +196,18 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
     if discriminator is not None:
         run.discriminator_parameters = [p for p in discriminator.parameters() if p.requires_grad]
 
+    checked = []
+
     def on_quantize(output) -> None:
+        if not checked:  # the first step: a quantizer whose indices miss its codebook stops here, not at exit 0
+            checked.append(True)
+            problem = index_problem(output.indices, int(tokenizer.quantizer.codebook_size))
+            if problem is not None:
+                quantizer = config.model.quantizer.type if config.model.quantizer else "the backbone's own"
+                raise LgvqError(
+                    f"$.model.quantizer ({quantizer}): {problem} (the quantizer contract's rule, which "
+                    "lgvq_core.testing checks)"
+                )
         run.last_output_stats = {k: v.detach() for k, v in output.stats.items()}
         run.plugin_manager.hook.lgvq_after_quantize(run=run, output=output)
 

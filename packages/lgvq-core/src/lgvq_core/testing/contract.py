@@ -597,7 +597,7 @@ def exercise_quantizer(quantizer: Any) -> None:
     round trip, gradient through ``quant``, determinism in eval mode."""
     import torch
 
-    from lgvq_core.quantizers.base import Quantizer
+    from lgvq_core.quantizers.base import Quantizer, index_problem
 
     _expect_type(quantizer, Quantizer)
     size, dim = int(quantizer.codebook_size), int(quantizer.dim)
@@ -608,13 +608,9 @@ def exercise_quantizer(quantizer: Any) -> None:
     indices = out.indices
     if indices.shape[0] != 2 or tuple(indices.shape[-2:]) != (4, 4) or indices.dim() not in (3, 4):
         raise ContractError(f"indices have shape {tuple(indices.shape)}; expected B×h×w or B×k×h×w")
-    if indices.dtype != torch.long:
-        raise ContractError(f"indices have dtype {indices.dtype}; they index the codebook and must be torch.long")
-    low, high = int(indices.min()), int(indices.max())
-    if low < 0 or high >= size:
-        raise ContractError(
-            f"indices range over [{low}, {high}] but codebook_size is {size}: every index must be in [0, {size})"
-        )
+    problem = index_problem(indices, size)
+    if problem is not None:
+        raise ContractError(problem)
     _finite_scalar(out.loss, "the quantizer loss")
     try:
         codebook = quantizer.codebook
