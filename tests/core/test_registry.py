@@ -156,3 +156,34 @@ def test_build_runs_validators_once_types_are_right(sample):
         "$.model.quantizer.dim: must be > 0, got 0",
         "$.model.quantizer.beta: must be in [0, 1], got 2.0",
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "where"),
+    [
+        ("task", "code-gpt", 'is a downstream model: it belongs under [downstream] type = "code-gpt"'),
+        ("backbone", "vq", 'is a quantizer: it belongs under [model.quantizer] type = "vq"'),
+        ("dataset", "reconstruction", 'is a task: it belongs under [[tasks]] type = "reconstruction"'),
+    ],
+)
+def test_a_component_under_the_wrong_table_is_told_where_it_belongs(kind, name, where):
+    from lgvq_core.registry import get_registry
+
+    assert where in get_registry().unknown_message(kind, name)
+
+
+def test_an_empty_list_of_a_kind_names_the_package_that_provides_it(monkeypatch):
+    import importlib.metadata
+
+    from lgvq_core.providers import kind_hint
+
+    real = importlib.metadata.version
+
+    def version(dist):
+        if dist == "lgvq-text-encoders":
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert kind_hint("text-encoder") == "; lgvq-text-encoders provides them: pip install lgvq-text-encoders"
+    assert kind_hint("backbone") == ""  # lgvq-backbones is installed

@@ -115,7 +115,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         owners = " and ".join(f"{c.plugin}: {c.distribution} {c.version}" for c in claims)
         print(f"{key:<{width}}  CONFLICT: provided by {owners}; not usable until one is uninstalled or disabled")
     if not names and not conflicts:
-        print(f"no {args.kind} matches {args.pattern!r}", file=sys.stderr)
+        from lgvq_core.providers import kind_hint
+
+        hint = kind_hint(kind) if not registry.entries(kind) else ""
+        print(f"no {args.kind} matches {args.pattern!r}{hint}", file=sys.stderr)
     for failure in registry.failures:
         print(f"note: {failure.describe()}", file=sys.stderr)
     for warning in registry.manager.warnings:

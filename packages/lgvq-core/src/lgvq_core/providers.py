@@ -62,3 +62,16 @@ def install_hint(kind: str, name: str) -> str:
     except importlib.metadata.PackageNotFoundError:
         return f" {name!r} is provided by {dist}, which is not installed: pip install {dist}"
     return f" {name!r} is provided by {dist}, which is installed but did not register it: see `lgvq plugins`."
+
+
+def kind_hint(kind: str) -> str:
+    """For an empty ``lgvq list KIND``: which of lgvq's distributions provide components of it and are missing."""
+    missing = []
+    for dist in sorted(set(PROVIDERS.get(normalize_kind(kind), {}).values())):
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(dist)
+    if not missing:
+        return ""
+    return f"; {' and '.join(missing)} provide{'s' if len(missing) == 1 else ''} them: pip install {' '.join(missing)}"

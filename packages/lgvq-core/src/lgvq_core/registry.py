@@ -176,6 +176,12 @@ class Registry:
         else:
             message += "."
         message += f" Available: {', '.join(available)}." if available else f" No {display_kind(kind)} is installed."
+        key = normalize_name(name)
+        for other, table in RUN_FILE_TABLES.items():  # the right name under the wrong table
+            if other != kind and key in self._components[other]:
+                what = "downstream model" if other == "downstream" else display_kind(other)
+                message += f" {name!r} is a {what}: it belongs under {table.format(name=name)}."
+                return message
         message += install_hint(kind, name)
         if self.failures:
             failed = "; ".join(f.describe() for f in self.failures)
@@ -195,6 +201,19 @@ class Registry:
         spec = self.get_spec(kind, component.type, f"{path}.type")
         factory = spec.load_factory()
         return factory(component.config, context)
+
+
+#: Where a component of each kind is named in a run file.
+RUN_FILE_TABLES: dict[str, str] = {
+    "backbone": '[model.backbone] type = "{name}"',
+    "quantizer": '[model.quantizer] type = "{name}"',
+    "text_encoder": '[text_encoder] type = "{name}"',
+    "alignment_loss": '[[alignment]] type = "{name}"',
+    "dataset": '[data] type = "{name}"',
+    "task": '[[tasks]] type = "{name}"',
+    "callback": '[[callbacks]] type = "{name}"',
+    "downstream": '[downstream] type = "{name}" (a run file with [tokenizer] run_dir)',
+}
 
 
 def _failure_record(failure: PluginFailure) -> dict[str, str]:
