@@ -187,3 +187,40 @@ def test_an_empty_list_of_a_kind_names_the_package_that_provides_it(monkeypatch)
     monkeypatch.setattr(importlib.metadata, "version", version)
     assert kind_hint("text-encoder") == "; lgvq-text-encoders provides them: pip install lgvq-text-encoders"
     assert kind_hint("backbone") == ""  # lgvq-backbones is installed
+
+
+def test_a_factory_module_that_cannot_be_imported_is_one_line_naming_plugin_component_and_module(tmp_path):
+    from lgvq_core.errors import LgvqError
+    from lgvq_core.registry import Registry
+    from lgvq_core.specs import ComponentSpec, RegisteredComponent
+
+    (tmp_path / "needs_missing.py").write_text(
+        "import imaginary_dependency_xyz\n\ndef build(config, context):\n    pass\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from lgvq_core.registry import get_registry
+
+        registry: Registry = get_registry()
+        spec = ComponentSpec(
+            name="needs-missing",
+            summary="x",
+            config_cls=registry.get_spec("dataset", "shapes").config_cls,
+            factory="needs_missing:build",
+        )
+        registry._components["dataset"]["needs-missing"] = RegisteredComponent(
+            "dataset", spec, "acme", "acme-lgvq", "1.0"
+        )
+        with pytest.raises(LgvqError) as info:
+            registry.build("dataset", {"type": "needs-missing"}, "$.data")
+        message = str(info.value)
+        assert message.startswith("$.data.type: plugin 'acme' (acme-lgvq 1.0), component 'needs-missing'")
+        assert (
+            "missing module 'imaginary_dependency_xyz'" in message and "pip install imaginary_dependency_xyz" in message
+        )
+        assert "\n" not in message
+    finally:
+        sys.path.remove(str(tmp_path))
+        del get_registry()._components["dataset"]["needs-missing"]

@@ -18,6 +18,7 @@ from lgvq_core.providers import install_hint
 from lgvq_core.specs import (
     HOOK_FOR_KIND,
     KINDS,
+    ComponentImportError,
     ComponentSpec,
     RegisteredComponent,
     normalize_kind,
@@ -198,8 +199,13 @@ class Registry:
         component = table
         if not isinstance(table, loader.Component):
             component = loader.structure_component(kind, table, path, registry=self)
-        spec = self.get_spec(kind, component.type, f"{path}.type")
-        factory = spec.load_factory()
+        entry = self.get(kind, component.type, f"{path}.type")
+        try:
+            factory = entry.spec.load_factory()
+        except ComponentImportError as exc:
+            raise ComponentImportError(
+                f"{path}.type: plugin {entry.plugin!r} ({entry.distribution} {entry.version}), {exc}"
+            ) from None
         return factory(component.config, context)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from lgvq_core.errors import LgvqError
+
 #: Component kinds, in the order the CLI shows them. Each has one registration hook,
 #: ``lgvq_<kind>s`` (``lgvq_alignment_losses`` for ``alignment_loss``).
 KINDS: tuple[str, ...] = (
@@ -58,6 +60,10 @@ def normalize_kind(kind: str) -> str:
     return key
 
 
+class ComponentImportError(LgvqError):
+    """A registered component whose factory cannot be imported (a missing optional dependency)."""
+
+
 def _check_factory(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     module, sep, attr = value.partition(":")
     if not sep or not module or not attr:
@@ -90,10 +96,23 @@ class ComponentSpec:
     def load_factory(self) -> Callable[..., Any]:
         """Import and return the factory callable."""
         module_name, _, attr = self.factory.partition(":")
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+            hint = f"pip install {missing.split('.')[0]}" if isinstance(missing, str) and missing else "see its docs"
+            raise ComponentImportError(
+                f"component {self.name!r}: its factory module {module_name} cannot be imported (missing module "
+                f"{missing!r}); install what the plugin needs ({hint}), or see `lgvq plugins`"
+            ) from None
         target: Any = module
         for part in attr.split("."):
-            target = getattr(target, part)
+            try:
+                target = getattr(target, part)
+            except AttributeError:
+                raise ComponentImportError(
+                    f"component {self.name!r}: its factory {self.factory} does not exist ({module_name} has no {attr!r})"
+                ) from None
         return target
 
 
