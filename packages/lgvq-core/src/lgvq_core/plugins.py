@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import sys
 import traceback
 from collections.abc import Iterable
 from types import ModuleType
@@ -186,11 +187,20 @@ class LgvqPluginManager(pluggy.PluginManager):
                     ),
                 )
                 continue
+            had_torch = "torch" in sys.modules
             try:
                 module = load()
                 self.register_plugin(module, name, dist_name, dist_version)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - any plugin error is recorded, sys.exit() too
                 self._fail(name, dist_name, dist_version, exc)
+                continue
+            if not had_torch and "torch" in sys.modules:
+                module_name = getattr(module, "__name__", name)
+                self.warnings.append(
+                    f"plugin {name!r} ({dist_name} {dist_version}): importing {module_name} imported torch, which "
+                    "makes `lgvq plugins`, `lgvq list` and `lgvq check` slow; import torch only in factory modules "
+                    "(the contract test names the import chain)"
+                )
 
     def register_plugin(self, module: ModuleType | Any, name: str, distribution: str, version: str) -> None:
         """Register an already imported plugin object under ``name``.
