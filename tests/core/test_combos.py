@@ -85,3 +85,24 @@ def test_a_combination_trains_reloads_and_keeps_its_indices_in_the_codebook(regi
         AssertionError, match=r"tiny-ae\+vq\+lg-tiny-text: non-finite losses at step 1: \{'loss': nan\}"
     ):
         check_run(combination, result.run_dir, 2)
+
+
+def test_an_unknown_plugin_or_text_encoder_is_named_and_nothing_runs(registry, capsys):
+    from lgvq_core.testing.combos import main
+
+    assert main(["--plugin", "not-installed", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert "--plugin not-installed: no installed plugin of that name; installed: " in err and "backbones" in err
+    assert main(["--text-encoder", "minilm-typo", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert "--text-encoder minilm-typo: matches no installed text encoder; installed: " in err
+
+
+def test_without_text_encoders_the_missing_lg_column_is_said(make_plugin_manager, capsys):
+    from lgvq_core.testing.combos import main
+
+    make_plugin_manager(["core", "backbones"])  # no text-encoders, and not the testing plugin's tiny-text
+    assert main(["--list", "--backbone", "vqvae"]) == 0
+    assert "no text encoder is installed, so the language-guided column is left out" in capsys.readouterr().err
+    assert main(["--list", "--text-encoder", "minilm"]) == 2
+    assert "installed: none (pip install lgvq-text-encoders)" in capsys.readouterr().err

@@ -225,6 +225,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def selection_problems(registry: Registry, plugins: Sequence[str] | None, encoders: Sequence[str] | None) -> list[str]:
+    """A ``--plugin`` that is not installed, a ``--text-encoder`` pattern that matches nothing: each a message."""
+    problems = []
+    installed = sorted(registry.manager.infos)
+    for name in plugins or ():
+        if name not in installed:
+            failed = [f for f in registry.failures if f.name == name]
+            why = f" (it failed to load: {failed[0].describe()})" if failed else ""
+            problems.append(
+                f"--plugin {name}: no installed plugin of that name{why}; installed: {', '.join(installed)} "
+                "(install yours with pip install -e PATH)"
+            )
+    names = [entry.spec.name for entry in registry.entries("text_encoder")]
+    for pattern in encoders or ():
+        if not _matches_any(pattern, names):
+            have = ", ".join(names) if names else "none (pip install lgvq-text-encoders)"
+            problems.append(f"--text-encoder {pattern}: matches no installed text encoder; installed: {have}")
+    return problems
+
+
+def _matches_any(pattern: str, names: Sequence[str]) -> bool:
+    return any(_matches(name, [pattern]) for name in names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the matrix; exit 1 when a combination fails, 2 when none is left to run."""
     import os
@@ -235,7 +259,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     registry = get_registry()
+    problems = selection_problems(registry, args.plugin, args.text_encoder)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 2
+    if not registry.entries("text_encoder"):
+        print(
+            "note: no text encoder is installed, so the language-guided column is left out "
+            "(pip install lgvq-text-encoders to test it)",
+            file=sys.stderr,
+        )
     matrix = combinations(registry, args.plugin, args.steps, args.backbone, args.quantizer, args.text_encoder)
+    if not matrix:
+        print("nothing to run: --backbone / --quantizer match no installed component", file=sys.stderr)
+        return 2
     runnable = [c for c in matrix if not c.skip]
     for combination in matrix:
         print(
