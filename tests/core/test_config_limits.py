@@ -112,3 +112,13 @@ def test_check_warns_of_a_cuda_device_on_a_machine_without_one(tmp_path, capsys,
     assert main(["check", str(path), "--set", "run.device=cuda:3"]) == 2
     err = capsys.readouterr().err
     assert '$.run.device: "cuda:3" but this machine has 2 CUDA device(s) (cuda:0 to cuda:1)' in err
+
+
+def test_a_backbone_that_declares_its_downsampling_gets_the_image_size_check(tmp_path, capsys):
+    # tiny-ae declares `downsample` in its config and has no image-size check of its own, like a third-party backbone
+    path = write_run_file(tmp_path)
+    assert main(["check", str(path), "--set", "data.image_size=18"]) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("$.data.image_size: 18 px is not a multiple of the tiny-ae backbone's downsampling (4)")
+    assert "use a multiple of 4, e.g. 16 or 20" in first
+    assert main(["check", str(path), "--set", "data.image_size=16"]) == 0

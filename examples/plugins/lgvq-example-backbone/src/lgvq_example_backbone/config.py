@@ -18,6 +18,11 @@ class ExampleConvConfig:
     stages: int = option(3, "Stride-2 stages: latents are image_size / 2**stages on a side.", in_range(1, 6))
     loss: Literal["mse", "l1"] = option("mse", "Pixel reconstruction loss.")
 
+    @property
+    def downsample(self) -> int:
+        """How much smaller the latent grid is than the image: `lgvq check` refuses image sizes it does not divide."""
+        return 2**self.stages
+
     @classmethod
     def contract_config(cls) -> ExampleConvConfig:
         """A tiny instance for the plugin contract's build check."""

@@ -377,7 +377,29 @@ def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
         check = getattr(component.config, "cross_check", None)
         if check is not None:
             problems.extend(check(run, path))
+    problems.extend(_latent_grid(run, problems))
     return problems
+
+
+def _latent_grid(run: RunFile | DownstreamRunFile, found: list[Problem]) -> list[Problem]:
+    """Every backbone that declares its ``downsample`` factor (an int attribute or property of its
+    config) gets the image-size check, third-party ones included (unless its own check said it)."""
+    model = getattr(run, "model", None)
+    backbone = getattr(getattr(model, "backbone", None), "config", None)
+    factor = getattr(backbone, "downsample", None)
+    size = getattr(getattr(getattr(run, "data", None), "config", None), "image_size", None)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (factor, size)) or factor < 1:
+        return []
+    if size % factor == 0 or any("latent size" in p.message for p in found):
+        return []
+    return [
+        Problem(
+            "$.data.image_size",
+            f"{size} px is not a multiple of the {model.backbone.type} backbone's downsampling ({factor}): "
+            f"{size}/{factor} is not an integer latent size; use a multiple of {factor}, e.g. "
+            f"{max(factor, size // factor * factor)} or {(size // factor + 1) * factor}",
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------------------
