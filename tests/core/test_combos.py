@@ -106,3 +106,42 @@ def test_without_text_encoders_the_missing_lg_column_is_said(make_plugin_manager
     assert "no text encoder is installed, so the language-guided column is left out" in capsys.readouterr().err
     assert main(["--list", "--text-encoder", "minilm"]) == 2
     assert "installed: none (pip install lgvq-text-encoders)" in capsys.readouterr().err
+
+
+def test_a_component_that_fails_the_contract_is_not_trained_in_any_combination(registry, capsys, monkeypatch):
+    from lgvq_core.testing import combos
+
+    def finding(entry, registry):
+        return "ContractError: quant has shape (2, 8, 4, 4), z had (2, 16, 4, 4)" if entry.name == "tiny-ae" else None
+
+    def never(*args, **kwargs):
+        raise AssertionError("a combination of a component that failed the contract was trained")
+
+    monkeypatch.setattr(combos, "contract_failure", finding)
+    monkeypatch.setattr(combos, "run_combination", never)
+    assert combos.main(["--plugin", "testing", "--backbone", "tiny-ae", "--steps", "1"]) == 2
+    out = capsys.readouterr()
+    assert "contract: backbone 'tiny-ae' fails the plugin contract: ContractError: quant has shape" in out.out
+    skipped = [
+        line for line in out.out.splitlines() if line.startswith("skip") and "failed the plugin contract" in line
+    ]
+    assert len(skipped) >= 2  # every combination with tiny-ae, one line each
+    assert "nothing to run: every combination is skipped" in out.err
+
+
+def test_the_contract_check_passes_a_sound_component_and_names_a_broken_one(registry, monkeypatch):
+    from lgvq_core.quantizers.vq import NearestCodeQuantizer
+    from lgvq_core.testing.combos import contract_failure
+
+    assert contract_failure(registry.get("quantizer", "vq"), registry) is None
+    forward = NearestCodeQuantizer.forward
+
+    def shifted(self, z):
+        import dataclasses
+
+        out = forward(self, z)
+        return dataclasses.replace(out, indices=out.indices + self.codebook_size)
+
+    monkeypatch.setattr(NearestCodeQuantizer, "forward", shifted)
+    finding = contract_failure(registry.get("quantizer", "vq"), registry)
+    assert finding.startswith("ContractError: indices range over [") and "codebook_size is" in finding

@@ -225,6 +225,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def contract_failure(entry: RegisteredComponent, registry: Registry) -> str | None:
+    """The first thing the plugin contract finds wrong with ``entry`` (its spec, building it, running it
+    once on a tiny input), or None. Cheap next to training every combination that uses it."""
+    from lgvq_core.testing.contract import build_component, exercise, spec_problems
+
+    problems = spec_problems(entry)
+    if problems:
+        return problems[0]
+    with tempfile.TemporaryDirectory(prefix="lgvq-contract-") as cache:
+        try:
+            component, _, context = build_component(entry, registry, cache)
+            exercise(entry, component, context)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def failing_components(matrix: Sequence[Combination], registry: Registry, plugins: Sequence[str]) -> dict[str, str]:
+    """``kind:name`` -> the contract's finding, for the components of ``plugins`` in the matrix."""
+    failures: dict[str, str] = {}
+    checked: set[tuple[str, str]] = set()
+    for combination in matrix:
+        parts = [("backbone", combination.backbone), ("quantizer", combination.quantizer)]
+        if combination.text_encoder != NO_LG:
+            parts.append(("text_encoder", combination.text_encoder))
+        for kind, name in parts:
+            if (kind, name) in checked:
+                continue
+            checked.add((kind, name))
+            entry = registry.get(kind, name)
+            if entry.plugin not in plugins:
+                continue
+            finding = contract_failure(entry, registry)
+            if finding is not None:
+                failures[f"{kind}:{name}"] = finding
+    return failures
+
+
 def selection_problems(registry: Registry, plugins: Sequence[str] | None, encoders: Sequence[str] | None) -> list[str]:
     """A ``--plugin`` that is not installed, a ``--text-encoder`` pattern that matches nothing: each a message."""
     problems = []
@@ -274,6 +312,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not matrix:
         print("nothing to run: --backbone / --quantizer match no installed component", file=sys.stderr)
         return 2
+    if args.plugin and not args.list:  # the author's components pass the contract first, or their pairs are skipped
+        failures = failing_components(matrix, registry, args.plugin)
+        for key, finding in failures.items():
+            kind, name = key.split(":", 1)
+            print(f"contract: {kind.replace('_', '-')} {name!r} fails the plugin contract: {finding}", flush=True)
+        if failures:
+            matrix = [
+                attrs.evolve(c, skip=c.skip or "its component failed the plugin contract (above)")
+                if {f"backbone:{c.backbone}", f"quantizer:{c.quantizer}", f"text_encoder:{c.text_encoder}"}
+                & set(failures)
+                else c
+                for c in matrix
+            ]
     runnable = [c for c in matrix if not c.skip]
     for combination in matrix:
         print(
@@ -284,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         return 0
     if not runnable:
-        print("nothing to run: no combination passes the run-file check", file=sys.stderr)
+        print("nothing to run: every combination is skipped (the reasons are above)", file=sys.stderr)
         return 2
     failed = []
     with tempfile.TemporaryDirectory(prefix="lgvq-combos-") as scratch:
