@@ -415,7 +415,15 @@ def test_downstream_rows_keep_ranked_numbers_and_their_shuffled_controls():
                 "accuracy": 0.5,
                 "per_type": {"color": {"accuracy": 0.75, "questions": 4}},
                 "shuffled_images": {"accuracy": 0.25, "questions": 8},
+                "question_only": {"accuracy": 0.3, "per_type": {"color": {"accuracy": 0.2}}},
+                "answer_prior": {"accuracy": 0.1},
                 "better": {"accuracy": "higher", "per_type.color.accuracy": "higher"},
+            },
+            "generation-fid": {
+                "fid": 180.0,
+                "floor": {"fid": 45.0, "what": "halves"},
+                "ceiling": {"fid": 420.0},
+                "better": {"fid": "lower"},
             },
         },
     }
@@ -424,6 +432,10 @@ def test_downstream_rows_keep_ranked_numbers_and_their_shuffled_controls():
     vqa = info["eval"]["ground: vqa-scores"]
     assert vqa["accuracy"] == 0.5 and vqa["per_type"] == {"color": {"accuracy": 0.75}}
     assert vqa["shuffled_images"] == {"accuracy": 0.25}  # the control, shown unranked
+    assert vqa["question_only"] == {"accuracy": 0.3, "per_type": {"color": {"accuracy": 0.2}}}  # baselines too
+    assert vqa["answer_prior"] == {"accuracy": 0.1}
+    fid = info["eval"]["ground: generation-fid"]
+    assert fid["fid"] == 180.0 and fid["floor"] == {"fid": 45.0} and fid["ceiling"] == {"fid": 420.0}
     assert info["eval"]["ground: validation"] == {"bits_per_code": 1.5, "better": {"bits_per_code": "lower"}}
 
 

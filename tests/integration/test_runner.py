@@ -290,16 +290,20 @@ def test_a_quantizer_whose_indices_miss_its_codebook_stops_the_run_at_the_first_
     assert "every index must be in [0, 32)" in message
 
 
-def test_skip_bad_items_reports_what_was_skipped(tmp_path):
+def image_folder_run(tmp_path: Path, count: int, broken: set[int]) -> tuple[Path, Path, list[str]]:
+    """A tiny run on an image-text-folder of ``count`` images, those in ``broken`` not images at all,
+    with ``skip_bad_items``: (run file, data root, the JSONL lines); the validation file holds image 0."""
     from PIL import Image
 
     root = tmp_path / "folder"
     (root / "img").mkdir(parents=True)
     lines = []
-    for i in range(10):
-        Image.new("RGB", (40, 40), (20 * i, 100, 200)).save(root / "img" / f"{i}.png")
+    for i in range(count):
+        if i in broken:
+            (root / "img" / f"{i}.png").write_bytes(b"not an image")
+        else:
+            Image.new("RGB", (40, 40), (20 * i, 100, 200)).save(root / "img" / f"{i}.png")
         lines.append(json.dumps({"image": f"img/{i}.png", "captions": [f"a picture number {i}"]}))
-    (root / "img" / "3.png").write_bytes(b"not an image")
     (root / "train.jsonl").write_text("\n".join(lines) + "\n")
     (root / "val.jsonl").write_text(lines[0] + "\n")
     path = tiny_run_file(tmp_path, alignment=False, max_steps=4, batch_size=3, skip_bad_items=True)
@@ -308,6 +312,11 @@ def test_skip_bad_items_reports_what_was_skipped(tmp_path):
         f'type = "image-text-folder"\nroot = "{root}"\nval_file = "val.jsonl"\nimage_size = 32',
     )
     path.write_text(text)
+    return path, root, lines
+
+
+def test_skip_bad_items_reports_what_was_skipped(tmp_path):
+    path, root, lines = image_folder_run(tmp_path, 10, broken={3})
     out = _cli("run", str(path), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "skipped" in out.stdout and "3.png" in out.stdout
@@ -324,20 +333,7 @@ def test_skip_bad_items_reports_what_was_skipped(tmp_path):
 
 def test_a_training_split_with_no_readable_item_stops_with_an_error_not_a_loop(tmp_path):
     # skipping every batch went on forever (and held every skip in memory); now one epoch is the limit
-    root = tmp_path / "folder"
-    (root / "img").mkdir(parents=True)
-    lines = []
-    for i in range(12):
-        (root / "img" / f"{i}.png").write_bytes(b"not an image")
-        lines.append(json.dumps({"image": f"img/{i}.png", "captions": [f"a picture number {i}"]}))
-    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
-    (root / "val.jsonl").write_text(lines[0] + "\n")
-    path = tiny_run_file(tmp_path, alignment=False, max_steps=4, batch_size=3, skip_bad_items=True)
-    text = path.read_text().replace(
-        'type = "shapes"\nimage_size = 32\nnum_train = 64\nnum_val = 8',
-        f'type = "image-text-folder"\nroot = "{root}"\nval_file = "val.jsonl"\nimage_size = 32',
-    )
-    path.write_text(text)
+    path, _, _ = image_folder_run(tmp_path, 12, broken=set(range(12)))
     out = _cli("run", str(path), cwd=tmp_path, timeout=300)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "no item of the training split could be read in 4 batches in a row" in out.stderr

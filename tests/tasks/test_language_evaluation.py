@@ -49,7 +49,8 @@ def test_captioning_evaluation_scores_the_decoded_captions_and_the_control_is_wo
         evaluate_captioning(model, [{"codes": codes, "caption": CAPTIONS}], meteor=False)
 
 
-def test_vqa_evaluation_reports_types_and_the_control(tmp_path):
+def colour_vqa() -> tuple[VQAModel, dict]:
+    """A VQA model fitted to four images that differ in their colour answer, and its batch."""
     tokenizer = frozen_tokenizer()
     colours = ["red", "blue", "green", "yellow"]
     vocabulary = WordVocabulary.from_texts(["what colour"])
@@ -57,6 +58,11 @@ def test_vqa_evaluation_reports_types_and_the_control(tmp_path):
     codes = distinct_codes(4, tokenizer)
     batch = {"codes": codes, "question": ["what colour"] * 4, "answer": colours, "question_type": ["color"] * 4}
     fit(model, batch, steps=80)
+    return model, batch
+
+
+def test_vqa_evaluation_reports_types_and_the_control(tmp_path):
+    model, batch = colour_vqa()
     result = evaluate_vqa(model, [batch], wordnet=tmp_path / "corpora" / "wordnet")  # no WordNet there
     assert result["accuracy"] == 1.0 and result["per_type"]["color"]["questions"] == 4
     assert str(result["wups@0.9"]).startswith("unavailable")
@@ -148,13 +154,7 @@ def test_the_question_only_baseline_answers_with_the_most_frequent_training_answ
 
 
 def test_vqa_evaluation_scores_the_question_only_baseline_beside_the_model(tmp_path):
-    tokenizer = frozen_tokenizer()
-    colours = ["red", "blue", "green", "yellow"]
-    vocabulary = WordVocabulary.from_texts(["what colour"])
-    model = VQAModel(VQAConfig(language_model=LM), tokenizer, AnswerVocabulary(colours), vocabulary)
-    codes = distinct_codes(4, tokenizer)
-    batch = {"codes": codes, "question": ["what colour"] * 4, "answer": colours, "question_type": ["color"] * 4}
-    fit(model, batch, steps=80)
+    model, batch = colour_vqa()
     blind = QuestionOnly(
         [("what colour", "red", "color"), ("what colour", "red", "color"), ("what colour", "blue", "color")]
     )

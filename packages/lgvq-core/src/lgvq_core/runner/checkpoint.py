@@ -277,25 +277,14 @@ def promote_pending(checkpoint_dir: Path, pointers: tuple[str, ...] = ("last",))
 
     ``last`` moves only now, so the previous good checkpoint is kept until this one is proven.
     """
-    record, _ = _read_pointer(checkpoint_dir, PENDING)
-    if record is None:
-        return None
-    try:
-        for pointer in pointers:
-            if pointer == "last":
-                _keep_previous(checkpoint_dir, record["dir"])
-            write_json_atomic(checkpoint_dir / f"{pointer}.json", record)
-        (checkpoint_dir / f"{PENDING}.json").unlink(missing_ok=True)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(checkpoint_dir / "last.json", last_complete_checkpoint(checkpoint_dir)) from None
-        raise
-    prune_checkpoints(checkpoint_dir)
-    return checkpoint_dir / record["dir"]
+    return share_pointer(checkpoint_dir, PENDING, pointers, release=True)
 
 
-def share_pointer(checkpoint_dir: Path, source: str, pointers: tuple[str, ...]) -> Path | None:
-    """Point ``pointers`` at the checkpoint ``source`` names (one folder, no second copy); returns it."""
+def share_pointer(checkpoint_dir: Path, source: str, pointers: tuple[str, ...], release: bool = False) -> Path | None:
+    """Point ``pointers`` at the checkpoint ``source`` names (one folder, no second copy); returns it.
+
+    ``release``: remove the ``source`` pointer once the others name its checkpoint (``pending``).
+    """
     record, _ = _read_pointer(checkpoint_dir, source)
     if record is None:
         return None
@@ -304,6 +293,8 @@ def share_pointer(checkpoint_dir: Path, source: str, pointers: tuple[str, ...]) 
             if pointer == "last":
                 _keep_previous(checkpoint_dir, record["dir"])
             write_json_atomic(checkpoint_dir / f"{pointer}.json", record)
+        if release:
+            (checkpoint_dir / f"{source}.json").unlink(missing_ok=True)
     except OSError as exc:
         if is_disk_full(exc):
             raise DiskFullError(checkpoint_dir / "last.json", last_complete_checkpoint(checkpoint_dir)) from None

@@ -459,9 +459,23 @@ def plan_downstream(
     return planned
 
 
+#: Sub-results of a task that score the same numbers another way (controls, trivial baselines,
+#: bounds); their numbers join the table unranked, beside the model's.
+CONTROLS = (
+    "shuffled_images",
+    "question_only",
+    "answer_prior",
+    "most_frequent_caption",
+    "constant_box",
+    "floor",
+    "ceiling",
+)
+
+
 def merge_downstream(info: dict[str, Any], part: str, downstream: dict[str, Any]) -> None:
     """A downstream run's results as ``<file>: <task>`` rows of its arm: the numbers its tasks rank
-    (``better``), their shuffled-image controls (unranked), and the run's validation NLL."""
+    (``better``), the same numbers of their controls, baselines and bounds (unranked: :data:`CONTROLS`),
+    and the run's validation NLL."""
     for task, metrics in downstream["eval"].items():
         better = metrics.get("better") if isinstance(metrics, dict) else None
         if not isinstance(better, dict):
@@ -469,7 +483,7 @@ def merge_downstream(info: dict[str, Any], part: str, downstream: dict[str, Any]
         kept: dict[str, Any] = {"better": better}
         for path, value in _leaves(metrics):
             ranked = ".".join(path) in better
-            control = path[0] == "shuffled_images" and ".".join(path[1:]) in better
+            control = path[0] in CONTROLS and ".".join(path[1:]) in better
             if ranked or control:
                 node = kept
                 for key in path[:-1]:
