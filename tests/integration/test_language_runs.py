@@ -22,7 +22,7 @@ def scores(run_dir, task: str) -> dict:
     return json.loads((run_dir / "eval" / f"{task}.json").read_text())["metrics"]
 
 
-def test_captioning_trains_resumes_exactly_and_is_scored(tmp_path, tokenizer_run):
+def test_captioning_trains_resumes_exactly_and_is_scored(tmp_path, tokenizer_run, capsys):
     task = [{"type": "caption-scores", "meteor": False}]
     straight = train(
         load_run_file(downstream_file(tmp_path, tokenizer_run, name="straight", downstream=CAPTIONING, tasks=task))
@@ -31,6 +31,7 @@ def test_captioning_trains_resumes_exactly_and_is_scored(tmp_path, tokenizer_run
     result = scores(straight.run_dir, "caption-scores")
     assert 0 <= result["bleu4"] <= 1 and result["images"] == 8 and result["cider_images"] == 8
     assert result["meteor"] == "not requested" and set(result["shuffled_images"]) >= {"bleu4", "cider_d"}
+    assert sum(line.startswith("caption-scores: said ") for line in capsys.readouterr().out.splitlines()) == 3
     blind = result["most_frequent_caption"]  # one caption for every image: what "above chance" means
     assert isinstance(blind["caption"], str) and blind["images"] == 8 and set(blind) >= {"bleu4", "cider_d"}
 
@@ -42,7 +43,7 @@ def test_captioning_trains_resumes_exactly_and_is_scored(tmp_path, tokenizer_run
         assert got[step]["loss"] == expected[step]["loss"], step
 
 
-def test_vqa_trains_on_one_item_per_question_starting_from_a_captioning_run(tmp_path, tokenizer_run):
+def test_vqa_trains_on_one_item_per_question_starting_from_a_captioning_run(tmp_path, tokenizer_run, capsys):
     captioning = train(
         load_run_file(
             downstream_file(tmp_path, tokenizer_run, name="cap", downstream=CAPTIONING, train={"max_steps": 2})
@@ -60,6 +61,8 @@ def test_vqa_trains_on_one_item_per_question_starting_from_a_captioning_run(tmp_
     blind = metrics["question_only"]  # the answer prior counted on the run's training questions
     assert blind["questions"] == metrics["questions"] and set(blind["per_type"]) == set(metrics["per_type"])
     assert 0 < blind["accuracy"] <= 1
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("vqa-scores: '")]
+    assert len(shown) == 3 and " -> " in shown[0] and "(truth " in shown[0]  # a few answers, beside the truth
     prior = metrics["answer_prior"]  # the most frequent answer of each question type
     assert prior["questions"] == metrics["questions"] and prior["accuracy"] <= blind["accuracy"] + 1e-9
 

@@ -67,6 +67,7 @@ def test_vqa_evaluation_reports_types_and_the_control(tmp_path):
     assert result["accuracy"] == 1.0 and result["per_type"]["color"]["questions"] == 4
     assert str(result["wups@0.9"]).startswith("unavailable")
     assert result["shuffled_images"]["accuracy"] == 0.0  # every image now carries codes of another colour
+    assert result["examples"][1] == {"question": "what colour", "answer": "blue", "truth": "blue"}
 
 
 def test_grounding_evaluation_scores_and_draws(tmp_path):

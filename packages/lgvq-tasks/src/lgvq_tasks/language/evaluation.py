@@ -146,10 +146,11 @@ def evaluate_vqa(
     ``type_prior`` (a :class:`QuestionOnly` by type alone) as ``answer_prior``.
     """
     generator = torch.Generator().manual_seed(seed)
-    predicted, control, truth, types, blind, prior = [], [], [], [], [], []
+    predicted, control, truth, types, blind, prior, asked = [], [], [], [], [], [], []
     for batch in batches:
         codes = batch["codes"]
         questions = texts_of(batch, "question", codes.shape[0])
+        asked += questions[: max(0, 8 - len(asked))]
         truth += texts_of(batch, "answer", codes.shape[0])
         kinds = texts_of(batch, "question_type", codes.shape[0])
         types += kinds
@@ -164,6 +165,9 @@ def evaluate_vqa(
         raise ValueError("no questions to answer: the evaluation split is empty")
     thresholds = model.config.wups_thresholds
     result = vqa_scores(predicted, truth, types, wordnet, thresholds)
+    result["examples"] = [
+        {"question": q, "answer": a, "truth": t} for q, a, t in zip(asked, predicted, truth, strict=False)
+    ]
     if shuffled_control:
         result["shuffled_images"] = vqa_scores(control, truth, types, wordnet, thresholds)
     if question_only is not None:

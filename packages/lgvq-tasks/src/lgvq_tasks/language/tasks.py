@@ -102,6 +102,8 @@ class CaptionScores:
         val = run.val_data
         references = [val.images.captions_of(i) for i in range(len(val.indices)) if bool(val.valid[i])]
         result["most_frequent_caption"] = most_frequent_caption_baseline(run.train_data.all_captions(), references)
+        for example in result.get("examples", [])[:3]:
+            print(f"caption-scores: said {example['caption']!r} for {example['references'][:2]}", flush=True)
         names = ("bleu4", "rouge_l", "cider_d", "meteor")
         return {**result, "better": {name: "higher" for name in names}}
 
@@ -127,6 +129,10 @@ class VQAScores:
             question_only=training_answers(train) if self.config.question_only else None,
             type_prior=training_answers(train, by_question=False) if self.config.question_only else None,
         )
+        for example in result.get("examples", [])[:3]:
+            print(
+                f"vqa-scores: {example['question']!r} -> {example['answer']!r} (truth {example['truth']!r})", flush=True
+            )
         ranked = ["accuracy", *(f"wups@{t}" for t in model.downstream_run.model.config.wups_thresholds)]
         ranked += [f"per_type.{kind}.{name}" for kind in result.get("per_type", {}) for name in ranked[:3]]
         return {**result, "better": {name: "higher" for name in ranked}}
