@@ -155,63 +155,54 @@ def test_model_matcher_without_a_masked_text_head_is_an_error(text_encoder, tmp_
         MaskedWordsTask(MaskedWordsConfig(matcher="model")).run(model, ListData(id_images(2), [["a"], ["b"]]), tmp_path)
 
 
+WIDTH, VOCAB, LENGTH = 8, 20, 6
+
+
+def predicted_by(config: MaskedTextConfig, masked: torch.Tensor, vocabulary_ids=None):
+    """A small head (its bias spread so that predictions depend on more than the decoder's sign),
+    two padded captions and code rows: (head, rows, codes, padding mask, encoder, predictions)."""
+    torch.manual_seed(0)
+    head = MaskedTextLoss(config, WIDTH, VOCAB, LENGTH, vocabulary_ids=vocabulary_ids).eval()
+    with torch.no_grad():
+        head.head.bias.normal_(0, 3.0)
+    pad = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 2, 0]]) != 0
+    rows, codes = torch.randn(2, LENGTH, WIDTH), torch.randn(2, 4, WIDTH)
+    encoder = SimpleNamespace(token_embedding=torch.randn(VOCAB, WIDTH))
+    return head, rows, codes, pad, encoder, masked_predictions(head, codes, rows, masked, pad, encoder)
+
+
+MASKED = torch.tensor([[False, True, False, False, False, False], [False, False, True, True, False, False]])
+
+
 @pytest.mark.parametrize("attend_padding", [True, False])
 def test_predictions_decode_padding_rows_as_the_head_was_trained(attend_padding):
-    torch.manual_seed(0)
-    width, vocab, length = 8, 20, 6
-    head = MaskedTextLoss(MaskedTextConfig(dropout=0.0, attend_padding=attend_padding), width, vocab, length).eval()
-    with torch.no_grad():
-        head.head.bias.normal_(0, 3.0)  # predictions that depend on more than the decoder's sign
-    ids = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 2, 0]])
-    pad = ids != 0
-    masked = torch.tensor([[False, True, False, False, False, False], [False, False, True, True, False, False]])
-    rows, codes = torch.randn(2, length, width), torch.randn(2, 4, width)
-    encoder = SimpleNamespace(token_embedding=torch.randn(vocab, width))
-    predicted = masked_predictions(head, codes, rows, masked, pad, encoder)
+    config = MaskedTextConfig(dropout=0.0, attend_padding=attend_padding)
+    head, rows, codes, pad, encoder, predicted = predicted_by(config, MASKED)
 
-    hidden = torch.where(masked.unsqueeze(-1), head.mask_embedding, rows) * pad.unsqueeze(-1)
+    hidden = torch.where(MASKED.unsqueeze(-1), head.mask_embedding, rows) * pad.unsqueeze(-1)
     pair_mask = None if attend_padding else pad.unsqueeze(2) & pad.unsqueeze(1)
     decoded = head.decoder(hidden, codes, pair_mask)  # all 6 rows; masked keys when pair_mask is set
-    expected = head.head(decoded[masked], encoder.token_embedding).argmax(-1)
+    expected = head.head(decoded[MASKED], encoder.token_embedding).argmax(-1)
     assert torch.equal(predicted, expected)
 
 
 @pytest.mark.parametrize("attend_padding", [True, False])
 def test_a_narrower_decoder_predicts_from_its_in_projected_rows(attend_padding):
-    torch.manual_seed(0)
-    width, vocab, length = 8, 20, 6
     config = MaskedTextConfig(dropout=0.0, attend_padding=attend_padding, decoder_width=4, decoder_heads=2)
-    head = MaskedTextLoss(config, width, vocab, length).eval()
-    with torch.no_grad():
-        head.head.bias.normal_(0, 3.0)
-    ids = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 2, 0]])
-    pad = ids != 0
-    masked = torch.tensor([[False, True, False, False, False, False], [False, False, True, True, False, False]])
-    rows, codes = torch.randn(2, length, width), torch.randn(2, 4, width)
-    encoder = SimpleNamespace(token_embedding=torch.randn(vocab, width))
-    predicted = masked_predictions(head, codes, rows, masked, pad, encoder)
+    head, rows, codes, pad, encoder, predicted = predicted_by(config, MASKED)
 
-    hidden = torch.where(masked.unsqueeze(-1), head.mask_embedding, head.input_proj(rows)) * pad.unsqueeze(-1)
+    hidden = torch.where(MASKED.unsqueeze(-1), head.mask_embedding, head.input_proj(rows)) * pad.unsqueeze(-1)
     pair_mask = None if attend_padding else pad.unsqueeze(2) & pad.unsqueeze(1)
     decoded = head.decoder(hidden, codes, pair_mask)  # b l d, cross-attending to the W-wide codes
-    expected = head.head(decoded[masked], encoder.token_embedding).argmax(-1)
-    assert decoded.shape == (2, length, 4) and torch.equal(predicted, expected)
+    expected = head.head(decoded[MASKED], encoder.token_embedding).argmax(-1)
+    assert decoded.shape == (2, LENGTH, 4) and torch.equal(predicted, expected)
 
 
 def test_a_head_restricted_to_the_caption_vocabulary_predicts_token_ids():
-    torch.manual_seed(0)
-    width, vocab, length = 8, 20, 6
     subset = torch.tensor([4, 7, 11, 12, 19])
-    config = MaskedTextConfig(dropout=0.0, vocabulary="captions")
-    head = MaskedTextLoss(config, width, vocab, length, vocabulary_ids=subset).eval()
-    with torch.no_grad():
-        head.head.bias.normal_(0, 3.0)
-    ids = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 2, 0]])
-    pad = ids != 0
     masked = torch.tensor([[False, True, True, False, False, False], [False, False, True, True, False, False]])
-    rows, codes = torch.randn(2, length, width), torch.randn(2, 4, width)
-    encoder = SimpleNamespace(token_embedding=torch.randn(vocab, width))
-    predicted = masked_predictions(head, codes, rows, masked, pad, encoder)
+    config = MaskedTextConfig(dropout=0.0, vocabulary="captions")
+    head, rows, codes, pad, encoder, predicted = predicted_by(config, masked, vocabulary_ids=subset)
 
     hidden = head.decode(torch.where(masked.unsqueeze(-1), head.mask_embedding, rows) * pad.unsqueeze(-1), codes, pad)
     full_logits = head.head.norm(F.gelu(head.head.fc(hidden[masked]))) @ encoder.token_embedding.T  # m v

@@ -229,5 +229,5 @@ def most_frequent_caption_baseline(
     counts = Counter(" ".join(c.lower().split()) for c in train_captions if c.strip())
     if not counts:
         raise ValueError("the most-frequent-caption baseline needs training captions")
-    caption = min(counts, key=lambda c: (-counts[c], c))
+    caption = QuestionOnly.most_frequent(counts)
     return {"caption": caption, **caption_scores([caption] * len(references), references, meteor=False)}
