@@ -23,7 +23,9 @@ with each ``--levers`` entry switched on (``+`` joins levers into one variant):
 - ``padmask``: masked-text ``attend_padding = false`` (drops all-padding decoder columns);
 - ``fused`` / ``foreach``: ``train.optimizer_impl``;
 - ``tokemb``: masked-text ``text_input = "token-embedding"`` (leak-free without the re-encoding);
-- ``dwidth``: masked-text ``decoder_width = --decoder-width`` (the decoder runs at d instead of W).
+- ``dwidth``: masked-text ``decoder_width = --decoder-width`` (the decoder runs at d instead of W);
+- ``alignfp32``: ``run.alignment_precision = "fp32"`` (the alignment losses outside bf16/fp16 autocast);
+- ``relwidth``: relation ``projection_width = --relation-width`` (g maps codes to p, not W).
 
 ``--set KEY=VALUE`` overrides a key of the run file in every variant.
 
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vit-width", type=int, default=32, help="lever vit: [code_vit] width")
     parser.add_argument("--vit-layers", type=int, default=1, help="lever vit: [code_vit] layers")
     parser.add_argument("--decoder-width", type=int, default=64, help="lever dwidth: masked-text decoder_width")
+    parser.add_argument("--relation-width", type=int, default=64, help="lever relwidth: relation projection_width")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="--run-file: override a key in every variant"
     )
@@ -296,6 +299,8 @@ LEVERS = {
     "dwidth": ["alignment[{mt}].decoder_width={decoder_width}"],
     "fused": ["train.optimizer_impl=fused"],
     "foreach": ["train.optimizer_impl=foreach"],
+    "alignfp32": ["run.alignment_precision=fp32"],
+    "relwidth": ["alignment[{rel}].projection_width={relation_width}"],
 }
 ALL_LEVERS = "trim+vit+vocab+decoder1+factored"
 DEFAULT_LEVERS = f"trim,vit,vocab,decoder1,factored,fused,{ALL_LEVERS},{ALL_LEVERS}+padmask"
@@ -400,8 +405,16 @@ def run_file_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if not config.alignment:
         parser.error(f"--run-file {args.run_file}: the file has no [[alignment]] losses to time")
     kinds = [component.type for component in config.alignment]
-    fill = {"mt": kinds.index("masked-text") if "masked-text" in kinds else -1}
-    fill.update(width=args.vit_width, layers=args.vit_layers, decoder_width=args.decoder_width)
+    fill = {
+        "mt": kinds.index("masked-text") if "masked-text" in kinds else -1,
+        "rel": kinds.index("relation") if "relation" in kinds else -1,
+    }
+    fill.update(
+        width=args.vit_width,
+        layers=args.vit_layers,
+        decoder_width=args.decoder_width,
+        relation_width=args.relation_width,
+    )
     sync = torch.cuda.synchronize if str(args.device).startswith("cuda") else (lambda: None)
 
     with tempfile.TemporaryDirectory(prefix="lgvq-lg-overhead-") as workdir:
@@ -409,8 +422,9 @@ def run_file_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         variants["LG"] = build_variant(args, [], workdir, trim=False)
         for lever in levers:
             parts = lever.split("+")
-            if fill["mt"] < 0 and any("{mt}" in o for p in parts for o in LEVERS[p]):
-                parser.error(f"--levers {lever}: the run file has no masked-text loss")
+            for key, kind in (("mt", "masked-text"), ("rel", "relation")):
+                if fill[key] < 0 and any("{" + key + "}" in o for p in parts for o in LEVERS[p]):
+                    parser.error(f"--levers {lever}: the run file has no {kind} loss")
             overrides = [override.format(**fill) for part in parts for override in LEVERS[part]]
             variants[f"LG+{lever}"] = build_variant(args, overrides, workdir, trim="trim" in parts)
         first = variants["LG"]

@@ -339,6 +339,23 @@ def test_a_quantizer_whose_output_has_the_wrong_shape_fails(plugin_manager):
         exercise(entry, Shrinking(), BuildContext())
 
 
+def test_a_text_encoder_whose_embed_ids_depends_on_the_position_fails(plugin_manager):
+    import torch
+
+    from lgvq_core.testing.config import TinyTextConfig
+    from lgvq_core.testing.doubles import TinyText
+
+    class Positional(TinyText):
+        def embed_ids(self, ids):
+            return super().embed_ids(ids) + torch.arange(ids.shape[1]).view(1, -1, 1)
+
+    entry = get_registry().get("text_encoder", "tiny-text")
+    exercise(entry, TinyText(TinyTextConfig()), BuildContext())  # the per-id double passes
+
+    with pytest.raises(ContractError, match=r"embed_ids\(\) must give each id its embedding-layer row"):
+        exercise(entry, Positional(TinyTextConfig()), BuildContext())
+
+
 # ------------------------------------------------------------------------------------------
 # the whole suite, as a plugin author runs it
 # ------------------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ class TextEncoder(nn.Module):
         raise NotImplementedError
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """The embedding-layer output (B×L×W) for ids, without context."""
+        """The embedding-layer output (B×L×W) for ids, without context: a function of each id alone (no
+        position embedding), which masked-text's ``token-embedding`` input relies on."""
         raise NotImplementedError
 
     def word_ids(self, ids: torch.Tensor) -> torch.Tensor:

@@ -232,7 +232,29 @@ class TextFeatureCache:
             self._rows.setdefault(caption, (index, row))
             self._disk_rows.pop(caption, None)
 
+    def _compact(self) -> None:
+        """Merge the stored chunks into one once the later chunks hold as many rows as the first.
+
+        A request then gathers with one ``index_select`` per field instead of one per chunk it
+        touches (a batch of a warmed split touches most chunks). The first chunk at least doubles
+        with each merge, so each row is copied O(log n) times in all.
+        """
+        if len(self._chunks) < 2:
+            return
+        sizes = [len(chunk["ids"]) for chunk in self._chunks]
+        if sum(sizes[1:]) < sizes[0]:
+            return
+        offsets = [0]
+        for size in sizes[:-1]:
+            offsets.append(offsets[-1] + size)
+        self._chunks = [{name: torch.cat([chunk[name] for chunk in self._chunks]) for name in _FIELDS}]
+        self._rows = {caption: (0, offsets[chunk] + row) for caption, (chunk, row) in self._rows.items()}
+
     def _gather(self, captions: list[str]) -> TextFeatures:
+        self._compact()
+        if len(self._chunks) == 1:
+            index = torch.tensor([self._rows[caption][1] for caption in captions])
+            return TextFeatures(**{name: self._chunks[0][name].index_select(0, index) for name in _FIELDS})
         # Group the requested rows by chunk: one index_select per chunk, then restore the order.
         by_chunk: dict[int, tuple[list[int], list[int]]] = {}
         for position, caption in enumerate(captions):

@@ -16,7 +16,8 @@ class AlignmentInputs:
     """Everything an alignment loss may read in one generator step.
 
     ``quant`` B×D×h×w straight-through codes; ``vit_tokens`` B×(N+1)×W code-ViT output
-    (global token first, after ``proj``), ``None`` when no loss asked for the code ViT;
+    (global token first, after ``proj``), ``None`` when no loss asked for the code ViT or no loss
+    reads them (every loss's ``reads_vit_tokens`` is false; the factors below are then set);
     ``text`` cached frozen features of the sampled captions; ``codebook`` K×D; ``indices``
     the quantizer's indices; ``text_encoder`` for losses that must re-encode (masked-contextual);
     ``vit_global`` B×E the global token in the sentence space (``vit_tokens[:, 0]`` when E = W);
@@ -39,10 +40,14 @@ class AlignmentLoss(nn.Module):
     """One language-guided loss. ``forward`` returns a scalar; the runner applies ``weight``.
 
     Trainable parameters join the generator optimizer. ``uses_code_vit`` tells the alignment
-    module whether to run the shared code ViT.
+    module whether to run the shared code ViT; ``reads_vit_tokens`` whether this loss reads
+    ``inputs.vit_tokens`` (B×(N+1)×W). A loss that needs only the global token (``vit_global``) or
+    multiplies the factors ``vit_features @ vit_proj`` itself sets it false: when no loss reads
+    them the module never forms the W-wide tokens (and their gradient).
     """
 
     uses_code_vit: bool = True
+    reads_vit_tokens: bool = True
 
     def forward(self, inputs: AlignmentInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -9,6 +9,7 @@ CLIP's residual attention blocks, initialised as CLIP's ViT. Officially the bloc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -33,9 +34,23 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp.add_module("c_proj", nn.Linear(4 * width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = self.ln_1(x)
-        x = x + self.attn(normed, normed, normed, need_weights=False)[0]
+        x = x + self_attention(self.attn, self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
+
+
+def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """``attn(x, x, x, need_weights=False)[0]`` (no mask, no dropout) as plain matmuls.
+
+    The same function up to float rounding; on the short sequences of a code grid the module's own
+    dispatch (and its fused kernel's backward) costs more than the arithmetic.
+    """
+    batch, length, width = x.shape
+    heads = attn.num_heads
+    head_dim = width // heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # b n 3w
+    q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each b h n (w/h)
+    out = ((q * head_dim**-0.5) @ k.transpose(-1, -2)).softmax(-1) @ v  # b h n (w/h)
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
 class CodeViT(nn.Module):

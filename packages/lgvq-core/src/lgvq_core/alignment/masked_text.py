@@ -20,7 +20,7 @@ from torch import nn
 
 from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
 from lgvq_core.alignment.loss_configs import MaskedTextConfig
-from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
+from lgvq_core.alignment.masking import last_real_column, sample_mask_ratio, select_masked
 from lgvq_core.text_encoder import TextEncoder, TextFeatures
 
 #: Score given to masked-out keys with ``attend_padding = false`` (filled, not added, as the official
@@ -265,12 +265,6 @@ def caption_vocabulary(encoder: TextEncoder, captions: Iterable[str], chunk: int
     return seen.nonzero().flatten()
 
 
-def last_real_column(pad_mask: torch.Tensor) -> int:
-    """1 + the last column that holds a real token in some caption (at least 1)."""
-    columns = torch.arange(1, pad_mask.shape[1] + 1, device=pad_mask.device)
-    return max(1, int((pad_mask.bool().any(0) * columns).max()))
-
-
 def encode_masked(encoder: TextEncoder, text: TextFeatures, masked: torch.Tensor) -> torch.Tensor:
     """B×L×W token states of the captions with the ``masked`` tokens replaced by the mask placeholder.
 
@@ -316,6 +310,8 @@ class MaskedTextLoss(AlignmentLoss):
     ) -> None:
         super().__init__()
         self.config = config
+        #: Factored cross-attention reads the code ViT's two factors, not the W-wide tokens.
+        self.reads_vit_tokens = not config.factored_cross_attention
         #: d, the decoder's width: W officially, ``decoder_width`` when set.
         self.decoder_width = width if config.decoder_width is None else config.decoder_width
         if self.decoder_width % config.decoder_heads:
@@ -358,8 +354,9 @@ class MaskedTextLoss(AlignmentLoss):
             unit_ids = text_encoder.word_ids(text.ids)
         return select_masked(text.word_mask, ratio, unit_ids, config.min_masked)
 
-    def decoder_inputs(self, inputs: AlignmentInputs, masked: torch.Tensor) -> torch.Tensor:
-        """h0 (B×L×d): text rows where visible, mask embeddings where masked, zero on padding."""
+    def decoder_inputs(self, inputs: AlignmentInputs, masked: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+        """h0 (B×L×d): text rows where visible, mask embeddings where masked, zero on padding; with
+        ``columns``, the first ``columns`` columns only (B×columns×d)."""
         text = inputs.text
         length = text.ids.shape[1]
         if length != self.mask_embedding.shape[0]:
@@ -367,31 +364,54 @@ class MaskedTextLoss(AlignmentLoss):
                 f"masked-text was built for captions of {self.mask_embedding.shape[0]} tokens, got {length}; "
                 "the text encoder's context_length changed"
             )
-        return self.decoder_rows(self._visible_rows(inputs, masked), masked, text.pad_mask)
+        used = length if columns is None else columns
+        if self.config.text_input == "token-embedding" and self.input_proj is not None:
+            rows = self._projected_token_rows(inputs, used)
+            return self.decoder_rows(rows, masked[:, :used], text.pad_mask[:, :used], projected=True)
+        rows = self._visible_rows(inputs, masked, used)
+        return self.decoder_rows(rows, masked[:, :used], text.pad_mask[:, :used])
 
-    def decoder_rows(self, rows: torch.Tensor, masked: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    def _projected_token_rows(self, inputs: AlignmentInputs, columns: int) -> torch.Tensor:
+        """B×columns×d: the in-projection of each token's embedding, computed once per distinct token of
+        the batch and gathered (the same rows as projecting every position, up to float rounding)."""
+        encoder = inputs.text_encoder
+        if encoder is None:
+            raise ValueError(
+                'masked-text: text_input = "token-embedding" needs the text encoder in the alignment inputs'
+            )
+        ids = inputs.text.ids[:, :columns]
+        distinct, inverse = torch.unique(ids, return_inverse=True)
+        with torch.no_grad():
+            table = encoder.embed_ids(distinct.unsqueeze(0))[0].detach()  # u w
+        return self.input_proj(table.to(self.mask_embedding.dtype))[inverse]  # b l d
+
+    def decoder_rows(
+        self, rows: torch.Tensor, masked: torch.Tensor, pad_mask: torch.Tensor, projected: bool = False
+    ) -> torch.Tensor:
         """h0 (B×L×d) from the visible text rows ``rows`` (B×L×W; their masked rows are ignored): the rows
         through the in-projection (``decoder_width``), the mask embedding at ``masked``, zero at padding.
+        ``projected``: ``rows`` are B×L×d, already through the in-projection.
 
         Training and the ``masked-words`` evaluation both build the decoder input here.
         """
         dtype = self.mask_embedding.dtype
         rows = rows.to(dtype)
-        if self.input_proj is not None:
+        if self.input_proj is not None and not projected:
             rows = self.input_proj(rows).to(dtype)  # b l w -> b l d (in the parameters' dtype under autocast)
         hidden = torch.where(masked.unsqueeze(-1), self.mask_embedding[: rows.shape[1]], rows)
         return hidden * pad_mask.unsqueeze(-1).to(hidden.dtype)
 
-    def _visible_rows(self, inputs: AlignmentInputs, masked: torch.Tensor) -> torch.Tensor:
+    def _visible_rows(self, inputs: AlignmentInputs, masked: torch.Tensor, columns: int) -> torch.Tensor:
+        """B×columns×W: the text rows of the first ``columns`` columns."""
         text, encoder, mode = inputs.text, inputs.text_encoder, self.config.text_input
         if mode == "unmasked-contextual":
-            return text.token_states.detach()
+            return text.token_states[:, :columns].detach()
         if encoder is None:
             raise ValueError(f'masked-text: text_input = "{mode}" needs the text encoder in the alignment inputs')
         with torch.no_grad():
             if mode == "token-embedding":
-                return encoder.embed_ids(text.ids).detach()
-            return encode_masked(encoder, text, masked).detach()
+                return encoder.embed_ids(text.ids[:, :columns]).detach()
+            return encode_masked(encoder, text, masked)[:, :columns].detach()
 
     def decode(
         self, hidden: torch.Tensor, vit_tokens: torch.Tensor | FactoredCodes, pad_mask: torch.Tensor
@@ -415,15 +435,18 @@ class MaskedTextLoss(AlignmentLoss):
 
     def masked_loss(self, inputs: AlignmentInputs, masked: torch.Tensor) -> torch.Tensor:
         """Sum of per-token losses over masked non-padding tokens / (their count + 5e-6)."""
-        if inputs.vit_tokens is None:
+        codes = inputs.vit_tokens
+        if self.config.factored_cross_attention and inputs.vit_features is not None and inputs.vit_proj is not None:
+            codes = FactoredCodes(inputs.vit_features, inputs.vit_proj)
+        if codes is None:
             raise ValueError("masked-text needs the code ViT tokens; build it through build_alignment_module")
         text = inputs.text
         pad = text.pad_mask.bool()
         masked = masked & text.word_mask.bool()
-        codes = inputs.vit_tokens
-        if self.config.factored_cross_attention and inputs.vit_features is not None:
-            codes = FactoredCodes(inputs.vit_features, inputs.vit_proj)
-        hidden = self.decode(self.decoder_inputs(inputs, masked), codes, pad)  # b l' d
+        # Without attend_padding the decoder drops the trailing all-padding columns (see decode): their
+        # rows are then not built either.
+        columns = None if self.config.attend_padding else last_real_column(pad)
+        hidden = self.decode(self.decoder_inputs(inputs, masked, columns), codes, pad)  # b l' d
         used = hidden.shape[1]
         targets = (masked & pad)[:, :used]
         # Gather masked rows before the head: logits only where they count (m v, not b l v); A maps d -> W.

@@ -72,3 +72,9 @@ def _uniform(batch: int, length: int, device: torch.device, generator: torch.Gen
     # Draw on the generator's device (the default RNG draws directly on ``device``).
     where = generator.device if generator is not None else device
     return torch.rand(batch, length, generator=generator, device=where).to(device)
+
+
+def last_real_column(pad_mask: torch.Tensor) -> int:
+    """1 + the last column that holds a real token in some caption (at least 1)."""
+    columns = torch.arange(1, pad_mask.shape[1] + 1, device=pad_mask.device)
+    return max(1, int((pad_mask.bool().any(0) * columns).max()))

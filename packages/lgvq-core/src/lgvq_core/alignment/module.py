@@ -49,8 +49,12 @@ class AlignmentModule(nn.Module):
         tokens = global_embedding = features = None
         if self.code_vit is not None:
             features = self.code_vit.features(quant)  # b (1+n) width
-            tokens = features @ self.code_vit.proj.to(features.dtype)  # b (1+n) w: the code ViT's output
-            global_embedding = self.code_vit.global_embedding(tokens)  # b e
+            proj = self.code_vit.proj.to(features.dtype)
+            if any(loss.reads_vit_tokens for loss in self.losses.values()):
+                tokens = features @ proj  # b (1+n) w: the code ViT's output
+                global_embedding = self.code_vit.global_embedding(tokens)  # b e
+            else:  # the global token alone: row 0 of features @ proj, without the other N rows
+                global_embedding = self.code_vit.global_embedding(features[:, :1] @ proj)
         inputs = AlignmentInputs(
             quant=quant,
             text=text,

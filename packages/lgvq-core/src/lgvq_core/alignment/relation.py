@@ -6,10 +6,11 @@ relations between the words. Official computation:
 
 1. w = normalize(token_states) (B×L×W); o = normalize(Z_vit[:, 1:]) (B×N×W)
 2. idx_k, s_k = argmax / max over the image's N positions of w_k . o_j
-3. c_k = g(quant)[b, idx_k], g = Linear(D -> W) -> GELU -> LayerNorm(W)
+3. c_k = g(quant)[b, idx_k], g = Linear(D -> W) -> GELU -> LayerNorm(W) (``projection_width``: p, not W)
 4. c_k <- normalize(s_k c_k) * pad_k
 5. q = (w * pad)(w * pad)^T (detached), p = c c^T
-6. L = mean over all B*L*L entries of (p - q)^2
+6. L = mean over all B*L*L entries of (p - q)^2 (computed on the columns up to the batch's last real
+   token: the trailing all-padding columns only add zeros to the sum)
 
 Two exact reorderings of that computation keep it cheap. g acts on each position alone, so it runs
 on the B×L matched codes only, not on all B×N positions (g(quant)[b, idx] = g(quant[b, idx])). And
@@ -18,6 +19,11 @@ normalize(s c) = sign(s) c / |c| does not depend on |s|, neither does the score 
 gradient is zero; a graph through it would only carry rounding noise, about 1e-9 in fp32, into
 the code ViT, at the price of a backward pass through the B×L×N similarities and the B×N×W
 normalisation). The loss and the gradients of g and ``quant`` (or the codebook) are unchanged to the bit.
+
+When the code ViT's factors are given (``Z_vit = features @ proj``, features B×(N+1)×c, c its width)
+the match never forms the W-wide tokens: w_k . z_j = (w_k proj^T) . f_j and
+|z_j|^2 = f_j^T (proj proj^T) f_j, so the cosines are computed at width c. The same numbers up to
+float rounding (a near-tie between two positions may then resolve the other way).
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from torch import nn
 
 from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
 from lgvq_core.alignment.loss_configs import RelationConfig
+from lgvq_core.alignment.masking import last_real_column
 
 
 class CodeProjection(nn.Sequential):
-    """g: Linear(D -> W, weights N(0, 0.01)) -> GELU -> LayerNorm(W)."""
+    """g: Linear(D -> W, weights N(0, 0.01)) -> GELU -> LayerNorm(W) (W: ``width``, the text width officially)."""
 
     def __init__(self, code_dim: int, width: int) -> None:
         super().__init__(nn.Linear(code_dim, width), nn.GELU(), nn.LayerNorm(width))
@@ -47,12 +54,19 @@ class RelationLoss(AlignmentLoss):
     """
 
     uses_code_vit = True
+    reads_vit_tokens = False  # the match uses the code ViT's factors when it has them
 
     def __init__(self, config: RelationConfig, code_dim: int, width: int) -> None:
         super().__init__()
         self.config = config
         if config.code_projection == "linear-gelu-ln":
-            self.projection: nn.Module = CodeProjection(code_dim, width)
+            out_width = width if config.projection_width is None else config.projection_width
+            self.projection: nn.Module = CodeProjection(code_dim, out_width)
+        elif config.projection_width is not None:
+            raise ValueError(
+                'relation: projection_width sets the width of g, and code_projection = "none" has no g; '
+                'unset projection_width or use code_projection = "linear-gelu-ln"'
+            )
         elif code_dim != width:
             raise ValueError(
                 f'relation: code_projection = "none" compares codes ({code_dim}-d) with words ({width}-d) '
@@ -63,16 +77,24 @@ class RelationLoss(AlignmentLoss):
 
     def forward(self, inputs: AlignmentInputs) -> torch.Tensor:
         config, text = self.config, inputs.text
-        if inputs.vit_tokens is None:
+        factored = inputs.vit_features is not None and inputs.vit_proj is not None
+        if not factored and inputs.vit_tokens is None:
             raise ValueError("relation needs the code ViT tokens; build it through build_alignment_module")
-        codes_vit = inputs.vit_tokens[:, 1:]  # b n w
-        words = self._word_features(inputs).to(codes_vit.dtype)  # b l w
+        dtype = inputs.vit_features.dtype if factored else inputs.vit_tokens.dtype
+        # Columns that are padding in every caption compare no pair (their entries are zeros of the
+        # mean): the loss runs on the columns up to the last real token, the mean still over B*L*L.
+        batch, length = text.ids.shape
+        used = last_real_column(text.pad_mask)
+        words = self._word_features(inputs)[:, :used].to(dtype)  # b l' w
         valid = text.pad_mask if config.pairs == "all-non-pad" else text.word_mask
-        valid = valid.bool()
+        valid = valid[:, :used].bool()
 
         word_dirs = F.normalize(words, dim=-1)
         with torch.no_grad():  # no gradient passes the match (module doc)
-            match = word_dirs @ F.normalize(codes_vit, dim=-1).transpose(1, 2)  # b l n
+            if factored:
+                match = factored_cosines(word_dirs, inputs.vit_features[:, 1:], inputs.vit_proj.to(dtype))
+            else:
+                match = word_dirs @ F.normalize(inputs.vit_tokens[:, 1:], dim=-1).transpose(1, 2)  # b l n
             score, position = match.max(-1)  # b l
 
         code = self._matched_codes(inputs, position)  # b l d
@@ -90,7 +112,7 @@ class RelationLoss(AlignmentLoss):
             pair_mask = pair_mask & ~torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
         squared = (relation - target).square() * pair_mask.to(relation.dtype)
         if config.reduction == "mean-all":
-            return squared.sum() / squared.numel()
+            return squared.sum() / (batch * length * length)
         return squared.sum() / pair_mask.sum().clamp_min(1)
 
     def _word_features(self, inputs: AlignmentInputs) -> torch.Tensor:
@@ -116,6 +138,14 @@ class RelationLoss(AlignmentLoss):
             )
         code_index = indices.flatten(1).gather(1, position)  # b l
         return inputs.codebook[code_index]  # b l d
+
+
+def factored_cosines(word_dirs: torch.Tensor, features: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
+    """B×L×N: ``word_dirs`` (unit rows, B×L×W) . normalize(features @ proj) (features B×N×c, proj c×W),
+    computed at width c: (word_dirs proj^T) features^T over |features_j @ proj| (F.normalize's 1e-12 floor)."""
+    dots = (word_dirs @ proj.T) @ features.transpose(1, 2)  # b l c -> b l n
+    norms = ((features @ (proj @ proj.T)) * features).sum(-1).clamp_min(0).sqrt()  # b n
+    return dots / norms.clamp_min(1e-12).unsqueeze(1)
 
 
 def build_relation(config: RelationConfig, context) -> RelationLoss:

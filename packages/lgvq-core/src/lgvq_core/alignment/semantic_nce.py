@@ -29,6 +29,7 @@ class SemanticNCELoss(AlignmentLoss):
     """
 
     uses_code_vit = True
+    reads_vit_tokens = False  # the global token (vit_global) is all it reads
 
     def __init__(self, config: SemanticNCEConfig) -> None:
         super().__init__()

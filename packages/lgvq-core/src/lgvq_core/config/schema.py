@@ -56,6 +56,12 @@ class RunSection:
     precision: Literal["fp32", "bf16", "fp16"] = option(
         "fp32", "Autocast precision of the forward pass; fp16 adds a gradient scaler."
     )
+    alignment_precision: Literal["autocast", "fp32"] = option(
+        "autocast",
+        "Precision of the alignment losses and their code ViT: the run's autocast (autocast), or fp32 outside "
+        "autocast on the fp32 codes. Their matrices are small, so under bf16/fp16 the casts around each op can "
+        "cost more than the narrower arithmetic saves (bench/lg_overhead.py --levers alignfp32 measures it).",
+    )
     channels_last: bool = option(
         False,
         "Keep the tokenizer's and the discriminator's weights and the images in channels-last memory format: "

@@ -211,7 +211,13 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         run.last_output_stats = {k: v.detach() for k, v in output.stats.items()}
         run.plugin_manager.hook.lgvq_after_quantize(run=run, output=output)
 
-    generator = GeneratorModule(tokenizer, alignment, run.text_encoder, on_quantize)
+    generator = GeneratorModule(
+        tokenizer,
+        alignment,
+        run.text_encoder,
+        on_quantize,
+        alignment_fp32=config.run.alignment_precision == "fp32" and config.run.precision != "fp32",
+    )
     disc_module = DiscriminatorModule(tokenizer, discriminator) if discriminator is not None else None
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None

@@ -46,10 +46,13 @@ class GeneratorModule(nn.Module):
         alignment: nn.Module | None,
         text_encoder: nn.Module | None = None,
         on_quantize: Callable[[TokenizerOutput], None] | None = None,
+        alignment_fp32: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.alignment = alignment
+        #: Run the alignment module in fp32 outside autocast (``run.alignment_precision = "fp32"``).
+        self.alignment_fp32 = alignment_fp32
         # The frozen encoder is used (masked-contextual input) but never registered: it must not
         # be in the optimizer, in DDP's buckets or in a checkpoint.
         self.__dict__["text_encoder"] = text_encoder
@@ -68,9 +71,12 @@ class GeneratorModule(nn.Module):
         terms = dict(self.tokenizer.generator_loss(images, output, step, discriminator))
         total = terms.pop("total")
         if self.alignment is not None and text is not None:
-            lg_terms = self.alignment(
-                output.quant, text, self.tokenizer.quantizer.codebook, output.indices, self.text_encoder
-            )
+            quant, codebook = output.quant, self.tokenizer.quantizer.codebook
+            if self.alignment_fp32:
+                with torch.autocast(quant.device.type, enabled=False):
+                    lg_terms = self.alignment(quant.float(), text, codebook.float(), output.indices, self.text_encoder)
+            else:
+                lg_terms = self.alignment(quant, text, codebook, output.indices, self.text_encoder)
             total = total + self.alignment.weighted_sum(lg_terms)
             terms.update({term_key(name): value for name, value in lg_terms.items()})
         terms["loss"] = total

@@ -453,6 +453,15 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
                 f"token_embedding has shape {tuple(component.token_embedding.shape)}, expected (V, W) = "
                 f"({component.vocab_size}, {component.width})"
             )
+        ids = features.ids[:1].long()
+        with torch.no_grad():
+            rows = component.embed_ids(ids)
+            alone = component.embed_ids(ids.flip(1)).flip(1)  # every id at another position
+        if tuple(rows.shape) != (1, length, component.width) or not torch.allclose(rows, alone, atol=1e-6):
+            raise ContractError(
+                "embed_ids() must give each id its embedding-layer row, whatever its position (B×L×W, no "
+                "position embedding): the token-embedding inputs of masked-text and relation rely on it"
+            )
     elif kind == "alignment_loss":
         from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
         from lgvq_core.alignment.code_vit import CodeViT
