@@ -39,17 +39,17 @@ class ResidualAttentionBlock(nn.Module):
 
 
 def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """``attn(x, x, x, need_weights=False)[0]`` (no mask, no dropout) as plain matmuls.
+    """``attn(x, x, x, need_weights=False)[0]`` (no mask, no dropout), called on its parts.
 
-    The same function up to float rounding; on the short sequences of a code grid the module's own
-    dispatch (and its fused kernel's backward) costs more than the arithmetic.
+    The same function up to float rounding: the in-projection, ``scaled_dot_product_attention`` and
+    the out-projection, without the module's own dispatch, which costs more than the arithmetic on
+    the short sequences of a small code grid.
     """
     batch, length, width = x.shape
     heads = attn.num_heads
-    head_dim = width // heads
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # b n 3w
-    q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each b h n (w/h)
-    out = ((q * head_dim**-0.5) @ k.transpose(-1, -2)).softmax(-1) @ v  # b h n (w/h)
+    q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # each b h n (w/h)
+    out = F.scaled_dot_product_attention(q, k, v)  # b h n (w/h)
     return attn.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
