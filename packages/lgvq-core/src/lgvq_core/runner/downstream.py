@@ -10,8 +10,6 @@ The model only supplies ``training_loss`` and ``param_groups`` (see :mod:`lgvq_c
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,11 +21,11 @@ from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.data.codes import CodeDataset
 from lgvq_core.downstream import FrozenTokenizer
-from lgvq_core.errors import CheckpointError, DataError
+from lgvq_core.errors import DataError
 from lgvq_core.registry import get_registry
-from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.load import build_text_encoder
 
 
 class DownstreamModule(nn.Module):
@@ -41,32 +39,17 @@ class DownstreamModule(nn.Module):
         return self.model.training_loss(batch)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_frozen_tokenizer(config, device: torch.device, log, name: str = "tokenizer") -> tuple[Any, dict[str, str]]:
-    """The checkpoint of the run ``[name]`` names, frozen, and its identity (run dir, checkpoint dir, SHA-256)."""
-    from lgvq_core.runner.evaluate import load_trained
+    """The checkpoint of the run ``[name]`` names, frozen (the tokenizer alone, see
+    :mod:`lgvq_core.runner.load`), and its identity (run dir, checkpoint dir, SHA-256)."""
+    from lgvq_core.runner.load import load_tokenizer_run
 
     section = getattr(config, name)
-    run_dir = Path(section.run_dir).expanduser()
-    path = ckpt.resolve_checkpoint(run_dir, section.checkpoint)
-    digest = file_sha256(path / ckpt.MODEL_FILE)
-    if section.sha256 is not None and section.sha256 != digest:
-        raise CheckpointError(
-            f"{path / ckpt.MODEL_FILE}: SHA-256 {digest} differs from $.{name}.sha256 = {section.sha256}; "
-            f"the tokenizer changed since this run file was written. Remove {name}.sha256 to accept it"
-        )
-    trained, _, _ = load_trained(run_dir, str(path), device=str(device))
-    for parameter in trained.tokenizer.parameters():
-        parameter.requires_grad_(False)
-    log(f"{name.replace('_', ' ')}: {path} (sha256 {digest[:12]}..., step {trained.step})")
-    identity = {"run_dir": str(run_dir.resolve()), "checkpoint": str(path.resolve()), "sha256": digest}
+    trained = load_tokenizer_run(section.run_dir, section.checkpoint, device, log, sha256=section.sha256, name=name)
+    identity = trained.identity()
+    log(
+        f"{name.replace('_', ' ')}: {identity['checkpoint']} (sha256 {identity['sha256'][:12]}..., step {trained.step})"
+    )
     return trained, identity
 
 
@@ -141,7 +124,7 @@ class ConditionCodes:
     def __init__(self, config, device, info, log) -> None:
         self.config, self.device, self.info, self.log = config, device, info, log
         self.trained, self.identity = load_frozen_tokenizer(config, device, log, "condition_tokenizer")
-        self.classes = self.trained.extra["train_data"].in_channels
+        self.classes = self.trained.in_channels
 
     def codes(self, images, split: str) -> dict[str, torch.Tensor]:
         from lgvq_core.data.segmentation_maps import SegmentationMaps
@@ -198,13 +181,9 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
         codebook=tokenizer.quantizer.codebook.detach().to(device),
         indices_per_position=int(sample.shape[1]) if sample.dim() == 4 else 1,
     )
-    text_encoder, text_cache = trained.text_encoder, trained.text_cache
-    if config.text_encoder is not None and trained.config.text_encoder != config.text_encoder:
-        from lgvq_core.text_feature_cache import TextFeatureCache
-
-        text_encoder = registry.build("text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**base))
-        text_encoder = text_encoder.freeze().to(device)
-        text_cache = TextFeatureCache.from_config(text_encoder, config.text_encoder.config, device=device)
+    # The run file's [text_encoder], else the tokenizer run's (built once, here).
+    text_source = config if config.text_encoder is not None else trained.config
+    text_encoder, text_cache = build_text_encoder(text_source, device, log)
     torch.manual_seed(config.run.seed)
     context = BuildContext(
         frozen_tokenizer=frozen,

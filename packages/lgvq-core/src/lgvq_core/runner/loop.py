@@ -29,6 +29,7 @@ from lgvq_core.runner.batches import BatchStream, check_one_batch, probe_batch, 
 from lgvq_core.runner.components import build_run
 from lgvq_core.runner.context import RunContext
 from lgvq_core.runner.generate import generates
+from lgvq_core.runner.load import write_build_record
 from lgvq_core.runner.progress import Progress
 from lgvq_core.runner.reporting import RunResult, describe_result, report_skipped, train_record, used_components
 from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, write_run_files
@@ -202,6 +203,10 @@ def _write_run_directory(run: RunContext, source_text: str, resuming: bool) -> M
         environment_report(run.device, run.world_size),
         keep_config=resuming,
     )
+    if run.kind == "tokenizer":  # what rebuilding the tokenizer alone needs (lgvq_core.runner.load)
+        write_build_record(
+            run.run_dir, getattr(run.train_data, "image_size", None), int(getattr(run.train_data, "in_channels", 3))
+        )
     metrics_writer = MetricsWriter(run.run_dir / "metrics.jsonl")
     if resuming:
         metrics_writer.truncate_after(run.step)

@@ -1,0 +1,241 @@
+"""A trained run from disk: its run file, one verified checkpoint, and only the parts asked for.
+
+The checkpoint is resolved once (``last``/``best`` pointers, falling back to the newest checkpoint
+that verifies) and read once, its bytes checked against the manifest. :func:`build_tokenizer`
+builds the tokenizer alone: no datasets, text encoder, alignment heads or discriminator, unless
+the tokenizer itself needs them (a quantizer whose config says ``uses_text``, such as VQCT's word
+prior). Its image size and channel count come from ``tokenizer-build.json``, which a tokenizer run
+writes when it starts; a run from before that file is sized from its validation split.
+
+Downstream runs freeze their tokenizers through :func:`load_tokenizer_run`; the Python API
+(:func:`lgvq_core.api.load_tokenizer`) wraps it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lgvq_core.atomic import write_json_atomic
+from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.context import BuildContext
+from lgvq_core.errors import CheckpointError, RunDirError
+from lgvq_core.registry import get_registry, load_run_file
+from lgvq_core.runner import checkpoint as ckpt
+
+#: What a tokenizer run records of its data for rebuilding the tokenizer without it.
+BUILD_FILE = "tokenizer-build.json"
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class CheckpointRead:
+    """One checkpoint directory, read and verified once: weights, training state and the model file's
+    SHA-256 (from the manifest the bytes were checked against)."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    sha256: str
+
+    @property
+    def step(self) -> int:
+        return int(self.state.get("step", 0))
+
+
+def read_checkpoint(run_dir: str | Path, which: str = "best", log: Callable[[str], None] = _stderr) -> CheckpointRead:
+    """Resolve ``which`` (``best``, ``last`` or a checkpoint directory) in ``run_dir`` and read it, verified."""
+    path = ckpt.resolve_checkpoint(Path(run_dir), which, log)
+    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
+    sha256 = str(ckpt.read_manifest(path)["files"][ckpt.MODEL_FILE]["sha256"])
+    return CheckpointRead(path=path, tensors=tensors, state=state, sha256=sha256)
+
+
+def read_run_file(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedRunFile:
+    """The run file a run trained with (its ``resolved.toml``), validated, with ``overrides``."""
+    run_dir = Path(run_dir)
+    resolved = run_dir / "resolved.toml"
+    if not resolved.exists():
+        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
+    return load_run_file(resolved, overrides=list(overrides or []))
+
+
+def write_build_record(run_dir: Path, image_size: int | None, in_channels: int) -> None:
+    """Record the data sizes the tokenizer was built for (see the module docstring)."""
+    write_json_atomic(Path(run_dir) / BUILD_FILE, {"image_size": image_size, "in_channels": int(in_channels)})
+
+
+def read_build_record(run_dir: Path | None) -> dict[str, Any] | None:
+    """The run's ``tokenizer-build.json``, or ``None`` when it has none (or it is unreadable)."""
+    if run_dir is None:
+        return None
+    try:
+        record = json.loads((Path(run_dir) / BUILD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("in_channels"), int):
+        return None
+    return record
+
+
+def uses_text_at_build(config: Any) -> bool:
+    """Whether the run's quantizer or backbone reads the text encoder and the captions when it is built."""
+    for component in (config.model.quantizer, config.model.backbone):
+        uses = getattr(getattr(component, "config", None), "uses_text", False) if component is not None else False
+        if uses() if callable(uses) else uses:
+            return True
+    return False
+
+
+def _base(config: Any, device: torch.device | str, log: Callable[[str], None]) -> dict[str, Any]:
+    return dict(device=str(device), seed=config.run.seed, log=log, skip_bad_items=config.train.skip_bad_items)
+
+
+def build_text_encoder(config: Any, device: torch.device | str, log: Callable[[str], None]):
+    """The run's frozen text encoder and its feature cache on ``device`` (``(None, None)`` without one)."""
+    if config.text_encoder is None:
+        return None, None
+    from lgvq_core.text_feature_cache import TextFeatureCache
+
+    registry = get_registry()
+    encoder = registry.build(
+        "text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**_base(config, device, log))
+    )
+    encoder = encoder.freeze().to(device)
+    return encoder, TextFeatureCache.from_config(encoder, config.text_encoder.config, device=device)
+
+
+def tokenizer_sizes(config: Any, run_dir: Path | None, device: torch.device | str, log: Callable[[str], None]) -> dict:
+    """``image_size`` and ``in_channels`` the tokenizer is built for: the run's build record, else its
+    validation split's (a run from before the record)."""
+    record = read_build_record(run_dir)
+    if record is not None:
+        return record
+    base = _base(config, device, log)
+    val = get_registry().build("dataset", config.data, "$.data", BuildContext(split="val", **base))
+    return {"image_size": getattr(val, "image_size", None), "in_channels": int(getattr(val, "in_channels", 3))}
+
+
+def build_tokenizer(
+    config: Any,
+    device: torch.device | str = "cpu",
+    log: Callable[[str], None] = _stderr,
+    sizes: dict | None = None,
+    text_encoder: Any = None,
+    train_captions: Callable[[], Any] | None = None,
+) -> nn.Module:
+    """The quantizer and backbone of a tokenizer run file, freshly initialised (seeded as in training).
+
+    ``sizes`` (:func:`tokenizer_sizes`; default: from the validation split). A tokenizer that reads
+    text when built gets ``text_encoder`` and ``train_captions`` (built here when not given).
+    """
+    from lgvq_core.text_feature_cache import cache_root
+
+    registry = get_registry()
+    base = _base(config, device, log)
+    sizes = sizes if sizes is not None else tokenizer_sizes(config, None, device, log)
+    if uses_text_at_build(config):
+        if text_encoder is None:
+            text_encoder, _ = build_text_encoder(config, device, log)
+        if train_captions is None:
+            train = registry.build("dataset", config.data, "$.data", BuildContext(split="train", **base))
+            train_captions = train.all_captions
+    context = BuildContext(
+        image_size=sizes["image_size"],
+        in_channels=sizes["in_channels"],
+        text_encoder=text_encoder,
+        train_captions=train_captions,
+        cache_dir=str(cache_root() / "components"),
+        **base,
+    )
+    torch.manual_seed(config.run.seed)
+    context.quantizer = registry.build("quantizer", config.model.quantizer, "$.model.quantizer", context)
+    return registry.build("backbone", config.model.backbone, "$.model.backbone", context)
+
+
+@dataclass
+class TokenizerRun:
+    """A trained tokenizer in eval mode with what identifies it: the run file it trained with, the
+    checkpoint read, and the data sizes it was built for."""
+
+    tokenizer: nn.Module
+    loaded: LoadedRunFile
+    checkpoint: CheckpointRead
+    run_dir: Path
+    in_channels: int
+    image_size: int | None = None
+
+    @property
+    def config(self) -> Any:
+        return self.loaded.config
+
+    @property
+    def step(self) -> int:
+        return self.checkpoint.step
+
+    def identity(self) -> dict[str, str]:
+        """Run directory, checkpoint directory and model-file SHA-256 (what a downstream run pins)."""
+        return {
+            "run_dir": str(self.run_dir.resolve()),
+            "checkpoint": str(self.checkpoint.path.resolve()),
+            "sha256": self.checkpoint.sha256,
+        }
+
+
+def load_tokenizer_run(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: torch.device | str = "cpu",
+    log: Callable[[str], None] = _stderr,
+    sha256: str | None = None,
+    name: str = "tokenizer",
+) -> TokenizerRun:
+    """A tokenizer run's tokenizer with the weights of ``checkpoint``, frozen, in eval mode on ``device``.
+
+    ``sha256`` pins the model file (``$.<name>.sha256`` of a downstream run file): another file is refused.
+    """
+    from lgvq_core.config.schema import DownstreamRunFile
+
+    run_dir = Path(run_dir).expanduser()
+    loaded = read_run_file(run_dir, [f"run.device={device}"])
+    if isinstance(loaded.config, DownstreamRunFile):
+        raise RunDirError(
+            f"{run_dir}: a downstream run (a model trained on frozen codes), not a tokenizer run; give the run "
+            "directory of its tokenizer (its resolved.toml names it under [tokenizer])"
+        )
+    read = read_checkpoint(run_dir, checkpoint, log)
+    check_sha256(read, sha256, name)
+    sizes = tokenizer_sizes(loaded.config, run_dir, device, log)
+    tokenizer = build_tokenizer(loaded.config, device, log, sizes)
+    ckpt.load_module(tokenizer, read.tensors, "tokenizer", read.path)
+    tokenizer = tokenizer.to(device).eval()
+    for parameter in tokenizer.parameters():
+        parameter.requires_grad_(False)
+    return TokenizerRun(
+        tokenizer=tokenizer,
+        loaded=loaded,
+        checkpoint=read,
+        run_dir=run_dir,
+        in_channels=int(sizes["in_channels"]),
+        image_size=sizes.get("image_size"),
+    )
+
+
+def check_sha256(read: CheckpointRead, expected: str | None, name: str) -> None:
+    """Refuse a checkpoint whose model file is not the one ``$.<name>.sha256`` pins."""
+    if expected is not None and expected != read.sha256:
+        raise CheckpointError(
+            f"{read.path / ckpt.MODEL_FILE}: SHA-256 {read.sha256} differs from $.{name}.sha256 = {expected}; "
+            f"the tokenizer changed since this run file was written. Remove {name}.sha256 to accept it"
+        )
