@@ -201,6 +201,23 @@ def test_a_checkpoint_without_manifest_is_incomplete(tmp_path):
         ckpt.load_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    ("version", "advice"),
+    [(ckpt.FORMAT_VERSION + 1, "newer lgvq-core; upgrade lgvq-core"), (None, "not written by this lgvq-core")],
+)
+def test_a_checkpoint_of_another_format_is_refused_naming_both_formats(tmp_path, version, advice):
+    path = _save(tmp_path / "checkpoints", 1, ["last"])
+    manifest = json.loads((path / ckpt.MANIFEST_FILE).read_text())
+    assert manifest["format_version"] == ckpt.FORMAT_VERSION
+    if version is None:
+        del manifest["format_version"]
+    else:
+        manifest["format_version"] = version
+    (path / ckpt.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=f"checkpoint format {version!r}, this lgvq-core reads format 2: .*{advice}"):
+        ckpt.load_checkpoint(path)
+
+
 def test_a_refused_pickle_never_repeats_the_weights_only_false_advice(tmp_path):
     path = _save(tmp_path / "checkpoints", 1, ["last"])
 

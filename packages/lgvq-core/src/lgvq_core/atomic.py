@@ -30,11 +30,6 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: str | Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
 def _umask() -> int:
     """The process umask, read without changing it where the platform allows (threads may be writing)."""
     try:

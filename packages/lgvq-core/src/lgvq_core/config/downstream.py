@@ -8,7 +8,6 @@ tokenizer run, and ``[train]`` keys from the model's :class:`~lgvq_core.specs.Do
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -194,14 +193,6 @@ def _codebook_fit(raw: Mapping[str, Any], tokenizer_raw: Mapping[str, Any]) -> l
             )
         ]
     return []
-
-
-def read_pointer(run_dir: Path, which: str) -> str | None:
-    """The checkpoint directory name a pointer file names, or ``None``."""
-    try:
-        return json.loads((run_dir / "checkpoints" / f"{which}.json").read_text())["dir"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def downstream_cross_check(run) -> list[Problem]:

@@ -385,6 +385,16 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: incomplete checkpoint (no {MANIFEST_FILE})") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path / MANIFEST_FILE}: unreadable checkpoint manifest ({exc})") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            advice = "it was written by a newer lgvq-core; upgrade lgvq-core to read it"
+        else:
+            advice = "it was not written by this lgvq-core's checkpoint code; train the run again or convert it"
+        raise CheckpointError(
+            f"{path / MANIFEST_FILE}: checkpoint format {version!r}, this lgvq-core reads format {FORMAT_VERSION}: "
+            f"{advice}"
+        )
     return manifest
 
 

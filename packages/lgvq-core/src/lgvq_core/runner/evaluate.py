@@ -23,7 +23,7 @@ from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.config.schema import Component
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError, RunDirError
-from lgvq_core.registry import get_registry, load_run_file
+from lgvq_core.registry import get_registry
 from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
 from lgvq_core.tasks import EvalShard, TrainedModel, refusal
@@ -40,26 +40,23 @@ def load_trained(
     Under ``torchrun`` this joins the process group and the model's ``shard`` is this rank's.
     """
     from lgvq_core.runner.components import build_components
+    from lgvq_core.runner.load import read_checkpoint, read_run_file
 
     run_dir = Path(run_dir)
-    resolved = run_dir / "resolved.toml"
-    if not resolved.exists():
-        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
     overrides = list(overrides or [])
     if device:
         overrides.append(f"run.device={device}")
-    loaded = load_run_file(resolved, overrides=overrides)
+    loaded = read_run_file(run_dir, overrides)
     config = loaded.config
-    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    read = read_checkpoint(run_dir, checkpoint)
     info = distr.init_distributed(config.run.device)
     torch_device = distr.resolve_device(config.run.device, info)
     parts = build_components(config, torch_device, log=lambda m: print(m, flush=True))
-    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
     tokenizer = parts.tokenizer
-    ckpt.load_module(tokenizer, tensors, "tokenizer", path)
+    ckpt.load_module(tokenizer, read.tensors, "tokenizer", read.path)
     alignment = parts.alignment
     if alignment is not None:
-        ckpt.load_module(alignment, tensors, "alignment", path)
+        ckpt.load_module(alignment, read.tensors, "alignment", read.path)
         alignment = alignment.to(torch_device).eval()
     model = TrainedModel(
         tokenizer=tokenizer.to(torch_device).eval(),
@@ -69,7 +66,7 @@ def load_trained(
         device=torch_device,
         config=config,
         run_dir=run_dir,
-        step=int(state.get("step", 0)),
+        step=read.step,
         batch_size=config.train.batch_size,
         extra={"train_data": parts.train_data},
         shard=EvalShard(rank=info.rank, count=info.world_size),
