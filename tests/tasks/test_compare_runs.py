@@ -156,3 +156,58 @@ def test_lgvq_compare_trains_two_seeds_of_both_arms_and_tables_their_real_result
 
     again = lgvq_cli("compare", str(path), "--out", str(out))
     assert again.code == 0 and again.out.count("finished earlier, kept") == 4 and ": training (" not in again.out
+
+
+# ------------------------------------------------------------------------------------------
+# the rows come from the tasks' own specs
+# ------------------------------------------------------------------------------------------
+def test_the_curated_rows_are_those_the_task_specs_declare_in_their_order():
+    from lgvq_core.runner.compare import RUN_ROWS, curated_rows
+
+    rows = curated_rows()
+    assert rows[: len(RUN_ROWS)] == RUN_ROWS
+    tasks = list(dict.fromkeys(row.task for row in rows[len(RUN_ROWS) :]))
+    assert tasks == ["reconstruction", "retrieval", "masked-words", "relation", "codebook"]
+    psnr = next(row for row in rows if row.metric == "PSNR")
+    assert (psnr.task, psnr.key, psnr.better) == ("reconstruction", ("psnr",), "higher")
+
+
+def test_a_third_party_task_places_its_own_labelled_rows():
+    from lgvq_core.registry import get_registry
+    from lgvq_core.runner.compare import curated_rows, table_rows
+    from lgvq_core.specs import ComparisonRow, RegisteredComponent, TaskSpec
+
+    registry = get_registry()
+    spec = TaskSpec(
+        name="sharpness",
+        summary="x",
+        config_cls=registry.get_spec("task", "codebook").config_cls,
+        factory="acme_tasks:build",
+        comparison_rows=(ComparisonRow("edge sharpness", ("edges", "mean"), "higher"),),
+        comparison_order=15,
+    )
+    registry._components["task"]["sharpness"] = RegisteredComponent("task", spec, "acme", "acme-lgvq", "1.0")
+    try:
+        labels = [row.metric for row in curated_rows()]
+        assert labels.index("perplexity") < labels.index("edge sharpness") < labels.index("retrieval R@1")
+        info = {"run": {}, "eval": {"sharpness": {"edges": {"mean": 0.5, "max": 0.9}}}}
+        rows = table_rows([info])
+        assert [(r.metric, r.better) for r in rows] == [("edge sharpness", "higher")]  # max: not declared, not shown
+    finally:
+        del registry._components["task"]["sharpness"]
+
+
+def test_a_comparison_row_refuses_a_direction_it_does_not_know():
+    from lgvq_core.specs import ComparisonRow
+
+    with pytest.raises(ValueError, match='better must be "higher", "lower" or None'):
+        ComparisonRow("x", ("x",), "up")
+
+
+def test_core_names_no_task_of_lgvq_tasks_in_the_comparison():
+    import lgvq_core.runner.compare as compare_module
+    from lgvq_tasks.registration import TASKS
+
+    source = Path(compare_module.__file__).read_text()
+    named = [spec.name for spec in TASKS if f'"{spec.name}"' in source]
+    assert named == []

@@ -138,6 +138,34 @@ class DownstreamSpec(ComponentSpec):
     default_train: Mapping[str, Any] = attrs.field(factory=dict)
 
 
+def _check_better(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in ("higher", "lower", None):
+        raise ValueError(f'better must be "higher", "lower" or None (not ranked), got {value!r}')
+
+
+@attrs.frozen
+class ComparisonRow:
+    """One line a task adds to ``lgvq compare``'s table: its label, the path of the number in the
+    task's results (``("leak-free", "mask-1", "recall@1")``) and which way is better (``None``: shown,
+    never ranked)."""
+
+    label: str
+    key: tuple[str, ...] = attrs.field(converter=tuple)
+    better: str | None = attrs.field(default=None, validator=_check_better)
+
+
+@attrs.frozen
+class TaskSpec(ComponentSpec):
+    """An evaluation task, with the rows it puts in ``lgvq compare``'s table, in reading order.
+
+    Tasks are placed by ``comparison_order`` (then name). A task without rows gets one row per number
+    of its results, labelled ``<task>: <key.path>`` (ranked where its ``better`` table says so).
+    """
+
+    comparison_rows: tuple[ComparisonRow, ...] = attrs.field(default=(), converter=tuple)
+    comparison_order: int = 100
+
+
 @attrs.frozen
 class RegisteredComponent:
     """A spec as the registry holds it: the spec plus who provided it."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core.specs import ComponentSpec, DownstreamSpec
+from lgvq_core.specs import ComparisonRow, ComponentSpec, DownstreamSpec, TaskSpec
 from lgvq_tasks.config import (
     CodebookConfig,
     CodeProbeConfig,
@@ -48,35 +48,72 @@ TASKS: list = [
         config_cls=GenerationFIDConfig,
         factory="lgvq_tasks.generation_fid:build_generation_fid",
     ),
-    ComponentSpec(
+    TaskSpec(
         name="reconstruction",
         summary="rFID, PSNR, SSIM, LPIPS (with weights) and codebook usage/perplexity on the validation split",
         config_cls=ReconstructionConfig,
         factory="lgvq_tasks.reconstruction:build_reconstruction",
+        comparison_rows=(
+            ComparisonRow("PSNR", ("psnr",), "higher"),
+            ComparisonRow("SSIM", ("ssim",), "higher"),
+            ComparisonRow("rFID", ("fid",), "lower"),
+            ComparisonRow("LPIPS", ("lpips",), "lower"),
+            ComparisonRow("codebook usage", ("usage",), "higher"),
+            ComparisonRow("perplexity", ("perplexity",), "higher"),
+        ),
+        comparison_order=10,
     ),
-    ComponentSpec(
+    TaskSpec(
         name="retrieval",
         summary="image-to-text retrieval with the global semantic head: R@1/5/10 and an HTML report of top-1 captions",
         config_cls=RetrievalConfig,
         factory="lgvq_tasks.retrieval:build_retrieval",
+        comparison_rows=(
+            ComparisonRow("retrieval R@1", ("r@1",), "higher"),
+            ComparisonRow("retrieval R@5", ("r@5",), "higher"),
+            ComparisonRow("retrieval R@1 by chance", ("chance_r@1",)),
+            ComparisonRow("retrieval head", ("matcher",)),
+        ),
+        comparison_order=20,
     ),
-    ComponentSpec(
+    TaskSpec(
         name="masked-words",
         summary="masked word prediction Recall@1 (Mask-1, Mask-3), leak-free and official input, shuffled-image control",
         config_cls=MaskedWordsConfig,
         factory="lgvq_tasks.masked_words:build_masked_words",
+        comparison_rows=(
+            ComparisonRow("masked words Mask-1 R@1, leak-free", ("leak-free", "mask-1", "recall@1"), "higher"),
+            ComparisonRow("masked words Mask-3 R@1, leak-free", ("leak-free", "mask-3", "recall@1"), "higher"),
+            ComparisonRow(
+                "masked words Mask-1 R@1, leak-free, images shuffled", ("leak-free", "mask-1", "shuffled_recall@1")
+            ),
+            ComparisonRow("masked words Mask-1 R@1, official (leaky)", ("official", "mask-1", "recall@1"), "higher"),
+            ComparisonRow("masked words Mask-3 R@1, official (leaky)", ("official", "mask-3", "recall@1"), "higher"),
+            ComparisonRow(
+                "masked words Mask-1 R@1, official, images shuffled", ("official", "mask-1", "shuffled_recall@1")
+            ),
+            ComparisonRow("masked-text head", ("matcher",)),
+        ),
+        comparison_order=30,
     ),
-    ComponentSpec(
+    TaskSpec(
         name="relation",
         summary="code-word relationship MSE (Table 4) and word/code cosine heat maps (Fig. 6)",
         config_cls=RelationConfig,
         factory="lgvq_tasks.relation:build_relation",
+        comparison_rows=(
+            ComparisonRow("relation MSE", ("mse",), "lower"),
+            ComparisonRow("relation matcher", ("matcher",)),
+        ),
+        comparison_order=40,
     ),
-    ComponentSpec(
+    TaskSpec(
         name="codebook",
         summary="every code decoded on its own, tiled into one PNG (Fig. 7), and a code-usage histogram",
         config_cls=CodebookConfig,
         factory="lgvq_tasks.codebook:build_codebook",
+        comparison_rows=(ComparisonRow("codes never used", ("dead_codes",), "lower"),),
+        comparison_order=50,
     ),
     ComponentSpec(
         name="code-probe",

@@ -9,9 +9,11 @@ the row says "within noise". ``lgvq compare FILE`` trains the runs first (:mod:`
 
 Which rows appear, and which way is better:
 
-- :data:`ROWS` lists the rows of lgvq's own tasks, in reading order, with ``better`` = "higher",
-  "lower" or None (shown, never ranked). That is where the table's ↑ and ↓ come from.
-- A task with no row in :data:`ROWS` (a stage-2 or language task, a third-party task) gets one
+- :data:`RUN_ROWS` (steps, alignment losses, the last validation loss) come first; then the rows
+  each task declares in its spec (:class:`lgvq_core.specs.TaskSpec` ``comparison_rows``, in
+  ``comparison_order``), each with ``better`` = "higher", "lower" or None (shown, never ranked).
+  That is where the table's ↑ and ↓ come from.
+- A task that declares no rows (a stage-2 or language task, a third-party task) gets one
   row per number in its results, labelled ``<task>: <key.path>``. It says which way is better by
   returning a ``better`` table among its metrics, keyed like its rows:
   ``{"fid": 12.3, "better": {"fid": "lower"}}``; numbers it does not name are shown unranked.
@@ -42,40 +44,25 @@ class Row:
     better: str | None = None  # "higher", "lower" or None (not ranked)
 
 
-#: The rows of lgvq's own tasks, in reading order. Rows no run has are left out.
-ROWS: tuple[Row, ...] = (
+#: The rows of every run, first in the table. Rows no run has are left out.
+RUN_ROWS: tuple[Row, ...] = (
     Row("training steps", "run", ("step",)),
     Row("alignment losses", "run", ("alignment",)),
     Row("val rec_loss (last)", "run", ("val_rec_loss",), "lower"),
-    Row("PSNR", "reconstruction", ("psnr",), "higher"),
-    Row("SSIM", "reconstruction", ("ssim",), "higher"),
-    Row("rFID", "reconstruction", ("fid",), "lower"),
-    Row("LPIPS", "reconstruction", ("lpips",), "lower"),
-    Row("codebook usage", "reconstruction", ("usage",), "higher"),
-    Row("perplexity", "reconstruction", ("perplexity",), "higher"),
-    Row("retrieval R@1", "retrieval", ("r@1",), "higher"),
-    Row("retrieval R@5", "retrieval", ("r@5",), "higher"),
-    Row("retrieval R@1 by chance", "retrieval", ("chance_r@1",)),
-    Row("retrieval head", "retrieval", ("matcher",)),
-    Row("masked words Mask-1 R@1, leak-free", "masked-words", ("leak-free", "mask-1", "recall@1"), "higher"),
-    Row("masked words Mask-3 R@1, leak-free", "masked-words", ("leak-free", "mask-3", "recall@1"), "higher"),
-    Row(
-        "masked words Mask-1 R@1, leak-free, images shuffled",
-        "masked-words",
-        ("leak-free", "mask-1", "shuffled_recall@1"),
-    ),
-    Row("masked words Mask-1 R@1, official (leaky)", "masked-words", ("official", "mask-1", "recall@1"), "higher"),
-    Row("masked words Mask-3 R@1, official (leaky)", "masked-words", ("official", "mask-3", "recall@1"), "higher"),
-    Row(
-        "masked words Mask-1 R@1, official, images shuffled",
-        "masked-words",
-        ("official", "mask-1", "shuffled_recall@1"),
-    ),
-    Row("masked-text head", "masked-words", ("matcher",)),
-    Row("relation MSE", "relation", ("mse",), "lower"),
-    Row("relation matcher", "relation", ("matcher",)),
-    Row("codes never used", "codebook", ("dead_codes",), "lower"),
 )
+
+
+def curated_rows() -> tuple[Row, ...]:
+    """:data:`RUN_ROWS`, then the rows each registered task declares (its spec's ``comparison_rows``)."""
+    from lgvq_core.registry import get_registry
+
+    entries = [e for e in get_registry().entries("task") if getattr(e.spec, "comparison_rows", ())]
+    entries.sort(key=lambda entry: (getattr(entry.spec, "comparison_order", 100), entry.name))
+    rows = list(RUN_ROWS)
+    for entry in entries:
+        rows += [Row(row.label, entry.name, tuple(row.key), row.better) for row in entry.spec.comparison_rows]
+    return tuple(rows)
+
 
 #: The metrics key in which a task names the direction of its numbers (see the module docstring).
 BETTER_KEY = "better"
@@ -177,9 +164,10 @@ def _numeric_leaves(metrics: Any, prefix: tuple[str, ...] = ()) -> list[tuple[st
 
 
 def table_rows(infos: Sequence[Mapping[str, Any]]) -> list[Row]:
-    """The curated :data:`ROWS` the runs have, then one row per number of every other task."""
-    curated_tasks = {row.task for row in ROWS}
-    rows = [row for row in ROWS if any(_value(info, row) is not None for info in infos)]
+    """The curated rows (:func:`curated_rows`) the runs have, then one row per number of every other task."""
+    curated = curated_rows()
+    curated_tasks = {row.task for row in curated}
+    rows = [row for row in curated if any(_value(info, row) is not None for info in infos)]
     extra: dict[tuple[str, tuple[str, ...]], str | None] = {}
     for info in infos:
         for task, metrics in info["eval"].items():
