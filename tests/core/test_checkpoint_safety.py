@@ -214,7 +214,9 @@ def test_a_checkpoint_of_another_format_is_refused_naming_both_formats(tmp_path,
     else:
         manifest["format_version"] = version
     (path / ckpt.MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match=f"checkpoint format {version!r}, this lgvq-core reads format 2: .*{advice}"):
+    with pytest.raises(
+        CheckpointError, match=f"checkpoint format {version!r}, this lgvq-core reads format 2: .*{advice}"
+    ):
         ckpt.load_checkpoint(path)
 
 
