@@ -224,3 +224,61 @@ def test_generation_fid_at_the_end_of_a_run_equals_lgvq_eval(tmp_path, tokenizer
 def test_generation_fid_refuses_a_tokenizer_run(tmp_path, tokenizer_run):
     done = cli("eval", str(tokenizer_run), "--tasks", "generation-fid", cwd=tmp_path)
     assert done.returncode == 1 and "generation-fid: scores the samples of a downstream model" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# conditions beside samples
+# ------------------------------------------------------------------------------------------
+def _cells(grid: np.ndarray, size: int, scale: int, panels: int):
+    """The panels of the first cell of a condition grid: a list of ``panels`` arrays (size*scale)²×3."""
+    side = size * scale
+    return [grid[2 + j * (side + 2) : 2 + j * (side + 2) + side, 2 : 2 + side] for j in range(panels)]
+
+
+def test_a_completion_grid_shows_the_original_and_the_given_half_above_each_sample(tmp_path, completion_run):
+    out = tmp_path / "samples"
+    done = cli("sample", str(completion_run), "-n", "4", "--seed", "3", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    grid = np.array(Image.open(out / "grid.png"))
+    assert grid.shape == (2 + 2 * (3 * 34), 2 + 2 * 34, 3)  # 2x2 cells, each 3 panels of 32 px + 2 px gaps
+    original, given, sample = _cells(grid, 32, 1, 3)
+    assert np.array_equal(given[:16], original[:16])  # the first half of the raster (rows 0-3 of 8x8 codes)
+    assert np.all(given[16:] == 128)  # the rest greyed out
+    assert np.array_equal(sample, np.array(Image.open(out / "images" / "00000.png")))
+    assert not np.all(original[16:] == 128)
+
+
+def test_a_semantic_grid_shows_the_label_map_in_the_palette(tmp_path, tokenizer_run):
+    from lgvq_core.runner.generate import PALETTE
+
+    model = {**GPT, "condition": "semantic", "condition_vocab": 6}
+    path = downstream_file(tmp_path, tokenizer_run, downstream=model, train={"max_steps": 1, "val_every": 1})
+    result = train(load_run_file(path))
+    grid = np.array(Image.open(result.run_dir / "samples" / "step-0000001.png"))
+    _, labels, _ = _cells(grid, 32, 1, 3)
+    colours = {tuple(c) for c in labels.reshape(-1, 3)}
+    assert colours <= set(PALETTE[:6]) and len(colours) >= 2  # background and at least one shape
+
+
+def test_a_text_grid_writes_each_caption_under_its_sample(tmp_path, tokenizer_run):
+    model = {**GPT, "condition": "text"}
+    path = downstream_file(tmp_path, tokenizer_run, downstream=model, train={"max_steps": 1, "val_every": 1})
+    result = train(load_run_file(path))
+    out = tmp_path / "samples"
+    caption = "a red circle above a blue square"
+    done = cli("sample", str(result.run_dir), "-n", "2", "--caption", caption, "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    grid = np.array(Image.open(out / "grid.png"))
+    scale = 4  # 32 px cells are drawn 128 px wide so that the caption fits
+    (sample,) = _cells(grid, 32, scale, 1)  # a given caption describes no validation item: no original
+    image = np.array(Image.open(out / "images" / "00000.png"))
+    assert np.array_equal(sample, image.repeat(scale, 0).repeat(scale, 1))
+    text = grid[2 + 32 * scale + 2 : 2 + 32 * scale + 2 + 4 * 11, 2 : 2 + 32 * scale]
+    dark = (text.sum(-1) < 200).sum()
+    assert dark > 50  # the caption's letters, black on white
+    blank = np.array(Image.open(out / "grid.png"))[-5:]  # nothing is drawn below the last caption line
+    assert (blank == 255).all()
+    # captions of the validation split come with the item they describe (the training-time grid)
+    training = np.array(Image.open(result.run_dir / "samples" / "step-0000001.png"))
+    cell = 2 * (32 * scale + 2) - 2 + 4 * 11 + 4  # two panels (the original above the sample) and the caption
+    assert training.shape[:2] == (3 * (cell + 2) + 2, 3 * (32 * scale + 2) + 2)  # 8 samples in 3x3 cells

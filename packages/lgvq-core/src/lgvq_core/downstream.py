@@ -23,7 +23,9 @@ A generative model also offers (``lgvq sample`` and the ``generation-fid`` task 
   defaults); an unknown name is a ``ValueError`` naming the known ones;
 - ``generate(batch, generator, **options) -> LongTensor``: codes ``b h w``, one row per row of a
   validation batch, which carries the condition (completion prompts, label maps, captions' text
-  states). Every draw comes from ``generator``.
+  states). Every draw comes from ``generator``;
+- optionally ``sample_conditions(batch) -> SampleConditions``: what each sample was conditioned on,
+  drawn beside it in sample grids (the given part of a completion, the label map, the caption).
 """
 
 from __future__ import annotations
@@ -51,3 +53,19 @@ class FrozenTokenizer:
     def sequence_length(self) -> int:
         """Number of code indices in one image's raster sequence."""
         return self.grid[0] * self.grid[1] * self.indices_per_position
+
+
+@dataclass(frozen=True)
+class SampleConditions:
+    """What the samples of one validation batch were conditioned on, for the panels of a sample grid.
+
+    ``given``: ``b h w`` booleans over the code grid, True where the codes were given (a completion
+    prompt); the grid shows the original with the rest greyed out. ``labels``: ``b H W`` class ids of
+    a label map the samples follow (drawn in a fixed palette). ``captions``: the text of each sample.
+    Every field is optional; the original (the validation item's own codes, decoded) is always shown
+    when any is set.
+    """
+
+    given: Any = None  # torch.BoolTensor b h w
+    labels: Any = None  # torch.LongTensor b H W
+    captions: list[str] | None = None

@@ -87,10 +87,17 @@ def sample_record(
 
 @torch.no_grad()
 def iter_generated(
-    run: RunContext, count: int, seed: int, options: dict[str, Any], batch_size: int = 16, captions=None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    run: RunContext,
+    count: int,
+    seed: int,
+    options: dict[str, Any],
+    batch_size: int = 16,
+    captions=None,
+    with_conditions: bool = False,
+) -> Iterator[tuple]:
     """``(images, codes)`` per batch, in order, until ``count`` images: images ``b 3 H W`` in [-1, 1]
-    and the drawn codes, both on the CPU. Only one batch is held at a time."""
+    and the drawn codes, both on the CPU. Only one batch is held at a time. ``with_conditions`` adds a
+    third item, the batch's condition panels (:func:`condition_panels`)."""
     from lgvq_core.runner.batches import to_device
     from lgvq_core.runner.downstream import model_inputs
 
@@ -114,7 +121,52 @@ def iter_generated(
         with run.autocast():
             codes = run.model.generate(inputs, generator=generator, **options)
             images = run.tokenizer.decode_indices(codes).float().clamp(-1, 1).cpu()
-        yield images, codes.cpu()
+        if with_conditions:
+            # given captions describe no validation item: no original beside them
+            yield images, codes.cpu(), condition_panels(run, inputs, images.shape[-2:], original=not captions)
+        else:
+            yield images, codes.cpu()
+
+
+#: Colours of label-map classes in condition panels (class c gets PALETTE[c % len(PALETTE)]), RGB.
+PALETTE = (
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
+)  # fmt: skip
+
+
+@torch.no_grad()
+def condition_panels(run: RunContext, batch: dict[str, Any], size, original: bool = True) -> dict[str, Any]:
+    """What a batch's samples were conditioned on, as images beside them (CPU, ``b 3 H W`` in [-1, 1]).
+
+    From the model's ``sample_conditions(batch)`` (:class:`lgvq_core.downstream.SampleConditions`):
+    ``original`` (the validation item's codes, decoded), ``given`` (the original with the codes that
+    were not given greyed out), ``labels`` (the label map in :data:`PALETTE`) and ``captions``. Empty
+    for a model without conditions; without ``original`` when it is false and nothing needs it.
+    """
+    import torch.nn.functional as F
+
+    describe = getattr(run.model, "sample_conditions", None)
+    conditions = describe(batch) if callable(describe) else None
+    if conditions is None or (conditions.given is None and conditions.labels is None and not conditions.captions):
+        return {}
+    panels: dict[str, Any] = {}
+    if "codes" in batch and (original or conditions.given is not None):
+        with run.autocast():
+            decoded = run.tokenizer.decode_indices(batch["codes"]).float().clamp(-1, 1).cpu()
+        panels["original"] = decoded
+        if conditions.given is not None:
+            keep = F.interpolate(conditions.given.float().cpu()[:, None], size=tuple(size), mode="nearest")
+            panels["given"] = decoded * keep  # 0 is mid-grey in [-1, 1]
+    if conditions.labels is not None:
+        labels = conditions.labels.long().cpu()
+        colours = torch.tensor(PALETTE, dtype=torch.float32).div(127.5).sub(1)  # c 3 in [-1, 1]
+        painted = colours[labels % len(PALETTE)].permute(0, 3, 1, 2)  # b 3 H' W'
+        panels["labels"] = F.interpolate(painted, size=tuple(size), mode="nearest")
+    if conditions.captions:
+        panels["captions"] = [str(c) for c in conditions.captions]
+    return panels
 
 
 def generate_images(
@@ -147,13 +199,59 @@ def _to_image(tensor: torch.Tensor):
     return Image.fromarray(tensor.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
 
 
-def save_grid(images: torch.Tensor, path: Path) -> None:
-    """Images in [-1, 1] tiled into one near-square PNG."""
+#: Order of the condition panels above each sample in a grid.
+PANEL_ORDER = ("original", "given", "labels")
+#: Width a grid cell is scaled up to (nearest neighbour) when captions are written under it.
+CAPTION_CELL_WIDTH = 128
+#: Caption lines written under a cell at most (the rest is cut with "...").
+CAPTION_LINES = 4
+
+
+def save_grid(images: torch.Tensor, path: Path, panels: dict[str, Any] | None = None) -> None:
+    """Images in [-1, 1] tiled into one near-square PNG; with ``panels`` (:func:`condition_panels`)
+    each sample is a column of its conditions (original, given part, label map), then the sample,
+    with its caption written under it."""
     from torchvision.utils import make_grid
 
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = max(1, int(math.ceil(math.sqrt(len(images)))))
-    _to_image(make_grid(images, nrow=columns, padding=2, pad_value=1.0)).save(path)
+    if not panels:
+        _to_image(make_grid(images, nrow=columns, padding=2, pad_value=1.0)).save(path)
+        return
+    _condition_grid(images, panels, columns).save(path)
+
+
+def _condition_grid(images: torch.Tensor, panels: dict[str, Any], columns: int):
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    stacks = [panels[name] for name in PANEL_ORDER if name in panels] + [images]
+    captions = panels.get("captions")
+    height, width = images.shape[-2:]
+    scale = max(1, math.ceil(CAPTION_CELL_WIDTH / width)) if captions else 1
+    cell_width, panel_height = width * scale, height * scale
+    font = ImageFont.load_default()
+    chars = max(4, cell_width // 6)
+    panels_height = len(stacks) * (panel_height + 2) - 2
+    cell_height = panels_height + (CAPTION_LINES * 11 + 4 if captions else 0)
+    rows = math.ceil(len(images) / columns)
+    canvas = Image.new("RGB", (columns * (cell_width + 2) + 2, rows * (cell_height + 2) + 2), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(len(images)):
+        x = 2 + (i % columns) * (cell_width + 2)
+        y = 2 + (i // columns) * (cell_height + 2)
+        for j, stack in enumerate(stacks):
+            picture = _to_image(stack[i]).resize((cell_width, panel_height), Image.NEAREST)
+            canvas.paste(picture, (x, y + j * (panel_height + 2)))
+        if captions:
+            lines = textwrap.wrap(captions[i], chars) or [""]
+            if len(lines) > CAPTION_LINES:
+                lines = [*lines[: CAPTION_LINES - 1], lines[CAPTION_LINES - 1][: chars - 3] + "..."]
+            top = y + panels_height + 2
+            for k, line in enumerate(lines):
+                draw.text((x + 1, top + 11 * k), line, fill=(0, 0, 0), font=font)
+    return canvas
 
 
 def save_images(images: torch.Tensor, out_dir: Path, record: dict[str, Any]) -> None:
@@ -179,7 +277,12 @@ def write_samples(
     width = max(5, len(str(count - 1)))
     written: list[Path] = []
     grid: list[torch.Tensor] = []
-    for images, _ in batches:
+    grid_panels: dict[str, list] = {}
+    for images, _, *rest in batches:
+        if rest and rest[0] and len(grid) < GRID_IMAGES:
+            room = GRID_IMAGES - len(grid)
+            for name, value in rest[0].items():
+                grid_panels.setdefault(name, []).extend(list(value[:room]))
         for image in images:
             path = out_dir / "images" / f"{len(written):0{width}d}.png"
             _to_image(image).save(path)
@@ -199,7 +302,8 @@ def write_samples(
                         "on a larger disk"
                     ]
                 )
-    save_grid(torch.stack(grid), out_dir / "grid.png")
+    panels = {name: values if name == "captions" else torch.stack(values) for name, values in grid_panels.items()}
+    save_grid(torch.stack(grid), out_dir / "grid.png", panels)
     record = {**record, "grid": f"images 0..{len(grid) - 1}"}
     write_json_atomic(out_dir / "sample.json", record)
     return len(written)
@@ -217,10 +321,13 @@ def save_training_samples(run: RunContext, count: int = 8) -> None:
     was_training = run.model.training
     run.model.eval()
     try:
-        images, _ = generate_images(run, count, run.config.run.seed, {}, batch_size=count)
+        check_generative(run.model, {})
+        images, _, panels = next(
+            iter_generated(run, count, run.config.run.seed, {}, batch_size=count, with_conditions=True)
+        )
     finally:
         run.model.train(was_training)
-    save_grid(images, run.run_dir / "samples" / f"step-{run.step:07d}.png")
+    save_grid(images, run.run_dir / "samples" / f"step-{run.step:07d}.png", panels)
 
 
 def sample_from_cli(args: argparse.Namespace) -> int:
@@ -247,7 +354,9 @@ def sample_from_cli(args: argparse.Namespace) -> int:
     if out_dir is None:
         out_dir = Path(args.run_dir) / "generated" / f"step-{run.step:07d}-seed-{args.seed}"
     record = sample_record(run, args.n, args.seed, effective, args.caption, args.batch_size)
-    batches = iter_generated(run, args.n, args.seed, given, args.batch_size, captions=args.caption)
+    batches = iter_generated(
+        run, args.n, args.seed, given, args.batch_size, captions=args.caption, with_conditions=True
+    )
     written = write_samples(batches, args.n, out_dir, record)
     print(f"wrote {written} images and grid.png to {out_dir}")
     return 0

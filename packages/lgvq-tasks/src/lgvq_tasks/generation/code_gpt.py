@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.downstream import FrozenTokenizer, SampleConditions
 from lgvq_tasks.generation.conditions import TextCondition, dropped, mode_pool_labels, require, with_text_sizes
 from lgvq_tasks.generation.config import CodeGPTConfig
 from lgvq_tasks.generation.sampling import draw, filter_logits, guided_logits, sampling_settings
@@ -280,6 +280,23 @@ class CodeGPT(nn.Module):
             return self.sample(count=rows, generator=generator, **settings)
         keys = ("segmentation", "condition_codes") if condition == "semantic" else ("text_states", "text_pad")
         return self.sample(condition={k: batch[k] for k in keys if k in batch}, generator=generator, **settings)
+
+    def sample_conditions(self, batch: dict) -> SampleConditions | None:
+        """What :meth:`generate` conditions each row of ``batch`` on, for the panels of a sample grid."""
+        condition = self.config.condition
+        if condition == "completion":
+            rows = batch["codes"].shape[0]
+            h, w = self.grid
+            given = round(self.config.completion_fraction * self.sequence_length)
+            positions = math.ceil(given / self.indices_per_position)  # raster positions with a given code
+            mask = (torch.arange(h * w, device=batch["codes"].device) < positions).view(1, h, w)
+            return SampleConditions(given=mask.expand(rows, h, w))
+        if condition == "semantic":
+            labels = batch.get("segmentation")
+            return SampleConditions(labels=labels) if labels is not None else None
+        if condition == "text":
+            return SampleConditions(captions=list(batch.get("text", batch.get("caption", []))))
+        return None
 
     @torch.no_grad()
     def complete(self, codes: torch.Tensor, fraction: float | None = None, **sampling) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.downstream import FrozenTokenizer, SampleConditions
 from lgvq_tasks.generation.conditions import TextCondition, dropped, require, with_text_sizes
 from lgvq_tasks.generation.config import TextToImageConfig
 from lgvq_tasks.generation.discrete_diffusion import (
@@ -213,6 +213,10 @@ class TextToImageDiffusion(nn.Module):
 
     #: Options of :meth:`generate` (defaults: the config's sampling options).
     SAMPLING_OPTIONS = ("steps", "truncation", "guidance_scale")
+
+    def sample_conditions(self, batch: dict) -> SampleConditions:
+        """The caption of each row of ``batch``, for the panels of a sample grid."""
+        return SampleConditions(captions=list(batch.get("text", batch.get("caption", []))))
 
     @torch.no_grad()
     def generate(self, batch: dict, generator: torch.Generator | None = None, **options) -> torch.Tensor:
