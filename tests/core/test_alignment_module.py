@@ -70,7 +70,7 @@ def quantize(quantizer: nn.Module, z: torch.Tensor):
     return out.quant, out.indices, out.loss
 
 
-def make_guidance(encoder, names=NAMES, options=None, code_dim=8, grid=(2, 2), vit_width=None) -> AlignmentModule:
+def make_alignment(encoder, names=NAMES, options=None, code_dim=8, grid=(2, 2), vit_width=None) -> AlignmentModule:
     context = BuildContext(
         text_encoder=encoder, code_dim=code_dim, latent_size=grid, train_captions=lambda: iter(CAPTIONS)
     )
@@ -93,10 +93,10 @@ def _step(alignment, encoder, quantizer, image_encoder, captions=CAPTIONS):
     return terms
 
 
-def test_official_losses_train_the_encoder_and_guidance_but_never_the_codebook_or_text_encoder():
+def test_official_losses_train_the_encoder_and_alignment_heads_but_never_the_codebook_or_text_encoder():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    alignment = make_guidance(encoder)
+    alignment = make_alignment(encoder)
     quantizer = make_quantizer(16, 8)
     image_encoder = nn.Conv2d(3, 8, 2, stride=2)
     terms = _step(alignment, encoder, quantizer, image_encoder)
@@ -118,7 +118,7 @@ def test_the_small_scale_levers_still_train_the_encoder_and_every_alignment_para
         "factored_cross_attention": True,
         "decoder_width": 8,
     }
-    alignment = make_guidance(encoder, options={"masked-text": levers}, vit_width=4)
+    alignment = make_alignment(encoder, options={"masked-text": levers}, vit_width=4)
     assert alignment.code_vit.width == 4 and alignment.code_vit.proj.shape == (4, 16)
     image_encoder = nn.Conv2d(3, 8, 2, stride=2)
     terms = _step(alignment, encoder, make_quantizer(16, 8), image_encoder)
@@ -151,7 +151,7 @@ def test_the_losses_get_the_code_vits_output_and_its_two_factors():
 def test_relation_with_codebook_source_trains_the_codebook():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    alignment = make_guidance(encoder, names=("relation",), options={"relation": {"code_source": "codebook"}})
+    alignment = make_alignment(encoder, names=("relation",), options={"relation": {"code_source": "codebook"}})
     quantizer = make_quantizer(16, 8)
     _step(alignment, encoder, quantizer, nn.Conv2d(3, 8, 2, stride=2))
     assert quantizer.codebook.grad is not None and quantizer.codebook.grad.abs().sum() > 0
@@ -161,7 +161,7 @@ def test_a_batch_without_masked_tokens_gives_zero_masked_text_loss_and_zero_grad
     torch.manual_seed(0)
     encoder = tiny_encoder()
     ratio = {"mean": 0.0, "std": 0.1, "min": 0.0, "max": 0.0}
-    alignment = make_guidance(encoder, names=("masked-text",), options={"masked-text": {"mask_ratio": ratio}})
+    alignment = make_alignment(encoder, names=("masked-text",), options={"masked-text": {"mask_ratio": ratio}})
     image_encoder = nn.Conv2d(3, 8, 2, stride=2)
     terms = _step(alignment, encoder, make_quantizer(16, 8), image_encoder)
     assert terms["masked-text"].item() == 0.0
@@ -172,7 +172,7 @@ def test_a_batch_without_masked_tokens_gives_zero_masked_text_loss_and_zero_grad
 
 
 def test_weighted_sum_uses_each_losss_weight():
-    alignment = make_guidance(tiny_encoder())
+    alignment = make_alignment(tiny_encoder())
     alignment.weights = {"semantic-nce": 0.001, "masked-text": 0.01, "relation": 0.0001}
     terms = {"semantic-nce": torch.tensor(2.0), "masked-text": torch.tensor(3.0), "relation": torch.tensor(5.0)}
     assert alignment.weighted_sum(terms).item() == pytest.approx(0.002 + 0.03 + 0.0005)
@@ -180,7 +180,7 @@ def test_weighted_sum_uses_each_losss_weight():
 
 def test_one_code_vit_is_shared_and_built_from_the_context():
     encoder = tiny_encoder()
-    alignment = make_guidance(encoder, code_dim=8, grid=(2, 3))
+    alignment = make_alignment(encoder, code_dim=8, grid=(2, 3))
     vits = [m for m in alignment.modules() if type(m).__name__ == "CodeViT"]
     assert len(vits) == 1 and vits[0].positional_embedding.shape == (7, 8) and vits[0].proj.shape == (8, 16)
     assert alignment.image_embedding(torch.randn(2, 8, 2, 3)).shape == (2, 16)
@@ -211,16 +211,16 @@ def test_the_code_vit_needs_the_grid_and_code_dim():
 
 def test_leak_warnings_come_from_the_official_masked_text_input():
     encoder = tiny_encoder(causal=True)
-    (warning,) = make_guidance(encoder).leak_warnings(encoder)
+    (warning,) = make_alignment(encoder).leak_warnings(encoder)
     assert warning.startswith("masked-text:") and "unmasked-contextual" in warning
-    honest = make_guidance(encoder, options={"masked-text": {"text_input": "masked-contextual"}})
+    honest = make_alignment(encoder, options={"masked-text": {"text_input": "masked-contextual"}})
     assert honest.leak_warnings(encoder) == []
 
 
 def test_masked_contextual_runs_one_frozen_text_pass_per_step():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    alignment = make_guidance(
+    alignment = make_alignment(
         encoder, names=("masked-text",), options={"masked-text": {"text_input": "masked-contextual"}}
     )
     calls = []
@@ -368,11 +368,11 @@ def test_every_option_is_documented():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_guidance_on_cuda_matches_cpu_and_runs_under_bf16_autocast():
+def test_alignment_on_cuda_matches_cpu_and_runs_under_bf16_autocast():
     torch.manual_seed(0)
     encoder = tiny_encoder()
     every_word = {"mask_ratio": {"mean": 1.0, "std": 0.1, "min": 1.0, "max": 1.0}, "dropout": 0.0}
-    alignment = make_guidance(encoder, options={"masked-text": every_word})
+    alignment = make_alignment(encoder, options={"masked-text": every_word})
     quant = torch.randn(4, 8, 2, 2)
     codebook, indices = torch.randn(16, 8), torch.randint(0, 16, (4, 2, 2))
     text = encoder.encode(CAPTIONS)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_alignment_module import CAPTIONS, NAMES, make_guidance, make_quantizer, quantize, tiny_encoder
+from test_alignment_module import CAPTIONS, NAMES, make_alignment, make_quantizer, quantize, tiny_encoder
 from torch import nn
 
 from lgvq_core.alignment.base import AlignmentInputs
@@ -46,7 +46,7 @@ def _terms_and_grads(alignment, encoder, quant):
 def test_without_a_reader_of_the_tokens_the_terms_and_gradients_are_those_of_the_full_tokens():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    alignment = make_guidance(encoder, options=LEVERS, vit_width=6)
+    alignment = make_alignment(encoder, options=LEVERS, vit_width=6)
     assert not any(loss.reads_vit_tokens for loss in alignment.losses.values())
     quant = torch.randn(4, 8, 2, 2, requires_grad=True)
     lean, lean_grads = _terms_and_grads(alignment, encoder, quant)
@@ -202,7 +202,7 @@ class _Tokenizer(nn.Module):
 def test_fp32_alignment_under_bf16_autocast_is_the_fp32_computation():
     torch.manual_seed(0)
     encoder = tiny_encoder()
-    alignment = make_guidance(encoder, options=LEVERS, vit_width=6)
+    alignment = make_alignment(encoder, options=LEVERS, vit_width=6)
     tokenizer = _Tokenizer()
     text = encoder.encode(CAPTIONS)
     images = torch.randn(4, 3, 4, 4)

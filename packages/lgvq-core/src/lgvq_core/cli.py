@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-p", dest="top_p", type=_number(float, 0, 1, low_open=True), help="code-gpt: nucleus probability, (0, 1]"
     )
-    p.add_argument("--guidance", type=_number(float), help="text conditions: classifier-free guidance scale")
+    p.add_argument(
+        "--guidance", dest="guidance_scale", type=_number(float), help="text conditions: classifier-free guidance scale"
+    )
     p.add_argument("--steps", type=POSITIVE_INT, help="text-to-image: denoising steps (fewer skip steps)")
     p.add_argument("--truncation", type=_number(float, 0, 1, low_open=True), help="text-to-image: truncation r, (0, 1]")
     p.add_argument("--batch-size", dest="batch_size", type=POSITIVE_INT, default=16, help="images per batch")

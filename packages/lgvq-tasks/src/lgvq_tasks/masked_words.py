@@ -30,7 +30,7 @@ from torchmetrics.aggregation import MeanMetric, SumMetric
 from lgvq_core.alignment.masked_text import encode_masked
 from lgvq_tasks.config import MaskedWordsConfig
 from lgvq_tasks.errors import TaskError
-from lgvq_tasks.probe import guidance_for
+from lgvq_tasks.probe import alignment_for
 from lgvq_tasks.split import LOCAL_METRIC, caption_features, encode_codes, require_text_encoder, split_batches
 
 
@@ -98,7 +98,7 @@ class MaskedWordsTask:
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:
         config = self.config
         require_text_encoder(model, self.name)
-        alignment, matcher = guidance_for(model, self.name, config.matcher, "masked-text", config.probe)
+        alignment, matcher = alignment_for(model, self.name, config.matcher, "masked-text", config.probe)
         head = masked_text_head(alignment)
         encoder = model.text_encoder
         generator = torch.Generator().manual_seed(config.seed)

@@ -48,7 +48,7 @@ def resolve_matcher(model: Any, task: str, choice: str, loss: str | None) -> str
     return choice
 
 
-def guidance_for(model: Any, task: str, choice: str, loss: str | None, probe: ProbeConfig) -> tuple[Any, str]:
+def alignment_for(model: Any, task: str, choice: str, loss: str | None, probe: ProbeConfig) -> tuple[Any, str]:
     """The alignment module a task reads (eval mode) and which matcher it is."""
     matcher = resolve_matcher(model, task, choice, loss)
     if matcher == "model":

@@ -22,7 +22,7 @@ from lgvq_core.tasks import one_code_per_position
 from lgvq_tasks.config import RelationConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.pictures import heatmap, save_png, side_by_side, stacked
-from lgvq_tasks.probe import guidance_for
+from lgvq_tasks.probe import alignment_for
 from lgvq_tasks.split import LOCAL_METRIC, caption_features, encode_codes, require_text_encoder, split_batches
 
 #: Word tokens drawn per caption in the heat maps.
@@ -81,7 +81,7 @@ class RelationTask:
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:
         config = self.config
         require_text_encoder(model, self.name)
-        alignment, matcher = guidance_for(model, self.name, config.matcher, None, config.probe)
+        alignment, matcher = alignment_for(model, self.name, config.matcher, None, config.probe)
         codebook = model.tokenizer.quantizer.codebook.detach().float()
         encoder = model.text_encoder
         squared_error = MeanMetric(**LOCAL_METRIC).to(model.device)

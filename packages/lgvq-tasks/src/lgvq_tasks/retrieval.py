@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from lgvq_tasks.config import RetrievalConfig
 from lgvq_tasks.pictures import png_data_uri, to_pil
-from lgvq_tasks.probe import guidance_for
+from lgvq_tasks.probe import alignment_for
 from lgvq_tasks.split import caption_features, encode_codes, require_text_encoder, split_batches
 
 #: Images scored against the caption bank at once.
@@ -73,7 +73,7 @@ class RetrievalTask:
     def run(self, model: Any, data: Any, out_dir: Path) -> dict[str, Any]:
         config = self.config
         require_text_encoder(model, self.name)
-        alignment, matcher = guidance_for(model, self.name, config.matcher, "semantic-nce", config.probe)
+        alignment, matcher = alignment_for(model, self.name, config.matcher, "semantic-nce", config.probe)
 
         embeddings: list[torch.Tensor] = []
         captions_per_image: list[list[str]] = []

@@ -345,7 +345,7 @@ def sample_from_cli(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "top_k": args.top_k,
         "top_p": args.top_p,
-        "guidance_scale": args.guidance,
+        "guidance_scale": args.guidance_scale,
         "steps": args.steps,
         "truncation": args.truncation,
     }

@@ -46,7 +46,7 @@ BASE_RUN: dict[str, Any] = {
     "code_vit": {"layers": 1, "heads": 1},
 }
 
-#: Marks the "no language guidance" column of the matrix.
+#: Marks the "no alignment losses" column of the matrix.
 NO_LG = "none"
 
 
@@ -114,8 +114,8 @@ def combinations(
 
     wanted = None if plugins is None else set(plugins)
     losses = [entry.spec.name for entry in registry.entries("alignment_loss")]
-    guidance: list[RegisteredComponent | None] = [None]
-    guidance += [e for e in registry.entries("text_encoder") if _matches(e.spec.name, text_encoders)]
+    encoders: list[RegisteredComponent | None] = [None]
+    encoders += [e for e in registry.entries("text_encoder") if _matches(e.spec.name, text_encoders)]
     found = []
     for backbone in registry.entries("backbone"):
         if not _matches(backbone.spec.name, backbones):
@@ -123,7 +123,7 @@ def combinations(
         for quantizer in registry.entries("quantizer"):
             if not _matches(quantizer.spec.name, quantizers):
                 continue
-            for encoder in guidance:
+            for encoder in encoders:
                 parts = [backbone, quantizer] + ([encoder] if encoder is not None else [])
                 if wanted is not None and not wanted & {p.plugin for p in parts}:
                     continue
@@ -191,7 +191,7 @@ def check_run(combination: Combination, run_dir: str | Path, steps: int) -> Comb
         assert not bad, f"{name}: non-finite losses at step {record.get('step')}: {bad}"
     if combination.text_encoder != NO_LG:
         lg = [k for k in losses if k not in {"loss", "rec_loss", "quantizer_loss"} and not k.startswith("d_")]
-        assert lg, f"{name}: trained with language guidance but no alignment loss was logged: {sorted(losses)}"
+        assert lg, f"{name}: trained with alignment losses but none was logged: {sorted(losses)}"
 
     model, data, _ = load_trained(run_dir, "last", device="cpu")
     assert model.step == steps, f"{name}: checkpoints/last is at step {model.step}, expected {steps}"

@@ -1,0 +1,34 @@
+"""One word per concept (docs/architecture.md, Words), held where a test can see it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGES = Path(__file__).parents[2] / "packages"
+
+#: Identifiers of classifier-free guidance, the one meaning "guidance" keeps.
+CLASSIFIER_FREE = {"guidance_scale", "guided_logits", "guided"}
+
+
+def _identifiers(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+    return names
+
+
+def test_guidance_names_only_classifier_free_guidance():
+    offenders = []
+    for path in sorted(PACKAGES.glob("*/src/**/*.py")):
+        for name in _identifiers(ast.parse(path.read_text(encoding="utf-8"))):
+            if "guidance" in name.lower() and name not in CLASSIFIER_FREE:
+                offenders.append(f"{path.relative_to(PACKAGES)}: {name}")
+    assert offenders == [], "alignment is called alignment (docs/architecture.md, Words)"
