@@ -266,8 +266,21 @@ def test_a_text_grid_writes_each_caption_under_its_sample(tmp_path, tokenizer_ru
     result = train(load_run_file(path))
     out = tmp_path / "samples"
     caption = "a red circle above a blue square"
-    done = cli("sample", str(result.run_dir), "-n", "2", "--caption", caption, "--out", str(out), cwd=tmp_path)
+    done = cli(
+        "sample",
+        str(result.run_dir),
+        "-n",
+        "2",
+        "--caption",
+        caption,
+        "--guidance",
+        "2",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
+    assert json.loads((out / "sample.json").read_text())["sampling"]["guidance_scale"] == 2.0
     grid = np.array(Image.open(out / "grid.png"))
     scale = 4  # 32 px cells are drawn 128 px wide so that the caption fits
     (sample,) = _cells(grid, 32, scale, 1)  # a given caption describes no validation item: no original
