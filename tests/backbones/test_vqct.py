@@ -444,6 +444,35 @@ def test_vqct_backbone_defaults_to_the_vqct_quantizer_and_rejects_another(plugin
         validate(no_text)
 
 
+def test_the_loader_rebuilds_a_vqct_tokenizer_with_its_text_encoder_and_captions(
+    plugin_manager_with_backbones, tmp_path, monkeypatch
+):
+    from collections import Counter
+
+    from lgvq_core import text_feature_cache
+    from lgvq_core.registry import Registry
+    from lgvq_core.registry import validate_run_file as validate
+    from lgvq_core.runner.load import build_tokenizer, uses_text_at_build
+
+    quantizer = {"type": "vqct", "dim": 16, "hidden_dim": 8, "min_frequency": 0}
+    config = validate(_run_file(backbone={"type": "vqct", **TINY_VQGAN}, quantizer=quantizer)).config
+    assert uses_text_at_build(config)
+    assert not uses_text_at_build(validate(_run_file(backbone={"type": "tiny-ae", "hidden": 8})).config)
+    builds: Counter = Counter()
+    original = Registry.build
+
+    def counting(self, kind, table, path="$", context=None):
+        builds[kind] += 1
+        return original(self, kind, table, path, context)
+
+    monkeypatch.setattr(Registry, "build", counting)
+    monkeypatch.setattr(text_feature_cache, "cache_root", lambda: tmp_path)
+    tokenizer = build_tokenizer(config, "cpu", lambda m: None, {"image_size": 32, "in_channels": 3})
+    # the word prior needs the text encoder and the training captions (one split), nothing else
+    assert dict(builds) == {"text_encoder": 1, "dataset": 1, "quantizer": 1, "backbone": 1}
+    assert tokenizer.quantizer.codebook_size > 0
+
+
 @pytest.fixture
 def plugin_manager_with_backbones(make_plugin_manager):
     return make_plugin_manager(["core", "testing", "backbones"])

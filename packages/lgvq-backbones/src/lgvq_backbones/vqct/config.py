@@ -46,6 +46,10 @@ class VQCTConfig:
     (or a word_list file).
     """
 
+    #: Built from the text encoder and the training captions: a loader that rebuilds only the
+    #: tokenizer (lgvq_core.runner.load) builds them for it.
+    uses_text: ClassVar[bool] = True
+
     dim: int = option(512, "Channels of quant (VQCT: 512): adjective half, then noun half.", _even)
     hidden_dim: int = option(256, "Width of the GCN's hidden layer.", positive)
     dropout: float = option(0.5, "Dropout between the two GCN layers (training only).", probability)
