@@ -39,3 +39,19 @@ def fixture_plugin(install_plugin):
 def _torch_seed():
     """Every test starts from the same global torch seed, whatever ran before it in the process."""
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def component_builds(monkeypatch):
+    """Every component built through the registry during the test, as ``(kind, run-file path)`` pairs."""
+    from lgvq_core.registry import Registry
+
+    built: list[tuple[str, str]] = []
+    original = Registry.build
+
+    def recording(self, kind, table, path="$", context=None):
+        built.append((kind, path))
+        return original(self, kind, table, path, context)
+
+    monkeypatch.setattr(Registry, "build", recording)
+    return built

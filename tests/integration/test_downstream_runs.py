@@ -73,21 +73,13 @@ def test_a_downstream_run_trains_on_codes_and_records_its_tokenizer(tmp_path, to
     assert sha256(tokenizer_weights) == before
 
 
-def test_freezing_the_tokenizer_builds_it_alone(tmp_path, tokenizer_run, monkeypatch):
+def test_freezing_the_tokenizer_builds_it_alone(tmp_path, tokenizer_run, component_builds):
     from collections import Counter
 
-    from lgvq_core.registry import Registry
     from lgvq_core.runner.components import build_run
 
-    builds: Counter = Counter()
-    original = Registry.build
-
-    def counting(self, kind, table, path="$", context=None):
-        builds[kind, path] += 1
-        return original(self, kind, table, path, context)
-
-    monkeypatch.setattr(Registry, "build", counting)
     build_run(load_run_file(downstream_file(tmp_path, tokenizer_run)))
+    builds = Counter(component_builds)
     # the tokenizer (quantizer + backbone), the text encoder once, the run's own two splits and model:
     # none of the tokenizer run's datasets, alignment heads or discriminator
     assert dict(builds) == {

@@ -11,7 +11,7 @@ from test_runner import tiny_run_file
 
 from lgvq_core.api import LoadedTokenizer, load_tokenizer
 from lgvq_core.errors import CheckpointError, RunDirError
-from lgvq_core.registry import Registry, load_run_file
+from lgvq_core.registry import load_run_file
 from lgvq_core.runner.checkpoint import resolve_checkpoint
 from lgvq_core.runner.evaluate import load_trained
 from lgvq_core.runner.load import BUILD_FILE, load_tokenizer_run
@@ -27,18 +27,9 @@ def trained_run(tmp_path_factory):
     return train(load_run_file(path), source_text=path.read_text()).run_dir
 
 
-@pytest.fixture
-def builds(monkeypatch):
-    """Counts of the components built, by kind."""
-    counts: Counter = Counter()
-    original = Registry.build
-
-    def counting(self, kind, table, path="$", context=None):
-        counts[kind] += 1
-        return original(self, kind, table, path, context)
-
-    monkeypatch.setattr(Registry, "build", counting)
-    return counts
+def _kinds(component_builds) -> dict[str, int]:
+    """How many components of each kind were built."""
+    return dict(Counter(kind for kind, _ in component_builds))
 
 
 def _images(count: int = 3) -> torch.Tensor:
@@ -50,9 +41,12 @@ def test_a_tokenizer_run_records_what_its_tokenizer_is_built_for(trained_run):
     assert (trained_run / BUILD_FILE).read_text().replace(" ", "").startswith('{\n"image_size":32')
 
 
-def test_load_tokenizer_builds_the_tokenizer_alone(trained_run, builds):
+def test_load_tokenizer_builds_the_tokenizer_alone(trained_run, component_builds):
     tokenizer = load_tokenizer(trained_run)
-    assert dict(builds) == {"quantizer": 1, "backbone": 1}  # no dataset, text encoder, alignment or discriminator
+    assert _kinds(component_builds) == {
+        "quantizer": 1,
+        "backbone": 1,
+    }  # no dataset, text encoder, alignment or discriminator
     assert isinstance(tokenizer, LoadedTokenizer)
     assert tokenizer.checkpoint == resolve_checkpoint(trained_run, "best") and tokenizer.step == 3  # best val at 3
     assert tokenizer.image_size == 32 and tokenizer.in_channels == 3
@@ -86,14 +80,14 @@ def test_bad_inputs_are_refused_with_what_to_do(trained_run):
         handle.decode(torch.zeros(1, 8, 8))
 
 
-def test_a_run_without_the_build_record_is_sized_from_its_validation_split(trained_run, builds, tmp_path):
+def test_a_run_without_the_build_record_is_sized_from_its_validation_split(trained_run, component_builds, tmp_path):
     import shutil
 
     copy = tmp_path / "older-run"
     shutil.copytree(trained_run, copy)
     (copy / BUILD_FILE).unlink()
     handle = load_tokenizer(copy)
-    assert dict(builds) == {"dataset": 1, "quantizer": 1, "backbone": 1}
+    assert _kinds(component_builds) == {"dataset": 1, "quantizer": 1, "backbone": 1}
     assert handle.image_size == 32
     assert torch.equal(handle.encode(_images()), load_tokenizer(trained_run).encode(_images()))
 
