@@ -119,3 +119,19 @@ def test_importing_the_api_does_not_import_torch():
 
     code = "import sys, lgvq_core.api; assert 'torch' not in sys.modules, 'torch was imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+@pytest.mark.parametrize("content", ['{"image_size": 32, "in_chan', "[]", '{"image_size": 32}'])
+def test_a_cut_or_foreign_build_record_falls_back_to_the_validation_split(
+    trained_run, component_builds, tmp_path, content
+):
+    import shutil
+
+    copy = tmp_path / "damaged-run"
+    shutil.copytree(trained_run, copy)
+    (copy / BUILD_FILE).write_text(content)  # a write cut short, or a file that is not the record
+    handle = load_tokenizer(copy)
+    assert _kinds(component_builds) == {"dataset": 1, "quantizer": 1, "backbone": 1}
+    assert handle.image_size == 32 and torch.equal(
+        handle.encode(_images()), load_tokenizer(trained_run).encode(_images())
+    )
