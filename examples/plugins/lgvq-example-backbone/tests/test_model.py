@@ -3,19 +3,18 @@
 import pytest
 import torch
 
-from lgvq_core.context import BuildContext
-from lgvq_core.registry import build
+from lgvq_core.api import BuildContext, build_component
 
 
 @pytest.fixture
 def quantizer(make_plugin_manager):
     make_plugin_manager(["core", "example-backbone"])
-    return build("quantizer", {"type": "vq", "codebook_size": 16, "dim": 8})
+    return build_component("quantizer", {"type": "vq", "codebook_size": 16, "dim": 8})
 
 
 @pytest.mark.parametrize(("stages", "latent"), [(1, 16), (2, 8), (3, 4)])
 def test_latents_are_image_size_over_two_to_the_stages(quantizer, stages, latent):
-    model = build(
+    model = build_component(
         "backbone", {"type": "example-conv", "channels": 4, "stages": stages}, context=BuildContext(quantizer=quantizer)
     )
 
@@ -28,10 +27,10 @@ def test_latents_are_image_size_over_two_to_the_stages(quantizer, stages, latent
 
 def test_the_loss_option_picks_the_pixel_loss(quantizer):
     images = torch.zeros(1, 3, 8, 8)
-    mse = build(
+    mse = build_component(
         "backbone", {"type": "example-conv", "channels": 4, "stages": 1}, context=BuildContext(quantizer=quantizer)
     )
-    l1 = build(
+    l1 = build_component(
         "backbone",
         {"type": "example-conv", "channels": 4, "stages": 1, "loss": "l1"},
         context=BuildContext(quantizer=quantizer),
@@ -43,7 +42,7 @@ def test_the_loss_option_picks_the_pixel_loss(quantizer):
 
 
 def test_the_encoder_gets_gradient_through_the_quantizer(quantizer):
-    model = build(
+    model = build_component(
         "backbone", {"type": "example-conv", "channels": 4, "stages": 1}, context=BuildContext(quantizer=quantizer)
     )
     images = torch.rand(2, 3, 8, 8) * 2 - 1
@@ -56,4 +55,4 @@ def test_the_encoder_gets_gradient_through_the_quantizer(quantizer):
 
 def test_it_refuses_to_build_without_a_quantizer(quantizer):
     with pytest.raises(ValueError, match=r"example-conv needs the run's quantizer"):
-        build("backbone", {"type": "example-conv"}, context=BuildContext())
+        build_component("backbone", {"type": "example-conv"}, context=BuildContext())

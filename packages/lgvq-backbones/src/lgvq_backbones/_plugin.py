@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core import hookimpl
+from lgvq_core.api import hookimpl
 
 
 @hookimpl

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lgvq_core.config.problems import Problem
-from lgvq_core.errors import ConfigError
+from lgvq_core.api import ConfigError, Problem
 
 
 def is_power_of_two(value: int) -> bool:

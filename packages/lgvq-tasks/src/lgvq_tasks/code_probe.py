@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgvq_core.data.annotations import ATTRIBUTES, missing_annotation_message
+from lgvq_core.api import ATTRIBUTES, missing_annotation_message
 from lgvq_tasks.config import CodeProbeConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.split import SplitBatch, batch_size_of, encode_codes, item_batches, split_batches, train_split

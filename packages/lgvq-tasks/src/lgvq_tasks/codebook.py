@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lgvq_core.tasks import one_code_per_position
+from lgvq_core.api import one_code_per_position
 from lgvq_tasks.config import CodebookConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.pictures import save_png, tile, usage_histogram

@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from lgvq_core.config.fields import in_range, non_negative, option, positive
-from lgvq_core.config.problems import Problem
+from lgvq_core.api import Problem, in_range, non_negative, option, positive
 
 Matcher = Literal["auto", "model", "probe"]
 ReconstructionMetric = Literal["psnr", "ssim", "fid", "lpips", "usage"]
@@ -214,7 +213,7 @@ class CodeProbeConfig(TaskConfig):
     """
 
     def cross_check(self, run: Any, path: str) -> Iterator[Problem]:
-        from lgvq_core.data.annotations import ATTRIBUTES, missing_annotation_message
+        from lgvq_core.api import ATTRIBUTES, missing_annotation_message
 
         data = getattr(run, "data", None)
         if data is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core.errors import LgvqError
+from lgvq_core.api import LgvqError
 
 
 class TaskError(LgvqError):

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from lgvq_core.image_quality import to_unit_range
-from lgvq_core.tasks import TrainedModel
+from lgvq_core.api import TrainedModel, to_unit_range
 from lgvq_tasks.config import GenerationFIDConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.split import LOCAL_METRIC
@@ -27,7 +26,7 @@ class GenerationFID:
         self.config = config
 
     def run(self, model: TrainedModel, data: Any, out_dir: Path) -> dict[str, Any]:
-        from lgvq_core.runner.generate import generate_images, save_images
+        from lgvq_core.api import generate_images, save_images
         from lgvq_tasks.fid import InceptionFeatures, SmallSplitFID
 
         run = model.downstream_run

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torchmetrics.aggregation import MeanMetric, SumMetric
 
-from lgvq_core.alignment.masked_text import encode_masked
+from lgvq_core.api import encode_masked
 from lgvq_tasks.config import MaskedWordsConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.probe import alignment_for

@@ -15,9 +15,7 @@ from typing import Any
 import attrs
 import torch
 
-from lgvq_core.context import BuildContext
-from lgvq_core.data.base import collate
-from lgvq_core.registry import get_registry
+from lgvq_core.api import BuildContext, build_component, collate
 from lgvq_tasks.config import ProbeConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.split import Progress, caption_features, encode_codes, require_text_encoder, train_split
@@ -71,7 +69,7 @@ def _code_vit_shape(model: Any, probe: ProbeConfig) -> tuple[int, int, int | Non
 
 def build_probe(model: Any, probe: ProbeConfig, quant_shape: torch.Size) -> Any:
     """An untrained code ViT + semantic-nce + masked-text module for codes of ``quant_shape`` (b D h w)."""
-    from lgvq_core.alignment.module import build_alignment_module
+    from lgvq_core.api import build_alignment_module
 
     context = BuildContext(
         device=str(model.device),
@@ -80,13 +78,12 @@ def build_probe(model: Any, probe: ProbeConfig, quant_shape: torch.Size) -> Any:
         code_dim=int(quant_shape[1]),
         latent_size=(int(quant_shape[2]), int(quant_shape[3])),
     )
-    registry = get_registry()
     tables = {
         "semantic-nce": {"type": "semantic-nce"},
         "masked-text": {"type": "masked-text", "text_input": probe.text_input},
     }
     losses = [
-        (name, registry.build("alignment_loss", tables[name], f"probe.{name}", context), 1.0) for name in PROBE_LOSSES
+        (name, build_component("alignment_loss", tables[name], f"probe.{name}", context), 1.0) for name in PROBE_LOSSES
     ]
     layers, heads, width = _code_vit_shape(model, probe)
     return build_alignment_module(losses, layers, heads, context, code_vit_width=width).to(model.device)

@@ -18,8 +18,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric, SumMetric
 
-from lgvq_core.image_quality import psnr_per_image
-from lgvq_core.runner.samples import save_reconstruction_grid
+from lgvq_core.api import psnr_per_image, save_reconstruction_grid
 from lgvq_tasks.config import ReconstructionConfig
 from lgvq_tasks.split import metric_options, split_batches
 from lgvq_tasks.usage import CodeUsage
@@ -46,7 +45,7 @@ class MeanPSNR(Metric):
 
 def load_lpips_metric(paths: list[str]) -> Any:
     """lgvq-core's LPIPS (the network VQ-GAN's perceptual loss uses) with the given weights."""
-    from lgvq_core.lpips import load_lpips
+    from lgvq_core.api import load_lpips
 
     return load_lpips(paths)
 

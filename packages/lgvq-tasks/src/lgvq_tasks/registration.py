@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core.specs import ComparisonRow, ComponentSpec, DownstreamSpec, TaskSpec
+from lgvq_core.api import ComparisonRow, ComponentSpec, DownstreamSpec, TaskSpec
 from lgvq_tasks.config import (
     CodebookConfig,
     CodeProbeConfig,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.aggregation import MeanMetric
 
-from lgvq_core.tasks import one_code_per_position
+from lgvq_core.api import one_code_per_position
 from lgvq_tasks.config import RelationConfig
 from lgvq_tasks.errors import TaskError
 from lgvq_tasks.pictures import heatmap, save_png, side_by_side, stacked

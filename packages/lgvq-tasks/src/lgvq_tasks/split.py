@@ -14,11 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from lgvq_core.context import BuildContext
-from lgvq_core.data.base import collate
-from lgvq_core.quantizers.base import QuantizerOutput
-from lgvq_core.registry import get_registry
-from lgvq_core.text_encoder import TextFeatures
+from lgvq_core.api import BuildContext, QuantizerOutput, TextFeatures, build_component, collate
 from lgvq_tasks.errors import TaskError
 
 #: Options of every metric a task that walks the whole split in the calling process creates
@@ -120,7 +116,7 @@ def train_split(model: Any, task: str) -> Any:
     context = BuildContext(
         device=str(model.device), seed=config.run.seed, split="train", log=lambda m: print(m, flush=True)
     )
-    data = get_registry().build("dataset", config.data, "$.data", context)
+    data = build_component("dataset", config.data, "$.data", context)
     model.extra["train_data"] = data
     return data
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from lgvq_core.quantizers.base import usage_from_counts
+from lgvq_core.api import usage_from_counts
 
 
 class CodeUsage(Metric):

@@ -17,8 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from lgvq_core.config.fields import non_negative, option
-from lgvq_core.text_encoder_config import TextEncoderConfig
+from lgvq_core.api import TextEncoderConfig, non_negative, option
 
 #: Tokens every caption needs besides its words: the start and end markers.
 MIN_CONTEXT_LENGTH = 2
@@ -65,7 +64,7 @@ def read_open_clip_model_config(model: str) -> dict[str, Any] | None:
 
 
 def _context_problems(config: TextEncoderConfig, maximum: int | None, what: str, path: str) -> Iterator[Any]:
-    from lgvq_core.config.problems import Problem
+    from lgvq_core.api import Problem
 
     if config.context_length < MIN_CONTEXT_LENGTH:
         yield Problem(
@@ -124,7 +123,7 @@ class OpenClipConfig(TextEncoderConfig):
         return cls(model="ViT-S-32-alt", pretrained="none")
 
     def cross_check(self, run: Any, path: str) -> Iterator[Any]:
-        from lgvq_core.config.problems import Problem
+        from lgvq_core.api import Problem
 
         maximum = None
         if not self.pretrained.startswith("hf-hub:"):
@@ -139,7 +138,7 @@ class OpenClipConfig(TextEncoderConfig):
 
 
 def _model_problems(model: str, path: str) -> Iterator[Any]:
-    from lgvq_core.config.problems import Problem
+    from lgvq_core.api import Problem
 
     if model.endswith(".json"):
         yield Problem(path, f"cannot read the open_clip model-config file {model}")

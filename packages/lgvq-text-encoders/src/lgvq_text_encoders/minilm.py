@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lgvq_core.errors import CheckpointError, ConfigError
-from lgvq_core.text_encoder import TextEncoder, word_ids_from_starts
+from lgvq_core.api import CheckpointError, ConfigError, TextEncoder, word_ids_from_starts
 from lgvq_text_encoders.config import MIN_CONTEXT_LENGTH, MiniLMConfig, minilm_model_dir
 from lgvq_text_encoders.identity import encoder_identity, weights_digest
 

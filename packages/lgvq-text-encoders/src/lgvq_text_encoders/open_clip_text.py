@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lgvq_core.errors import ConfigError
-from lgvq_core.text_encoder import TextEncoder, word_ids_from_starts
+from lgvq_core.api import ConfigError, TextEncoder, word_ids_from_starts
 from lgvq_text_encoders.config import MIN_CONTEXT_LENGTH, OpenClipConfig
 from lgvq_text_encoders.identity import encoder_identity, weights_digest
 from lgvq_text_encoders.open_clip_weights import build_open_clip_model, check_supported, resolve

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import torch
 
-from lgvq_core.errors import CheckpointError, ConfigError
+from lgvq_core.api import CheckpointError, ConfigError
 from lgvq_text_encoders.config import OpenClipConfig, names_a_file, read_open_clip_model_config
 
 _HF_HUB = "hf-hub:"
@@ -268,7 +268,7 @@ def build_open_clip_model(config: OpenClipConfig, resolved: ResolvedModel) -> to
     except (CheckpointError, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError, KeyError, OSError ...
-        from lgvq_core.safe_load import describe_load_error
+        from lgvq_core.api import describe_load_error
 
         source = resolved.checkpoint or resolved.name
         raise CheckpointError(

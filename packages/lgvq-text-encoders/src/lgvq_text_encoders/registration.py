@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core.specs import ComponentSpec
+from lgvq_core.api import ComponentSpec
 from lgvq_text_encoders.config import MiniLMConfig, OpenClipConfig
 
 TEXT_ENCODERS: list[ComponentSpec] = [

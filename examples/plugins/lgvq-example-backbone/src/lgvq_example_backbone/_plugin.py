@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lgvq_core import BackboneSpec, hookimpl
+from lgvq_core.api import BackboneSpec, hookimpl
 from lgvq_example_backbone.config import ExampleConvConfig
 
 

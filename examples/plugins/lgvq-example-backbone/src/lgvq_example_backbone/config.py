@@ -6,8 +6,7 @@ from typing import Literal
 
 import attrs
 
-from lgvq_core import option
-from lgvq_core.config.fields import in_range, positive
+from lgvq_core.api import in_range, option, positive
 
 
 @attrs.define

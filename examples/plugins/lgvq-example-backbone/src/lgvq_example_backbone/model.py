@@ -6,9 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgvq_core.context import BuildContext
-from lgvq_core.quantizers.base import Quantizer
-from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
+from lgvq_core.api import BuildContext, Quantizer, Tokenizer, TokenizerOutput
 from lgvq_example_backbone.config import ExampleConvConfig
 
 

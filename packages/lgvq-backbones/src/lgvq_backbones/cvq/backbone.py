@@ -5,7 +5,7 @@ from __future__ import annotations
 from lgvq_backbones.cvq.config import CVQBackboneConfig
 from lgvq_backbones.cvq.quantizer import CVQQuantizer
 from lgvq_backbones.vqgan.model import VQGAN, build_vqgan
-from lgvq_core.context import BuildContext
+from lgvq_core.api import BuildContext
 
 
 def build_cvq_backbone(config: CVQBackboneConfig, context: BuildContext) -> VQGAN:

@@ -8,8 +8,7 @@ from typing import Any, Literal
 import attrs
 
 from lgvq_backbones.vqgan.config import VQGANConfig
-from lgvq_core.config.fields import non_negative, option, positive
-from lgvq_core.config.problems import Problem
+from lgvq_core.api import Problem, non_negative, option, positive
 
 
 def _open_unit_interval(instance: Any, attribute: attrs.Attribute, value: float) -> None:

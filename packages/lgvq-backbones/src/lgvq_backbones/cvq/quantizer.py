@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq_backbones.cvq.config import CVQConfig
-from lgvq_core.context import BuildContext
-from lgvq_core.quantizers.base import Quantizer, QuantizerOutput
-from lgvq_core.quantizers.lookup import (
+from lgvq_core.api import (
+    BuildContext,
+    Quantizer,
+    QuantizerOutput,
     batch_code_stats,
     code_counts,
     flatten_latents,
@@ -37,7 +38,7 @@ from lgvq_core.quantizers.lookup import (
     split_squared_error,
     unflatten_codes,
 )
-from lgvq_core.quantizers.vq import loss_weights
+from lgvq_core.api import vq_loss_weights as loss_weights
 
 Distance = Literal["l2", "cos"]
 Anchor = Literal["closest", "random", "probrandom"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lgvq_backbones.cvq.config import CVQBackboneConfig, CVQConfig
-from lgvq_core.specs import BackboneSpec, ComponentSpec
+from lgvq_core.api import BackboneSpec, ComponentSpec
 
 BACKBONES: list = [
     BackboneSpec(

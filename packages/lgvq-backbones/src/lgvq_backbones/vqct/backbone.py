@@ -9,8 +9,7 @@ from __future__ import annotations
 from lgvq_backbones.vqct.config import VQCTBackboneConfig
 from lgvq_backbones.vqct.quantizer import VQCTQuantizer
 from lgvq_backbones.vqgan.model import VQGAN, build_vqgan
-from lgvq_core.context import BuildContext
-from lgvq_core.errors import ConfigError
+from lgvq_core.api import BuildContext, ConfigError
 
 
 def build_vqct_backbone(config: VQCTBackboneConfig, context: BuildContext) -> VQGAN:

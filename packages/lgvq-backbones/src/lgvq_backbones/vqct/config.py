@@ -11,8 +11,7 @@ import attrs
 
 from lgvq_backbones.vqct.tagging import BUILTIN_TAGGERS
 from lgvq_backbones.vqgan.config import VQGANConfig
-from lgvq_core.config.fields import non_negative, option, positive, probability
-from lgvq_core.config.problems import Problem
+from lgvq_core.api import Problem, non_negative, option, positive, probability
 
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -101,15 +100,6 @@ class VQCTConfig:
     def contract_config(cls) -> VQCTConfig:
         """Small enough for the plugin contract, and every word of its captions kept."""
         return cls(dim=16, hidden_dim=8, min_frequency=0)
-
-    @classmethod
-    def contract_context(cls, context: Any) -> Any:
-        """The plugin contract gives quantizers no text encoder: lend it the tiny-text double."""
-        from lgvq_core.testing.config import TinyTextConfig
-        from lgvq_core.testing.doubles import TinyText
-
-        context.text_encoder = TinyText(TinyTextConfig())
-        return context
 
 
 @attrs.define

@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from lgvq_backbones.vqct.config import VQCTConfig
 from lgvq_backbones.vqct.gcn import GCN, normalized_adjacency
 from lgvq_backbones.vqct.word_prior import WordPrior, WordPriorError, build_word_prior
-from lgvq_core.context import BuildContext
-from lgvq_core.errors import ConfigError
-from lgvq_core.quantizers.base import Quantizer, QuantizerOutput
-from lgvq_core.quantizers.lookup import (
+from lgvq_core.api import (
+    BuildContext,
+    ConfigError,
+    Quantizer,
+    QuantizerOutput,
     batch_code_stats,
     code_counts,
     flatten_latents,
@@ -40,7 +41,7 @@ from lgvq_core.quantizers.lookup import (
     squared_distances,
     unflatten_codes,
 )
-from lgvq_core.quantizers.vq import loss_weights
+from lgvq_core.api import vq_loss_weights as loss_weights
 
 
 class VQCTQuantizer(Quantizer):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lgvq_backbones.vqct.config import VQCTBackboneConfig, VQCTConfig
-from lgvq_core.specs import BackboneSpec, ComponentSpec
+from lgvq_core.api import BackboneSpec, ComponentSpec
 
 BACKBONES: list = [
     BackboneSpec(

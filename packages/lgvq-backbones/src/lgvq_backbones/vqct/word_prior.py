@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from lgvq_backbones.vqct.tagging import TaggedToken, load_tagger
-from lgvq_core.atomic import write_bytes_atomic, write_json_atomic
+from lgvq_core.api import write_bytes_atomic, write_json_atomic
 
 #: Bump when the way a prior is built changes: cached priors of other versions are rebuilt.
 PRIOR_VERSION = 1

@@ -9,8 +9,7 @@ from typing import Any, Literal
 import attrs
 
 from lgvq_backbones.latent_grid import dataset_image_size, latent_grid_problems
-from lgvq_core.config.fields import non_negative, option, positive, probability
-from lgvq_core.config.problems import Problem
+from lgvq_core.api import Problem, non_negative, option, positive, probability
 
 
 def _positive_list(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:

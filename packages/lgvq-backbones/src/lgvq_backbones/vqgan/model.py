@@ -21,11 +21,7 @@ from lgvq_backbones.vqgan.adversarial import D_LOSSES, adaptive_weight
 from lgvq_backbones.vqgan.autoencoder import Decoder, Encoder
 from lgvq_backbones.vqgan.config import VQGANConfig
 from lgvq_backbones.vqgan.discriminator import PatchDiscriminator
-from lgvq_core.context import BuildContext
-from lgvq_core.errors import ConfigError
-from lgvq_core.lpips import LPIPS, load_lpips
-from lgvq_core.quantizers.base import Quantizer
-from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
+from lgvq_core.api import LPIPS, BuildContext, ConfigError, Quantizer, Tokenizer, TokenizerOutput, load_lpips
 
 
 class VQGAN(Tokenizer):

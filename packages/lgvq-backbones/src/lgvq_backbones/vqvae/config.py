@@ -8,8 +8,7 @@ from typing import Any
 import attrs
 
 from lgvq_backbones.latent_grid import dataset_image_size, is_power_of_two, latent_grid_problems
-from lgvq_core.config.fields import non_negative, option, positive
-from lgvq_core.config.problems import Problem
+from lgvq_core.api import Problem, non_negative, option, positive
 
 
 def _power_of_two_above_one(instance: Any, attribute: attrs.Attribute, value: int) -> None:

@@ -15,10 +15,7 @@ from torch import nn
 
 from lgvq_backbones.latent_grid import require_quantizer
 from lgvq_backbones.vqvae.config import VQVAEConfig
-from lgvq_core.context import BuildContext
-from lgvq_core.errors import ConfigError
-from lgvq_core.quantizers.base import Quantizer
-from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
+from lgvq_core.api import BuildContext, ConfigError, Quantizer, Tokenizer, TokenizerOutput
 
 
 class ResidualBlock(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lgvq_backbones.vqvae.config import VQVAEConfig
-from lgvq_core.specs import BackboneSpec
+from lgvq_core.api import BackboneSpec
 
 BACKBONES: list = [
     BackboneSpec(

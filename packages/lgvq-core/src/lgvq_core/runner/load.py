@@ -7,8 +7,8 @@ the tokenizer itself needs them (a quantizer whose config says ``uses_text``, su
 prior). Its image size and channel count come from ``tokenizer-build.json``, which a tokenizer run
 writes when it starts; a run from before that file is sized from its validation split.
 
-Downstream runs freeze their tokenizers through :func:`load_tokenizer_run`; the Python API
-(:func:`lgvq_core.api.load_tokenizer`) wraps it.
+Downstream runs freeze their tokenizers through :func:`load_tokenizer_run`; :func:`load_tokenizer`
+(public as :func:`lgvq_core.api.load_tokenizer`) wraps it in a :class:`LoadedTokenizer`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class CheckpointRead:
     @property
     def step(self) -> int:
         return int(self.state.get("step", 0))
+
+    def weights(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The weights and extra states saved under ``prefix.`` (e.g. ``"downstream"``), prefix dropped."""
+        extra = self.state.get("extra_states", {})
+        return {**ckpt.split_tensors(self.tensors, prefix), **ckpt.split_tensors(extra, prefix)}
 
 
 def read_checkpoint(run_dir: str | Path, which: str = "best", log: Callable[[str], None] = _stderr) -> CheckpointRead:
@@ -239,3 +244,88 @@ def check_sha256(read: CheckpointRead, expected: str | None, name: str) -> None:
             f"{read.path / ckpt.MODEL_FILE}: SHA-256 {read.sha256} differs from $.{name}.sha256 = {expected}; "
             f"the tokenizer changed since this run file was written. Remove {name}.sha256 to accept it"
         )
+
+
+class LoadedTokenizer:
+    """A trained tokenizer, frozen and in eval mode, with its codebook.
+
+    ``module`` is the backbone (:class:`lgvq_core.tokenizer.Tokenizer`); ``run_dir``, ``checkpoint``
+    (the checkpoint directory read), ``sha256`` (its model file) and ``step`` say what was loaded;
+    ``image_size`` and ``in_channels`` what it was trained on.
+    """
+
+    def __init__(self, run: TokenizerRun) -> None:
+        self._run = run
+        self.module = run.tokenizer
+        self.device = next(iter(run.tokenizer.parameters())).device
+        self.run_dir: Path = run.run_dir
+        self.checkpoint: Path = run.checkpoint.path
+        self.sha256: str = run.checkpoint.sha256
+        self.step: int = run.step
+        self.image_size = run.image_size
+        self.in_channels = run.in_channels
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """K×D code vectors (detached)."""
+        return self.module.quantizer.codebook.detach()
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.module.quantizer.codebook_size)
+
+    def _images(self, images: Any) -> torch.Tensor:
+        images = torch.as_tensor(images)
+        if images.dim() != 4 or images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"encode() takes a batch of images B×{self.in_channels}×H×W with values in [-1, 1], got a tensor of "
+                f"shape {tuple(images.shape)}; add a batch dimension with images.unsqueeze(0)"
+            )
+        if self.image_size is not None and tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"this tokenizer was trained on {self.image_size}×{self.image_size} images, got "
+                f"{images.shape[-2]}×{images.shape[-1]}; resize them first"
+            )
+        return images.to(self.device, torch.float32)
+
+    def encode(self, images: Any) -> torch.Tensor:
+        """Code indices (LongTensor B×h×w, or B×k×h×w for a quantizer with k codes per position)."""
+        with torch.no_grad():
+            return self.module.quantizer(self.module.encode(self._images(images))).indices
+
+    def embed(self, codes: Any) -> torch.Tensor:
+        """The code vectors at ``codes``: B×D×h×w, what the decoder reads."""
+        with torch.no_grad():
+            return self.module.quantizer.decode_indices(self._codes(codes))
+
+    def decode(self, codes: Any) -> torch.Tensor:
+        """Images (B×C×H×W, about [-1, 1]) from code indices."""
+        with torch.no_grad():
+            return self.module.decode_indices(self._codes(codes))
+
+    def _codes(self, codes: Any) -> torch.Tensor:
+        codes = torch.as_tensor(codes).to(self.device)
+        if codes.dtype not in (torch.int32, torch.int64) or codes.dim() not in (3, 4):
+            raise ValueError(
+                f"codes must be integer indices B×h×w (or B×k×h×w), as encode() returns; got {codes.dtype} of "
+                f"shape {tuple(codes.shape)}"
+            )
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}) (the codebook size)")
+        return codes.long()
+
+    def __repr__(self) -> str:
+        return (
+            f"LoadedTokenizer({type(self.module).__name__}, K={self.codebook_size}, step {self.step}, "
+            f"{self.checkpoint}, device {self.device})"
+        )
+
+
+def load_tokenizer(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedTokenizer:
+    """The tokenizer of a tokenizer run directory with the weights of ``checkpoint``.
+
+    ``checkpoint``: ``"best"`` (the best validation checkpoint; the last one when no validation
+    ran), ``"last"`` or a checkpoint directory. The checkpoint is verified against its manifest;
+    only the tokenizer is built (no datasets, text encoder or alignment heads).
+    """
+    return LoadedTokenizer(load_tokenizer_run(run_dir, checkpoint, device))

@@ -346,9 +346,10 @@ def default_context(entry: RegisteredComponent, registry: Registry, cache_dir: s
     """The build context the contract gives a component of ``entry.kind``.
 
     Every kind gets CPU, seed 0, 32-pixel images, the train split, a temporary cache folder and
-    :data:`CAPTIONS` as training captions. A backbone also gets a quantizer: its
-    ``default_quantizer``, else a ``vq`` with 32 codes of width 16. An alignment loss also gets the
-    ``tiny-text`` encoder, ``code_dim`` 16 and a 4×4 latent grid.
+    :data:`CAPTIONS` as training captions. A component whose config class says ``uses_text = True``
+    (it reads the text encoder when built) gets the ``tiny-text`` encoder. A backbone also gets a
+    quantizer: its ``default_quantizer``, else a ``vq`` with 32 codes of width 16. An alignment loss
+    also gets the ``tiny-text`` encoder, ``code_dim`` 16 and a 4×4 latent grid.
     """
     context = BuildContext(
         device="cpu",
@@ -359,6 +360,8 @@ def default_context(entry: RegisteredComponent, registry: Registry, cache_dir: s
         cache_dir=cache_dir,
         log=lambda message: None,
     )
+    if getattr(entry.spec.config_cls, "uses_text", False) is True:  # e.g. VQCT's word prior
+        context.text_encoder = registry.build("text_encoder", {"type": "tiny-text"}, "$.text_encoder", context)
     if entry.kind == "backbone":
         table = getattr(entry.spec, "default_quantizer", None) or {"type": "vq", "codebook_size": 32, "dim": 16}
         context.quantizer = registry.build("quantizer", dict(table), "$.model.quantizer", context)

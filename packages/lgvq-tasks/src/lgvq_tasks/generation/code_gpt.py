@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgvq_core.downstream import FrozenTokenizer, SampleConditions
+from lgvq_core.api import FrozenTokenizer, SampleConditions
 from lgvq_tasks.generation.conditions import TextCondition, dropped, mode_pool_labels, require, with_text_sizes
 from lgvq_tasks.generation.config import CodeGPTConfig
 from lgvq_tasks.generation.sampling import draw, filter_logits, guided_logits, sampling_settings

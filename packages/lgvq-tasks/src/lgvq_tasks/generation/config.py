@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import attrs
 
-from lgvq_core.config.fields import in_range, option, positive, probability
+from lgvq_core.api import in_range, option, positive, probability
 
 #: taming-transformers' base learning rate of its transformers (per image in the batch).
 TAMING_BASE_LEARNING_RATE = 4.5e-6

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgvq_core.downstream import FrozenTokenizer, SampleConditions
+from lgvq_core.api import FrozenTokenizer, SampleConditions
 from lgvq_tasks.generation.conditions import TextCondition, dropped, require, with_text_sizes
 from lgvq_tasks.generation.config import TextToImageConfig
 from lgvq_tasks.generation.discrete_diffusion import (

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.api import FrozenTokenizer
 
 from .config import CaptioningConfig
 from .decoding import beam_search, greedy_decode

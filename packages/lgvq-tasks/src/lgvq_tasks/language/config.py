@@ -12,7 +12,7 @@ from typing import Literal
 
 import attrs
 
-from lgvq_core.config.fields import in_range, non_negative, option, positive, probability
+from lgvq_core.api import in_range, non_negative, option, positive, probability
 
 
 def _divides_width(instance: object, attribute: attrs.Attribute, value: int) -> None:
@@ -198,7 +198,7 @@ class VQAScoresConfig(LanguageScoresConfig):
 
     def machine_warnings(self) -> list[str]:
         """``lgvq check``: WUPS needs WordNet on this machine (accuracy does not)."""
-        from lgvq_core.wordnet import WordNetUnavailable, prepare_wordnet
+        from lgvq_core.api import WordNetUnavailable, prepare_wordnet
 
         try:
             prepare_wordnet()

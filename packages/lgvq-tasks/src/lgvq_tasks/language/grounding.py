@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.api import FrozenTokenizer
 
 from .boxes import check_boxes
 from .config import GroundingConfig

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.api import FrozenTokenizer
 
 from .config import PrefixLanguageModelConfig
 from .language_model import build_language_model

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from lgvq_core.tasks import TrainedModel
+from lgvq_core.api import TrainedModel
 from lgvq_tasks.errors import TaskError
 
 
@@ -25,8 +25,7 @@ def validation_batches(
     the shuffled-image control never pairs a question with its own image, as a permutation within a
     batch would (a batch of questions holds a few images' questions each).
     """
-    from lgvq_core.runner.batches import to_device
-    from lgvq_core.runner.downstream import model_inputs
+    from lgvq_core.api import model_inputs, to_device
 
     run = model.downstream_run
     if run is None or not isinstance(run.model, expected):

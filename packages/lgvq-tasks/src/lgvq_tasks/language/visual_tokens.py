@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.api import FrozenTokenizer
 
 from .config import VisualTokensConfig
 

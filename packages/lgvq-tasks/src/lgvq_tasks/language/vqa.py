@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.api import FrozenTokenizer
 
 from .config import VQAConfig
 from .language_model import vocabulary_from_state_dict
@@ -36,13 +36,12 @@ def load_captioning_state(path: str | Path) -> dict:
     checkpoint), a checkpoint directory, or a torch file (plain, or under ``'model'``)."""
     path = Path(path)
     if path.is_dir():
-        from lgvq_core.runner.checkpoint import load_checkpoint, resolve_checkpoint, split_tensors
+        from lgvq_core.api import read_checkpoint
 
-        folder = (
-            resolve_checkpoint(path, "best") if (path / "checkpoints").is_dir() else resolve_checkpoint(path, str(path))
-        )
-        tensors, saved = load_checkpoint(folder)
-        state = {**split_tensors(tensors, "downstream"), **split_tensors(saved.get("extra_states", {}), "downstream")}
+        # a run directory (its best checkpoint) or one checkpoint directory, verified against its manifest
+        read = read_checkpoint(path, "best") if (path / "checkpoints").is_dir() else read_checkpoint(path, str(path))
+        folder = read.path
+        state = read.weights("downstream")
         if not any(k.startswith("lm.") for k in state):
             raise ValueError(f"{folder} holds no captioning model (no 'downstream.lm.' weights)")
         return state

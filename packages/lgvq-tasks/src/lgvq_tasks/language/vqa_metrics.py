@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lgvq_core.wordnet import WordNetUnavailable
+from lgvq_core.api import WordNetUnavailable
 
 from .vocabulary import AnswerVocabulary
 from .wups import WupsScorer, unavailable_scores, wups_scores

@@ -24,7 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lgvq_core.wordnet import INSTALL_HINT, WordNetUnavailable, load_wordnet
+from lgvq_core.api import WORDNET_INSTALL_HINT as INSTALL_HINT
+from lgvq_core.api import WordNetUnavailable, load_wordnet
 
 from .vocabulary import words_of
 
