@@ -114,7 +114,7 @@ def main() -> dict:
 def _train_tiny_runs(root, args, device: torch.device):
     """A tiny tokenizer run on 32-pixel shapes and a tiny text-to-image run on its codes; the latter's directory."""
     from lgvq_core.config.describe import dumps_toml
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
     from lgvq_core.runner.loop import train
 
     run = {"seed": args.seed, "output_dir": str(root / "runs"), "progress": "off", "device": str(device)}
@@ -148,7 +148,8 @@ def fid_per_step_count(args, device: torch.device) -> dict:
     from pathlib import Path
 
     from lgvq_core.image_quality import to_unit_range
-    from lgvq_core.runner.generate import generate_images, load_downstream_run
+    from lgvq_core.runner.downstream_run import load_downstream_run
+    from lgvq_core.runner.generate import generate_images
     from lgvq_tasks.fid import InceptionFeatures, SmallSplitFID
     from lgvq_tasks.split import LOCAL_METRIC
 

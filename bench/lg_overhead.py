@@ -308,7 +308,7 @@ DEFAULT_LEVERS = f"trim,vit,vocab,decoder1,factored,fused,{ALL_LEVERS},{ALL_LEVE
 
 def build_variant(args, overrides: list[str], workdir: str, trim: bool):
     """A run built by ``build_run`` from the run file with ``overrides``, its text cache warm."""
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
     from lgvq_core.runner.components import build_run
 
     extra = [f"run.device={args.device}", f"run.output_dir={workdir}"]
@@ -392,7 +392,7 @@ def component_times(run, batch: dict, repeats: int, sync: Callable[[], None]) ->
 def run_file_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     import tempfile
 
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
     from lgvq_core.runner.batches import BatchStream
     from lgvq_core.runner.step import run_train_step
 

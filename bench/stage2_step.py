@@ -30,7 +30,8 @@ from harness import add_common_options, prepare
 
 from lgvq_core.context import BuildContext
 from lgvq_core.downstream import FrozenTokenizer
-from lgvq_core.registry import get_registry, structure_component
+from lgvq_core.registry import get_registry
+from lgvq_core.run_file import structure_component
 from lgvq_tasks.generation.code_gpt import CodeGPT
 from lgvq_tasks.generation.config import GPT_ADAM_BETAS, CodeGPTConfig
 

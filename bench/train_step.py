@@ -49,7 +49,7 @@ from harness import add_common_options, prepare, synchronize  # noqa: E402
 from torch import nn  # noqa: E402
 
 from lgvq_core.config.loader import parse_toml  # noqa: E402
-from lgvq_core.registry import load_run_file  # noqa: E402
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.batches import BatchStream  # noqa: E402
 from lgvq_core.runner.components import build_run  # noqa: E402
 from lgvq_core.runner.step import run_train_step  # noqa: E402

@@ -335,7 +335,7 @@ def _run_file(**model):
 
 
 def test_cvq_backbone_defaults_to_the_cvq_quantizer_and_warns_about_another(plugin_manager_with_backbones):
-    from lgvq_core.registry import validate_run_file as validate
+    from lgvq_core.run_file import validate_run_file as validate
 
     loaded = validate(_run_file(backbone={"type": "cvq"}))
     assert loaded.config.model.quantizer.type == "cvq" and loaded.warnings == ()

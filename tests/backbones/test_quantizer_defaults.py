@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from lgvq_core.config.loader import parse_toml
-from lgvq_core.registry import validate_run_file as validate
+from lgvq_core.run_file import validate_run_file as validate
 from lgvq_core.runner.rundir import resolved_toml
 
 HEAD = """

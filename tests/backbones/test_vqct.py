@@ -432,7 +432,7 @@ def _run_file(**model):
 
 def test_vqct_backbone_defaults_to_the_vqct_quantizer_and_rejects_another(plugin_manager_with_backbones):
     from lgvq_core.errors import ConfigError
-    from lgvq_core.registry import validate_run_file as validate
+    from lgvq_core.run_file import validate_run_file as validate
 
     loaded = validate(_run_file(backbone={"type": "vqct"}))
     assert loaded.config.model.quantizer.type == "vqct"
@@ -450,7 +450,7 @@ def test_the_loader_rebuilds_a_vqct_tokenizer_with_its_text_encoder_and_captions
     from collections import Counter
 
     from lgvq_core import text_feature_cache
-    from lgvq_core.registry import validate_run_file as validate
+    from lgvq_core.run_file import validate_run_file as validate
     from lgvq_core.runner.load import build_tokenizer, uses_text_at_build
 
     quantizer = {"type": "vqct", "dim": 16, "hidden_dim": 8, "min_frequency": 0}

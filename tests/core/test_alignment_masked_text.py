@@ -23,7 +23,7 @@ from lgvq_core.alignment.masked_text import MaskedTextLoss, build_masked_text, e
 from lgvq_core.alignment.masking import sample_mask_ratio, select_masked
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError
-from lgvq_core.registry import structure_component
+from lgvq_core.run_file import structure_component
 from lgvq_core.testing.config import TinyTextConfig
 from lgvq_core.testing.doubles import TinyText
 from lgvq_core.text_encoder import TextFeatures

@@ -17,7 +17,8 @@ from lgvq_core.config.describe import schema_rows, unstructure
 from lgvq_core.config.fields import field_doc
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError, UnknownComponentError
-from lgvq_core.registry import build, structure_component
+from lgvq_core.registry import build
+from lgvq_core.run_file import structure_component
 from lgvq_core.testing.config import TinyTextConfig
 from lgvq_core.testing.doubles import TinyText
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lgvq_core import checkpoint_files
 from lgvq_core.errors import CheckpointError, DiskFullError
 from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.runner import pointers
 
 
 class Killed(BaseException):
@@ -73,8 +75,8 @@ def _next_saves(folder: Path) -> None:
     """What a run does next: best at step 3, a periodic checkpoint at 3 (pending, then proven by
     step 4's loss), and last at the end of the run at step 4."""
     _save(folder, 3, ["best"])
-    _save(folder, 3, [ckpt.PENDING])
-    ckpt.promote_pending(folder)
+    _save(folder, 3, [checkpoint_files.PENDING])
+    pointers.promote_pending(folder)
     _save(folder, 4, ["last"])
 
 
@@ -118,7 +120,7 @@ def test_a_legacy_dot_old_copy_is_moved_back_instead_of_deleted(tmp_path):
     final = _save(folder, 2, ["best"])
     (folder / "best.json").write_text(json.dumps({"dir": "step-0000002", "step": 2}))
     os.replace(final, folder / ".step-0000002.1234abcd.old")
-    ckpt.prune_checkpoints(folder)
+    pointers.prune_checkpoints(folder)
     messages: list[str] = []
     assert _loaded_step(tmp_path, "best", messages) == 2 and messages == []
     assert (folder / "step-0000002").is_dir()
@@ -140,16 +142,16 @@ def test_a_damaged_last_falls_back_to_the_newest_complete_checkpoint_saying_so(t
     _save(folder, 2, ["best"])
     newest = _save(folder, 3, ["last"])
     if damage == "flip-a-bit":
-        data = bytearray((newest / ckpt.MODEL_FILE).read_bytes())
+        data = bytearray((newest / checkpoint_files.MODEL_FILE).read_bytes())
         data[-3] ^= 0x01
-        (newest / ckpt.MODEL_FILE).write_bytes(bytes(data))
+        (newest / checkpoint_files.MODEL_FILE).write_bytes(bytes(data))
     elif damage == "delete-pointer":
         (folder / "last.json").unlink()
     elif damage == "garbage-pointer":
         (folder / "last.json").write_text('{"dir": ')
     else:
-        data = (newest / ckpt.STATE_FILE).read_bytes()
-        (newest / ckpt.STATE_FILE).write_bytes(data[: len(data) // 2])
+        data = (newest / checkpoint_files.STATE_FILE).read_bytes()
+        (newest / checkpoint_files.STATE_FILE).write_bytes(data[: len(data) // 2])
     messages: list[str] = []
     expected = 3 if damage in ("delete-pointer", "garbage-pointer") else 2
     assert _loaded_step(tmp_path, "last", messages) == expected
@@ -159,12 +161,12 @@ def test_a_damaged_last_falls_back_to_the_newest_complete_checkpoint_saying_so(t
 
 def test_a_flipped_bit_never_loads_silently(tmp_path):
     path = _save(tmp_path / "checkpoints", 5, ["last"])
-    data = bytearray((path / ckpt.STATE_FILE).read_bytes())
+    data = bytearray((path / checkpoint_files.STATE_FILE).read_bytes())
     data[len(data) // 2] ^= 0x10
-    (path / ckpt.STATE_FILE).write_bytes(bytes(data))
+    (path / checkpoint_files.STATE_FILE).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="SHA-256") as info:
         ckpt.load_checkpoint(path)
-    assert str(path / ckpt.STATE_FILE) in str(info.value)
+    assert str(path / checkpoint_files.STATE_FILE) in str(info.value)
     with pytest.raises(CheckpointError) as info:
         ckpt.resolve_checkpoint(tmp_path, "last", log=lambda m: None)
     message = str(info.value)  # not "the run saved none yet": one was saved and no longer verifies
@@ -196,24 +198,27 @@ def test_a_pointer_may_not_lead_outside_checkpoints(tmp_path, target):
 
 def test_a_checkpoint_without_manifest_is_incomplete(tmp_path):
     path = _save(tmp_path / "checkpoints", 1, ["last"])
-    (path / ckpt.MANIFEST_FILE).unlink()
+    (path / checkpoint_files.MANIFEST_FILE).unlink()
     with pytest.raises(CheckpointError, match="incomplete checkpoint"):
         ckpt.load_checkpoint(path)
 
 
 @pytest.mark.parametrize(
     ("version", "advice"),
-    [(ckpt.FORMAT_VERSION + 1, "newer lgvq-core; upgrade lgvq-core"), (None, "not written by this lgvq-core")],
+    [
+        (checkpoint_files.FORMAT_VERSION + 1, "newer lgvq-core; upgrade lgvq-core"),
+        (None, "not written by this lgvq-core"),
+    ],
 )
 def test_a_checkpoint_of_another_format_is_refused_naming_both_formats(tmp_path, version, advice):
     path = _save(tmp_path / "checkpoints", 1, ["last"])
-    manifest = json.loads((path / ckpt.MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == ckpt.FORMAT_VERSION
+    manifest = json.loads((path / checkpoint_files.MANIFEST_FILE).read_text())
+    assert manifest["format_version"] == checkpoint_files.FORMAT_VERSION
     if version is None:
         del manifest["format_version"]
     else:
         manifest["format_version"] = version
-    (path / ckpt.MANIFEST_FILE).write_text(json.dumps(manifest))
+    (path / checkpoint_files.MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(
         CheckpointError, match=f"checkpoint format {version!r}, this lgvq-core reads format 2: .*{advice}"
     ):
@@ -233,10 +238,10 @@ def test_a_refused_pickle_never_repeats_the_weights_only_false_advice(tmp_path):
     buffer = io.BytesIO()
     torch.save({"step": 1, "evil": Payload()}, buffer)
     data = buffer.getvalue()
-    (path / ckpt.STATE_FILE).write_bytes(data)
-    manifest = json.loads((path / ckpt.MANIFEST_FILE).read_text())
-    manifest["files"][ckpt.STATE_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    (path / ckpt.MANIFEST_FILE).write_text(json.dumps(manifest))
+    (path / checkpoint_files.STATE_FILE).write_bytes(data)
+    manifest = json.loads((path / checkpoint_files.MANIFEST_FILE).read_text())
+    manifest["files"][checkpoint_files.STATE_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (path / checkpoint_files.MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError) as info:
         ckpt.load_checkpoint(path)
     message = str(info.value)
@@ -270,7 +275,7 @@ def test_disk_full_during_a_checkpoint_save_is_one_clear_error_and_leaves_nothin
         _save(folder, 2, ["last", "best"])
     message = str(info.value)
     assert message.startswith("no space left on device while writing ")
-    assert str(folder) in message and ckpt.MODEL_FILE in message
+    assert str(folder) in message and checkpoint_files.MODEL_FILE in message
     assert f"the last complete checkpoint is {good}" in message
     assert sorted(p.name for p in folder.iterdir()) == before  # no temporary, pointers untouched
     assert _loaded_step(tmp_path, "last", []) == 1
@@ -307,25 +312,25 @@ def test_disk_full_while_replacing_a_pointer_keeps_the_old_pointer(tmp_path, mon
 def test_a_pending_checkpoint_moves_last_only_when_promoted_and_is_never_a_fallback(tmp_path):
     folder = tmp_path / "checkpoints"
     proven = _save(folder, 2, ["last"])
-    pending = _save(folder, 4, [ckpt.PENDING])
-    assert ckpt.pending_step(folder) == 4
+    pending = _save(folder, 4, [checkpoint_files.PENDING])
+    assert checkpoint_files.pending_step(folder) == 4
     assert ckpt.resolve_checkpoint(tmp_path, "last", log=pytest.fail) == proven
     (folder / "last.json").unlink()  # even with last gone, the newer unproven one is not used
-    assert ckpt.last_complete_checkpoint(folder) == proven
+    assert checkpoint_files.last_complete_checkpoint(folder) == proven
     (folder / "last.json").write_text(json.dumps({"dir": proven.name, "step": 2}))
-    assert ckpt.promote_pending(folder) == pending
+    assert pointers.promote_pending(folder) == pending
     assert ckpt.resolve_checkpoint(tmp_path, "last", log=pytest.fail) == pending
     assert json.loads((folder / "previous.json").read_text())["step"] == 2
-    assert ckpt.pending_step(folder) is None
+    assert checkpoint_files.pending_step(folder) is None
 
 
 def test_a_discarded_pending_checkpoint_is_removed_and_the_proven_one_stays(tmp_path):
     folder = tmp_path / "checkpoints"
     proven = _save(folder, 2, ["last"])
-    pending = _save(folder, 4, [ckpt.PENDING])
-    ckpt.discard_pending(folder)
+    pending = _save(folder, 4, [checkpoint_files.PENDING])
+    pointers.discard_pending(folder)
     assert not pending.exists() and proven.exists()
-    assert ckpt.good_checkpoint(folder) == (proven, 2)
+    assert checkpoint_files.good_checkpoint(folder) == (proven, 2)
 
 
 def test_a_checkpoint_folder_swapped_behind_its_pointer_is_not_used(tmp_path):

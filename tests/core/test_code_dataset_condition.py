@@ -7,7 +7,8 @@ import torch
 
 from lgvq_core.context import BuildContext
 from lgvq_core.data.codes import CodeDataset
-from lgvq_core.registry import get_registry, structure_component
+from lgvq_core.registry import get_registry
+from lgvq_core.run_file import structure_component
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lgvq_core.errors import ConfigError, RunDirError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.compare import compare_arms, read_metric_lines, run_info
 from lgvq_core.runner.compare_seeds import ComparisonInterrupted, choose_seeds, run_comparison
 from lgvq_core.runner.compare_stats import paired_difference, spread, t_quantile

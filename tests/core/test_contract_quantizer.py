@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lgvq_core import ComponentSpec, option
-from lgvq_core.config.loader import structure_component
+from lgvq_core.config.walker import structure_component
 from lgvq_core.errors import ConfigError
 from lgvq_core.quantizers.base import Quantizer, QuantizerOutput
 from lgvq_core.registry import get_registry

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lgvq_core.cli import main
-from lgvq_core.config.loader import config_fields
+from lgvq_core.config.walker import config_fields
 from lgvq_core.context import BuildContext
 from lgvq_core.data import shapes_scene
 from lgvq_core.data.base import collate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.determinism import CUBLAS_WORKSPACE, apply_determinism
 from lgvq_core.testing.fixtures import write_run_file
 

@@ -84,3 +84,131 @@ def test_package_does_not_import(package, forbidden):
     root = PACKAGES / package
     assert root.exists(), root
     assert offending_imports(root, forbidden) == []
+
+
+# ------------------------------------------------------------------------------------------
+# the whole graph of lgvq-core: no cycle, no plugin package
+# ------------------------------------------------------------------------------------------
+CORE = PACKAGES / "lgvq-core" / "src"
+
+
+def _runtime_imports(path: Path, module: str, known: set[str]) -> Iterator[tuple[int, str]]:
+    """(line, module of lgvq-core) of every import that can run: module level and in functions,
+    relative ones resolved; not those under ``if TYPE_CHECKING:`` (type checkers read them, Python
+    never runs them). ``from package import submodule`` counts as importing the submodule alone."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for node in ast.walk(block)
+    }
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            submodules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in known]
+            found = submodules if len(submodules) == len(node.names) else [base, *submodules]
+        else:
+            continue
+        for target in found:
+            if target in known and target != module:
+                yield node.lineno, target
+
+
+def core_graph(root: Path = CORE) -> dict[str, dict[str, int]]:
+    """Module -> {imported lgvq-core module: line}."""
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    known = set(modules)
+    return {name: dict((t, line) for line, t in _runtime_imports(path, name, known)) for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, {}):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_sees_a_function_level_cycle_and_ignores_typing_imports(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg import b\n")
+    (package / "b.py").write_text("def late():\n    from pkg.c import x\n")
+    (package / "c.py").write_text("from . import a\nx = 1\n")
+    (package / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import e\n")
+    (package / "e.py").write_text("import pkg.d\n")
+
+    assert cycles(core_graph(tmp_path)) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_lgvq_core_has_no_import_cycle():
+    graph = core_graph()
+    found = cycles(graph)
+    described = [
+        " ; ".join(f"{a} -> {b} (line {graph[a][b]})" for a in component for b in graph[a] if b in component)
+        for component in found
+    ]
+    assert described == [], "import cycles in lgvq-core (function-level imports count):\n" + "\n".join(described)
+
+
+def test_lgvq_core_never_imports_a_plugin_package():
+    offenders = [
+        line
+        for plugin in ("lgvq_backbones", "lgvq_text_encoders", "lgvq_tasks", "lgvq_example_backbone")
+        for line in offending_imports(PACKAGES / "lgvq-core" / "src" / "lgvq_core", plugin)
+    ]
+    assert offenders == []
+
+
+def test_the_config_loader_and_the_registry_stay_apart():
+    """config is handed a registry; registry knows nothing of run files (lgvq_core.run_file joins them)."""
+    graph = core_graph()
+    reach = {"lgvq_core.registry"}
+    frontier = ["lgvq_core.registry"]
+    while frontier:
+        for target in graph[frontier.pop()]:
+            if target not in reach:
+                reach.add(target)
+                frontier.append(target)
+    # Registry.build validates a component table with the generic walker; the run file's rules are not its business
+    assert {"lgvq_core.config.loader", "lgvq_core.config.overrides", "lgvq_core.config.downstream"}.isdisjoint(reach)

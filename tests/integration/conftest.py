@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tiny_runs import tokenizer_run_file
 
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 
 

@@ -12,7 +12,7 @@ from test_runner import tiny_run_file, train_records
 from lgvq_core.config.describe import dumps_toml
 from lgvq_core.errors import LgvqError
 from lgvq_core.plugins import hookimpl
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.checkpoint import resolve_checkpoint
 from lgvq_core.runner.loop import train
 from lgvq_core.specs import ComponentSpec

@@ -146,7 +146,7 @@ def test_the_worked_example_runs_as_written(tmp_path):
 
 def test_the_placeholder_message_shown_is_what_lgvq_check_says():
     from lgvq_core.errors import ConfigError
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
 
     (shown,) = fenced_blocks(DOC.read_text(encoding="utf-8"), "text")
     with pytest.raises(ConfigError) as info:

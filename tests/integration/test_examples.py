@@ -15,7 +15,7 @@ import tomli
 from tiny_runs import tokenizer_run_file
 
 from lgvq_core.errors import ConfigError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.optim import effective_lr
 

@@ -16,7 +16,7 @@ from PIL import Image
 from test_downstream_runs import downstream_file, train_records
 
 from lgvq_core.errors import ConfigError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 
 GPT = {"type": "code-gpt", "layers": 1, "heads": 2, "width": 16}
@@ -172,11 +172,11 @@ def test_lgvq_sample_refuses_a_count_the_disk_cannot_hold_after_one_batch(tmp_pa
 
 
 def test_lgvq_sample_writes_every_image_and_a_grid_of_the_first_ones(tmp_path, completion_run, monkeypatch):
-    from lgvq_core.runner import generate
+    from lgvq_core.runner import downstream_run, generate
 
     monkeypatch.setattr(generate, "GRID_IMAGES", 4)
     out = tmp_path / "many"
-    run = generate.load_downstream_run(completion_run)
+    run = downstream_run.load_downstream_run(completion_run)
     record = generate.sample_record(run, 7, 0, {})
     written = generate.write_samples(generate.iter_generated(run, 7, 0, {}, batch_size=3), 7, out, record)
     assert written == 7 and len(list((out / "images").iterdir())) == 7

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tomli
 
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = ROOT / "examples" / "gpu"

@@ -9,7 +9,7 @@ import pytest
 from test_downstream_runs import downstream_file, train_records
 
 from lgvq_core.errors import ConfigError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 
 SMALL_LM = {"width": 32, "layers": 1, "heads": 2}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lgvq_core.config.describe import dumps_toml
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import read_metrics
 

@@ -11,7 +11,7 @@ from test_runner import tiny_run_file
 
 from lgvq_core.api import LoadedTokenizer, load_tokenizer
 from lgvq_core.errors import CheckpointError, RunDirError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.checkpoint import resolve_checkpoint
 from lgvq_core.runner.evaluate import load_trained
 from lgvq_core.runner.load import BUILD_FILE, load_tokenizer_run

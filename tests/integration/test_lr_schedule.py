@@ -10,7 +10,8 @@ from test_runner import tiny_run_file, train_records
 from lgvq_core.config.schema import TrainSection
 from lgvq_core.errors import ConfigError
 from lgvq_core.plugins import hookimpl
-from lgvq_core.registry import get_plugin_manager, load_run_file
+from lgvq_core.registry import get_plugin_manager
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.optim import lr_factor
 

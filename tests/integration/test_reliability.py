@@ -16,7 +16,8 @@ from test_runner import run_dirs, tiny_run_file, train_records
 
 from lgvq_core.errors import NonFiniteLossError
 from lgvq_core.plugins import hookimpl
-from lgvq_core.registry import get_plugin_manager, load_run_file
+from lgvq_core.registry import get_plugin_manager
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.checkpoint import load_checkpoint, resolve_checkpoint
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import read_metrics

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from lgvq_core.config.describe import dumps_toml
 from lgvq_core.errors import NonFiniteLossError
 from lgvq_core.plugins import hookimpl
-from lgvq_core.registry import get_plugin_manager, load_run_file
+from lgvq_core.registry import get_plugin_manager
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.checkpoint import load_checkpoint, resolve_checkpoint
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import create_run_dir, read_metrics

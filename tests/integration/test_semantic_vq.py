@@ -15,7 +15,8 @@ from test_generation_runs import GPT, cli
 from lgvq_core.config.describe import dumps_toml
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError, DataError
-from lgvq_core.registry import get_registry, load_run_file, structure_component
+from lgvq_core.registry import get_registry
+from lgvq_core.run_file import load_run_file, structure_component
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import read_metrics
 
@@ -131,7 +132,7 @@ def test_a_vq_prior_trains_on_the_cached_mask_codes_and_resumes_exactly(tmp_path
 
 
 def test_the_condition_codes_lie_in_the_mask_codebook_and_on_its_grid(tmp_path, tokenizer_run, mask_run):
-    from lgvq_core.runner.generate import load_downstream_run
+    from lgvq_core.runner.downstream_run import load_downstream_run
 
     path = downstream_file(
         tmp_path,

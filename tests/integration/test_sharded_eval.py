@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 from lgvq_core.tasks import EvalShard
 from lgvq_core.testing.fixtures import TINY_RUN, write_run_file

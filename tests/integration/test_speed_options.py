@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.batches import BatchStream
 from lgvq_core.runner.components import build_run, compiled_parts
 from lgvq_core.runner.state import restore, save

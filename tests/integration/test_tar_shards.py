@@ -16,7 +16,7 @@ from lgvq_core.data.config import ShapesConfig, TarShardsConfig
 from lgvq_core.data.shapes import build_shapes
 from lgvq_core.data.tar_shards import TarShards
 from lgvq_core.errors import DataError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.loop import train
 from lgvq_core.runner.rundir import read_metrics
 from lgvq_core.testing.fixtures import TINY_RUN, write_run_file

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lgvq_core.errors import RunDirError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.compare import compare_runs
 from lgvq_core.testing.fixtures import write_run_file
 

@@ -23,7 +23,8 @@ from lgvq_core.data.shapes import ShapesDataset
 from lgvq_core.errors import ConfigError
 from lgvq_core.quantizers.base import QuantizerOutput
 from lgvq_core.quantizers.vq import VectorQuantizer
-from lgvq_core.registry import build, load_run_file, validate_run_file
+from lgvq_core.registry import build
+from lgvq_core.run_file import load_run_file, validate_run_file
 from lgvq_core.runner.compare import table_rows
 from lgvq_core.runner.loop import train
 from lgvq_core.testing.fixtures import TINY_RUN, write_run_file

@@ -218,7 +218,7 @@ def test_a_run_with_the_small_scale_levers_keeps_its_caption_vocabulary_through_
 
     from safetensors.torch import load_file
 
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
     from lgvq_core.runner.loop import train
     from lgvq_core.testing.fixtures import TINY_RUN, write_run_file
 
@@ -246,7 +246,7 @@ def test_a_run_with_a_narrower_decoder_predicts_masked_words_again_through_lgvq_
 
     from safetensors.torch import load_file
 
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
     from lgvq_core.runner.loop import train
     from lgvq_core.testing.fixtures import TINY_RUN, write_run_file
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lgvq_core.quantizers.vq import VectorQuantizer
-from lgvq_core.registry import load_run_file, validate_run_file
+from lgvq_core.run_file import load_run_file, validate_run_file
 from lgvq_core.runner.loop import train
 from lgvq_core.testing.fixtures import TINY_RUN, write_run_file
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from lgvq_core.errors import CheckpointError, ConfigError
-from lgvq_core.registry import build, structure_component
+from lgvq_core.registry import build
+from lgvq_core.run_file import structure_component
 from lgvq_text_encoders.config import MiniLMConfig
 from lgvq_text_encoders.minilm import MiniLMTextEncoder
 

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from lgvq_core.errors import CheckpointError, ConfigError
-from lgvq_core.registry import build, structure_component
+from lgvq_core.registry import build
+from lgvq_core.run_file import structure_component
 from lgvq_text_encoders.config import OpenClipConfig
 from lgvq_text_encoders.open_clip_text import OpenClipTextEncoder
 from lgvq_text_encoders.open_clip_weights import resolve

@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from lgvq_core.errors import ConfigError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.testing.contract import PluginContract
 from lgvq_core.testing.fixtures import TINY_RUN, write_run_file
 from lgvq_text_encoders.config import MiniLMConfig, OpenClipConfig

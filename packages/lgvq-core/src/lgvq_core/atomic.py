@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lgvq_core.checkpoint_files import disk_full_error
+
 
 def fsync_dir(path: str | Path) -> None:
     """Flush a folder's entries (a rename is durable only once its folder is synced)."""
@@ -75,12 +77,6 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def disk_full(path: str | Path) -> Exception:
     """The one clear error for a full disk, naming ``path`` and the last complete checkpoint of its run."""
-    from lgvq_core.errors import DiskFullError
-
-    try:
-        from lgvq_core.runner.checkpoint import disk_full_error
-    except ImportError:  # pragma: no cover - torch missing: no checkpoints to name
-        return DiskFullError(path, None)
     return disk_full_error(Path(path))
 
 

@@ -127,7 +127,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
 
     try:
         loaded = load_run_file(args.file, overrides=args.set)
@@ -229,13 +229,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.compare import compare_from_cli
+    from lgvq_core.runner.compare_cli import compare_from_cli
 
     return compare_from_cli(args)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.generate import sample_from_cli
+    from lgvq_core.runner.sample_cli import sample_from_cli
 
     return sample_from_cli(args)
 

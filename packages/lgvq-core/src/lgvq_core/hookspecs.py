@@ -136,11 +136,16 @@ def lgvq_make_optimizers(run: RunContext) -> Any:
     Called once on every rank after the model is built and moved to its device, before any
     checkpoint is loaded.
 
-    :param run: the run context; ``run.generator_parameters`` (tokenizer + alignment heads) and
-        ``run.discriminator_parameters`` hold the trainable parameters, ``run.model`` the tokenizer,
-        ``run.alignment`` the alignment module (or ``None``), ``run.config`` the validated run file.
-    :returns: a :class:`lgvq_core.runner.optim.Optimizers` (``generator`` and, when the backbone
-        has a discriminator, ``discriminator``), or ``None`` to let the next implementation answer.
+    :param run: the run context; ``run.kind`` says which kind of run it is. A tokenizer run:
+        ``run.generator_parameters`` (tokenizer + alignment heads) and ``run.discriminator_parameters``
+        hold the trainable parameters, ``run.model`` is the tokenizer, ``run.alignment`` the
+        alignment module (or ``None``). A downstream run: ``run.model`` is the downstream model
+        (its ``param_groups(weight_decay)``), ``run.generator_parameters`` its trainable parameters.
+        ``run.config`` is the validated run file.
+    :returns: a :class:`lgvq_core.runner.optim.Optimizers` (``generator``: the optimizer of what the
+        run trains; ``discriminator``: a tokenizer run's discriminator, when the backbone has one),
+        or ``None`` to let the next implementation answer. The default is the run kind's
+        (:mod:`lgvq_core.runner.kinds`).
     """
 
 
@@ -148,17 +153,21 @@ def lgvq_make_optimizers(run: RunContext) -> Any:
 def lgvq_train_step(run: RunContext, batch: Any) -> Any:
     """Run one optimisation step.
 
-    Called on every rank, once per optimizer step. The default implementation computes, for each
-    micro-batch, the generator loss (reconstruction, quantizer, weighted alignment losses,
-    adversarial term) and backpropagates it, then the discriminator loss; after the last
-    micro-batch it steps both optimizers. A wrapper (``wrapper=True``) sees the whole step.
+    Called on every rank, once per optimizer step. The default is the run kind's
+    (:mod:`lgvq_core.runner.kinds`). In a tokenizer run it computes, for each micro-batch, the
+    generator loss (reconstruction, quantizer, weighted alignment losses, adversarial term) and
+    backpropagates it, then the discriminator loss; after the last micro-batch it steps both
+    optimizers. In a downstream run it backpropagates the model's ``training_loss`` on the cached
+    codes. A wrapper (``wrapper=True``) sees the whole step.
 
-    :param run: the run context.
-    :param batch: the micro-batches of this step: a list of ``train.accumulate`` collated batches
-        (``image`` B×3×H×W in [-1, 1] on ``run.device``, ``caption``: the sampled caption of each
-        image, ``captions``: all captions of each image, ``index``; see :func:`lgvq_core.data.base.collate`).
+    :param run: the run context (``run.kind``: ``"tokenizer"`` or ``"downstream"``).
+    :param batch: the micro-batches of this step: a list of ``train.accumulate`` collated batches.
+        A tokenizer run's: ``image`` B×3×H×W in [-1, 1] on ``run.device``, ``caption``: the sampled
+        caption of each image, ``captions``: all captions of each image, ``index`` (see
+        :func:`lgvq_core.data.base.collate`). A downstream run's: ``codes`` (the cached code indices),
+        captions and the annotations its model asked for (see :mod:`lgvq_core.data.codes`).
     :returns: a ``dict[str, float]`` of the step's loss terms averaged over micro-batches,
-        ``"loss"`` being the total generator loss, or ``None`` to let the next implementation answer.
+        ``"loss"`` being the total loss, or ``None`` to let the next implementation answer.
     """
 
 
@@ -181,7 +190,8 @@ def lgvq_train_start(run: RunContext) -> None:
 
 @hookspec
 def lgvq_after_quantize(run: RunContext, output: Any) -> None:
-    """Called on every rank in each training step, right after the tokenizer's forward pass.
+    """Called on every rank in each training step of a tokenizer run, right after the tokenizer's
+    forward pass (a downstream run never runs its frozen tokenizer during training).
 
     :param run: the run context (:class:`lgvq_core.runner.context.RunContext`).
     :param output: the :class:`lgvq_core.tokenizer.TokenizerOutput` (``quant``, ``indices``,

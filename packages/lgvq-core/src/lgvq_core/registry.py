@@ -194,11 +194,12 @@ class Registry:
 
         Raises :class:`~lgvq_core.errors.ConfigError` listing every problem of the table.
         """
-        from lgvq_core.config import loader
+        from lgvq_core.config.schema import Component
+        from lgvq_core.config.walker import structure_component
 
         component = table
-        if not isinstance(table, loader.Component):
-            component = loader.structure_component(kind, table, path, registry=self)
+        if not isinstance(table, Component):
+            component = structure_component(kind, table, path, registry=self)
         entry = self.get(kind, component.type, f"{path}.type")
         try:
             factory = entry.spec.load_factory()
@@ -276,24 +277,3 @@ def get_spec(kind: str, name: str, path: str = "$") -> ComponentSpec:
 def build(kind: str, table: Mapping[str, Any] | Any, path: str = "$", context: Any = None) -> Any:
     """Validate ``table`` against the component's config class and call its factory."""
     return get_registry().build(kind, table, path, context)
-
-
-def load_run_file(path, overrides: list[str] | None = None):
-    """Read, override and validate a run file against the installed plugins; creates nothing."""
-    from lgvq_core.config import loader
-
-    return loader.load_run_file(path, overrides, registry=get_registry())
-
-
-def validate_run_file(raw: Mapping[str, Any], source: str = "<run file>"):
-    """Structure and check a parsed run file against the installed plugins."""
-    from lgvq_core.config import loader
-
-    return loader.validate(raw, registry=get_registry(), source=source)
-
-
-def structure_component(kind: str, table: Mapping[str, Any], path: str = "$"):
-    """Validate one component table against the installed plugins."""
-    from lgvq_core.config import loader
-
-    return loader.structure_component(kind, table, path, registry=get_registry())

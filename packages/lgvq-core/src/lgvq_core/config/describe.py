@@ -9,8 +9,8 @@ from typing import Any
 import attrs
 
 from lgvq_core.config.fields import field_doc
-from lgvq_core.config.loader import config_fields, describe_type
 from lgvq_core.config.schema import Component
+from lgvq_core.config.walker import config_fields, describe_type
 
 
 def schema_rows(cls: type) -> list[dict[str, str]]:

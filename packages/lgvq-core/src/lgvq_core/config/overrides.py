@@ -16,8 +16,8 @@ from typing import Any, Literal
 import attrs
 import tomli
 
-from lgvq_core.config.loader import config_fields, split_optional
 from lgvq_core.config.schema import RunFile
+from lgvq_core.config.walker import config_fields, split_optional
 from lgvq_core.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 
 _INDEX = re.compile(r"\[(\d+)\]")

@@ -2,7 +2,7 @@
 
 Semantic image synthesis with ``semantic_source = "vq"`` (the paper's Table 6, taming's protocol)
 conditions a prior on the codes of a small VQ autoencoder trained on segmentation masks. That
-autoencoder is an ordinary stage-1 run: any backbone, trained on this dataset, whose items are
+autoencoder is an ordinary tokenizer run: any backbone, trained on this dataset, whose items are
 ``C x H x W`` one-hot label maps in {-1, +1} (see :class:`~lgvq_core.data.config.SegmentationMapsConfig`).
 The dataset reports ``in_channels = C`` so the backbone is built with ``C`` input and output
 channels, and offers :meth:`SegmentationMaps.render` so sample grids show the maps in colour.

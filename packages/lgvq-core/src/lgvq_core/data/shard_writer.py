@@ -59,7 +59,8 @@ def write_shards(dataset: Any, out_dir: Path, samples_per_shard: int, log=print)
 
 def shards_from_cli(args: argparse.Namespace) -> int:
     from lgvq_core.context import BuildContext
-    from lgvq_core.registry import get_registry, load_run_file
+    from lgvq_core.registry import get_registry
+    from lgvq_core.run_file import load_run_file
 
     out = Path(args.out)
     overwrite = bool(getattr(args, "overwrite", False))

@@ -118,4 +118,4 @@ def probe_batch(run: RunContext, count: int) -> torch.Tensor | dict[str, Any] | 
         return None
     items = [run.val_data[i] for i in range(min(count, len(run.val_data)))]
     batch = getattr(run.val_data, "collate", collate)(items)
-    return batch["image"] if run.kind == "tokenizer" else batch
+    return run.run_kind.probe_items(batch)

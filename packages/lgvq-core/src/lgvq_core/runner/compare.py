@@ -5,7 +5,8 @@ per seed. :func:`compare_arms` reads every run's ``eval/<task>.json``, ``resolve
 ``metrics.jsonl`` and writes ``compare.md`` and ``compare.json`` (per-seed values, means, standard
 deviations and paired differences). A value is bold only when its arm wins against every other
 arm by a seed-paired difference whose 95 % t-interval excludes 0 (:mod:`compare_stats`); otherwise
-the row says "within noise". ``lgvq compare FILE`` trains the runs first (:mod:`compare_seeds`).
+the row says "within noise". ``lgvq compare FILE`` trains the runs first (:mod:`compare_seeds`);
+:mod:`compare_cli` is the command, which uses both (neither imports the other's caller).
 
 Which rows appear, and which way is better:
 
@@ -13,7 +14,7 @@ Which rows appear, and which way is better:
   each task declares in its spec (:class:`lgvq_core.specs.TaskSpec` ``comparison_rows``, in
   ``comparison_order``), each with ``better`` = "higher", "lower" or None (shown, never ranked).
   That is where the table's ↑ and ↓ come from.
-- A task that declares no rows (a stage-2 or language task, a third-party task) gets one
+- A task that declares no rows (a downstream or language task, a third-party task) gets one
   row per number in its results, labelled ``<task>: <key.path>``. It says which way is better by
   returning a ``better`` table among its metrics, keyed like its rows:
   ``{"fid": 12.3, "better": {"fid": "lower"}}``; numbers it does not name are shown unranked.
@@ -433,34 +434,3 @@ def compare_runs(
             )
         runs[info["seed"]] = info
     return compare_arms(arms, out_dir)
-
-
-def compare_from_cli(args: Any) -> int:
-    """``lgvq compare FILE`` trains every arm for every seed; ``lgvq compare DIR DIR...`` tables runs."""
-    import datetime
-    import time
-
-    sources = [Path(s) for s in args.sources]
-    if len(sources) == 1 and sources[0].is_file():
-        from lgvq_core.runner.compare_seeds import run_comparison
-
-        if args.labels:
-            raise RunDirError("--labels applies to run directories; a run file names its arms in [[compare.arms]]")
-        markdown, _, out = run_comparison(
-            sources[0],
-            overrides=list(args.set or []),
-            seed_count=args.seeds,
-            out=args.out,
-            jobs=args.jobs,
-            resume=args.resume,
-        )
-    else:
-        for option, given in (("--set", args.set), ("--seeds", args.seeds), ("--resume", args.resume)):
-            if given:
-                raise RunDirError(f"{option} applies to a run file; with run directories there is nothing to train")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out) if args.out else Path(f"comparison-{stamp}-{int(time.time() * 1000) % 1000:03d}")
-        markdown, _ = compare_runs(sources, args.labels, out)
-    print(markdown)
-    print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
-    return 0

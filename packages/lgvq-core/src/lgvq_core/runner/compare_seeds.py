@@ -15,7 +15,7 @@ that was started but not finished is trained again from scratch, or continued fr
 ``checkpoints/last`` with ``--resume``. The state file is rewritten atomically after each
 finished run, by this process only.
 
-Arms of other kinds of runs (stage-2 priors, language tasks) go through the same machinery with
+Arms of other kinds of runs (downstream runs on an arm's codes) go through the same machinery with
 their own ``runner``: a picklable function from a :class:`RunSpec` to a :class:`RunOutcome` that
 leaves an evaluated run directory (``eval/<task>.json``) under ``spec.output_dir``.
 """
@@ -40,6 +40,7 @@ import attrs
 
 from lgvq_core.config.fields import finite
 from lgvq_core.errors import LgvqError, RunDirError
+from lgvq_core.runner.compare import compare_arms, run_info
 
 STATE_FILE = "compare-state.json"
 STATE_VERSION = 1
@@ -77,7 +78,7 @@ def train_and_evaluate(spec: RunSpec) -> RunOutcome:
     """The default runner: ``lgvq run`` of the spec (which evaluates the run's ``[[tasks]]``)."""
     import torch
 
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
     from lgvq_core.runner.loop import describe_result, train
 
     started = time.perf_counter()
@@ -143,7 +144,7 @@ def plan(
     file: str | Path, overrides: Sequence[str], seed_count: int | None, out: str | Path | None
 ) -> tuple[Path, list[str], list[int], list[PlannedRun]]:
     """Validate every arm x seed up front; return the folder, arm labels, seeds and runs (arm-major)."""
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
 
     file = Path(file)
     config = load_run_file(file, overrides=list(overrides)).config
@@ -204,7 +205,7 @@ class _StateFile:
 
 def check_state(data: dict[str, Any], path: Path) -> None:
     """Raise one clear error naming the first bad key of a comparison state file."""
-    from lgvq_core.config.loader import _structure_leaf
+    from lgvq_core.config.walker import structure_leaf
 
     def fail(where: str, message: str) -> None:
         raise RunDirError(f"{path}: {where}: {message}; delete it to start over (finished runs are then trained again)")
@@ -223,7 +224,7 @@ def check_state(data: dict[str, Any], path: Path) -> None:
         seconds = entry.get("seconds", 0.0)
         if isinstance(seconds, float) and not math.isfinite(seconds):
             fail(f"{where}.seconds", f"must be a finite number, got {seconds}")
-    _, problems = _structure_leaf(data, _StateFile, "$")
+    _, problems = structure_leaf(data, _StateFile, "$")
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
@@ -356,8 +357,7 @@ def run_comparison(
     say: Callable[[str], None] = lambda message: print(message, flush=True),
 ) -> tuple[str, dict[str, Any], Path]:
     """Train what is missing, then write and return the table: ``(markdown, data, folder)``."""
-    from lgvq_core.registry import load_run_file
-    from lgvq_core.runner.compare import compare_arms, run_info
+    from lgvq_core.run_file import load_run_file
 
     if jobs < 1:
         raise LgvqError(f"--jobs must be at least 1, got {jobs}")
@@ -432,7 +432,7 @@ def plan_downstream(
     file: str | Path, overrides: Sequence[str], runs: Sequence[PlannedRun], tokenizer_dirs: dict[str, str]
 ) -> list[PlannedRun]:
     """One downstream run per ``[compare] downstream`` file, arm and seed, on that arm's tokenizer run."""
-    from lgvq_core.registry import load_run_file
+    from lgvq_core.run_file import load_run_file
 
     file = Path(file)
     listed = load_run_file(file, overrides=list(overrides)).config.compare.downstream

@@ -21,12 +21,13 @@ from lgvq_core.errors import ConfigError, DataError, LgvqError
 from lgvq_core.quantizers.base import index_problem
 from lgvq_core.registry import get_registry
 from lgvq_core.runner import distributed as distr
-from lgvq_core.runner import downstream_step as downstream_step_module
+from lgvq_core.runner import kinds
 from lgvq_core.runner import optim as optim_module
-from lgvq_core.runner import step as step_module
 from lgvq_core.runner.context import RunContext, Scalers
 from lgvq_core.runner.determinism import apply_determinism
+from lgvq_core.runner.downstream_run import build_downstream_run
 from lgvq_core.runner.step import DiscriminatorModule, GeneratorModule
+from lgvq_core.runner.tokenizer_run import TOKENIZER
 
 
 @dataclass
@@ -135,15 +136,9 @@ def apply_speed_options(run_section, tokenizer: nn.Module, discriminator: nn.Mod
 
 
 def _register_defaults(manager) -> None:
-    """The default training steps and optimizers are plugins like any other (tried last)."""
-    defaults = (
-        (step_module, "lgvq-default-step"),
-        (downstream_step_module, "lgvq-default-downstream-step"),
-        (optim_module, "lgvq-default-optimizers"),
-    )
-    for module, name in defaults:
-        if not manager.is_registered(module) and manager.get_plugin(name) is None:
-            manager.register(module, name=name)
+    """The default training step and optimizers (the run kind's) are a plugin like any other, tried last."""
+    if not manager.is_registered(kinds) and manager.get_plugin("lgvq-defaults") is None:
+        manager.register(kinds, name="lgvq-defaults")
 
 
 def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunContext:
@@ -157,9 +152,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         if info.is_main:
             print(message, flush=True)
 
-    if isinstance(config, DownstreamRunFile):
-        from lgvq_core.runner.downstream import build_downstream_run
-
+    if isinstance(config, DownstreamRunFile):  # the one place that picks a kind's builder
         run = build_downstream_run(loaded, overrides, info, device, log)
         # resolved.toml pins the exact tokenizer checkpoints the run trained on
         config.tokenizer.run_dir = run.tokenizer_identity["run_dir"]
@@ -189,6 +182,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         val_data=parts.val_data,
         lr=optim_module.effective_lr(config.train, info.world_size),
         overrides=list(overrides or []),
+        run_kind=TOKENIZER,
     )
     for module in (tokenizer, alignment):
         if module is not None:

@@ -23,6 +23,7 @@ from lgvq_core.runner.distributed import DistInfo
 if TYPE_CHECKING:
     from lgvq_core.config.schema import DownstreamRunFile, RunFile
     from lgvq_core.downstream import FrozenTokenizer
+    from lgvq_core.runner.kinds import RunKind
     from lgvq_core.runner.optim import Optimizers
     from lgvq_core.text_feature_cache import TextFeatureCache
 
@@ -41,7 +42,8 @@ class Scalers:
 class RunContext:
     """Everything a run holds; the ``run`` argument of every training-loop hook.
 
-    ``kind`` is ``"tokenizer"`` (a stage-1 run) or ``"downstream"`` (a model trained on a frozen
+    ``run_kind`` (:mod:`lgvq_core.runner.kinds`) is the tokenizer run's or the downstream run's kind,
+    and ``kind`` its name: ``"tokenizer"`` or ``"downstream"`` (a model trained on a frozen
     tokenizer's cached codes). ``model`` is what the run trains (the tokenizer, or the downstream
     model), unwrapped; ``generator_module`` / ``discriminator_module`` are what
     DistributedDataParallel wraps under ``torchrun`` (the plain modules otherwise).
@@ -59,7 +61,8 @@ class RunContext:
     train_data: Any
     val_data: Any
     lr: float
-    kind: str = "tokenizer"
+    #: What differs between the two kinds of run (:mod:`lgvq_core.runner.kinds`); set by the kind's builder.
+    run_kind: RunKind
     #: Downstream runs: the frozen tokenizer (never trained, never saved) and what the model sees of it.
     tokenizer: nn.Module | None = None
     frozen_tokenizer: FrozenTokenizer | None = None
@@ -98,11 +101,14 @@ class RunContext:
     #: Trainable discriminator parameters (empty without a discriminator).
     discriminator_parameters: list[nn.Parameter] = field(default_factory=list)
 
+    @property
+    def kind(self) -> str:
+        """``"tokenizer"`` or ``"downstream"``: the name of :attr:`run_kind`."""
+        return self.run_kind.name
+
     def saved_modules(self) -> dict[str, nn.Module | None]:
         """What a checkpoint holds, by weight prefix (never the text encoder, never a frozen tokenizer)."""
-        if self.kind == "downstream":
-            return {"downstream": self.model}
-        return {"tokenizer": self.model, "alignment": self.alignment, "discriminator": self.discriminator}
+        return self.run_kind.saved_modules(self)
 
     @property
     def rank(self) -> int:

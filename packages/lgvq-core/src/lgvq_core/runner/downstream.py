@@ -1,11 +1,5 @@
-"""Downstream runs: a model trained on the frozen codes of a trained tokenizer ("stage 2").
-
-:func:`build_downstream_run` loads the tokenizer run's checkpoint frozen (it is never trained and
-never saved again), encodes each split once into the code cache, builds the model from
-``[downstream]`` and returns a :class:`~lgvq_core.runner.context.RunContext` with
-``kind = "downstream"``. From there the run goes through the same loop as a tokenizer run:
-progress, metrics.jsonl, atomic checkpoints, exact resume, signals, the NaN stop, DDP, precision.
-The model only supplies ``training_loss`` and ``param_groups`` (see :mod:`lgvq_core.downstream`).
+"""Downstream runs' parts: the frozen tokenizer, the code cache per split, the model's inputs and
+its validation. :mod:`lgvq_core.runner.downstream_run` builds a downstream run from them.
 """
 
 from __future__ import annotations
@@ -13,30 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from lgvq_core.config.describe import unstructure
-from lgvq_core.config.loader import LoadedRunFile
-from lgvq_core.context import BuildContext
 from lgvq_core.data.codes import CodeDataset
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_core.errors import DataError
-from lgvq_core.registry import get_registry
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner.context import RunContext
-from lgvq_core.runner.load import build_text_encoder
-
-
-class DownstreamModule(nn.Module):
-    """The model as DistributedDataParallel sees it: ``forward(batch)`` is ``training_loss(batch)``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.model.training_loss(batch)
 
 
 def load_frozen_tokenizer(config, device: torch.device, log, name: str = "tokenizer") -> tuple[Any, dict[str, str]]:
@@ -146,81 +123,6 @@ class ConditionCodes:
             codebook=quantizer.codebook.detach().to(self.device),
             indices_per_position=int(sample.shape[1]) if sample.dim() == 4 else 1,
         )
-
-
-def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, info, device, log) -> RunContext:
-    """Everything a downstream run needs (see the module docstring)."""
-    from lgvq_core.runner import optim as optim_module
-
-    config = loaded.config
-    registry = get_registry()
-    trained, identity = load_frozen_tokenizer(config, device, log)
-    tokenizer = trained.tokenizer
-    base = dict(device=str(device), seed=config.run.seed, log=log, skip_bad_items=config.train.skip_bad_items)
-    needed = getattr(config.downstream.config, "annotations", None)
-    annotations = sorted(needed()) if callable(needed) else []
-    unit = getattr(config.downstream.config, "unit", None)
-    unit = unit() if callable(unit) else "image"
-    condition = ConditionCodes(config, device, info, log) if config.condition_tokenizer is not None else None
-    splits = {}
-    for split in ("train", "val"):
-        images = registry.build("dataset", config.data, "$.data", BuildContext(split=split, **base))
-        codes = cached_codes(config, trained, identity, images, split, device, info, log)
-        condition_codes = condition.codes(images, split) if condition is not None else None
-        splits[split] = CodeDataset(
-            codes, images, [a for a in annotations if a == "segmentation"], unit, condition_codes
-        )
-    if len(splits["train"]) == 0:
-        raise DataError("the training split of [data] is empty")
-    sample = splits["train"].indices
-    grid = tuple(sample.shape[-2:])
-    frozen = FrozenTokenizer(
-        codebook_size=tokenizer.quantizer.codebook_size,
-        grid=grid,
-        code_dim=tokenizer.quantizer.codebook.shape[1],
-        codebook=tokenizer.quantizer.codebook.detach().to(device),
-        indices_per_position=int(sample.shape[1]) if sample.dim() == 4 else 1,
-    )
-    # The run file's [text_encoder], else the tokenizer run's (built once, here).
-    text_source = config if config.text_encoder is not None else trained.config
-    text_encoder, text_cache = build_text_encoder(text_source, device, log)
-    torch.manual_seed(config.run.seed)
-    context = BuildContext(
-        frozen_tokenizer=frozen,
-        text_encoder=text_encoder,
-        train_data=splits["train"],
-        train_captions=splits["train"].all_captions,
-        condition_tokenizer=condition.frozen(splits["train"]) if condition is not None else None,
-        **base,
-    )
-    model = registry.build("downstream", config.downstream, "$.downstream", context).to(device)
-    run = RunContext(
-        config=config,
-        loaded=loaded,
-        dist=info,
-        device=device,
-        model=model,
-        alignment=None,
-        discriminator=None,
-        text_encoder=text_encoder,
-        text_cache=text_cache,
-        train_data=splits["train"],
-        val_data=splits["val"],
-        lr=optim_module.effective_lr(config.train, info.world_size),
-        overrides=list(overrides or []),
-        kind="downstream",
-        tokenizer=tokenizer,
-        frozen_tokenizer=frozen,
-        tokenizer_identity=identity,
-        condition_tokenizer_identity=condition.identity if condition is not None else {},
-    )
-    run.generator_parameters = [p for p in model.parameters() if p.requires_grad]
-    module: nn.Module = DownstreamModule(model)
-    if info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        module = DistributedDataParallel(module, device_ids=ids)
-    run.generator_module = module
-    return run
 
 
 def needs_text(run: RunContext) -> bool:

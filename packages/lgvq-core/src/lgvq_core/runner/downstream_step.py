@@ -1,15 +1,13 @@
 """The default training step of a downstream run: the model's ``training_loss`` on cached codes.
 
-Registered beside the tokenizer step (:mod:`lgvq_core.runner.step`); each answers only for its
-kind of run. Accumulation, autocast, the fp16 scaler, gradient clipping and the NaN check are the
-same as a tokenizer run's.
+The downstream run kind's default ``lgvq_train_step`` (:mod:`lgvq_core.runner.kinds`). Accumulation,
+autocast, the fp16 scaler, gradient clipping and the NaN check are the same as a tokenizer run's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lgvq_core.plugins import hookimpl
 from lgvq_core.runner.downstream import model_inputs
 from lgvq_core.runner.optim import apply_lr_schedule
 from lgvq_core.runner.step import check_finite, no_sync, step_optimizer
@@ -35,11 +33,3 @@ def run_downstream_step(run, micro_batches: list[dict]) -> dict[str, float]:
     names = list(sums)
     values = (torch.stack([sums[n] for n in names]) / count).tolist()
     return dict(zip(names, values, strict=True))
-
-
-@hookimpl(trylast=True)
-def lgvq_train_step(run, batch):
-    """Default step of a downstream run (lgvq-core): see :func:`run_downstream_step`."""
-    if run.kind != "downstream":
-        return None
-    return run_downstream_step(run, batch)

@@ -76,7 +76,7 @@ def load_trained(
 
 def task_components(loaded: LoadedRunFile, names: list[str] | None) -> list[tuple[str, Component]]:
     """The run file's ``[[tasks]]``, or the named tasks (a named task uses its run-file options if present)."""
-    from lgvq_core.config.loader import structure_component
+    from lgvq_core.config.walker import structure_component
 
     configured = {c.type: (f"$.tasks[{i}]", c) for i, c in enumerate(loaded.config.tasks)}
     if not names:
@@ -206,31 +206,16 @@ def evaluate_in_process(run, checkpoint: str = "best") -> dict[str, Any]:
 
 
 def trained_model(run) -> TrainedModel:
-    """What a task sees of a finished run, in eval mode: the tokenizer and its alignment heads, or,
-    for a downstream run, the run itself with its frozen tokenizer."""
+    """What a task sees of a finished run, in eval mode (the run kind says what that is)."""
     run.model.eval()
-    downstream = run.kind == "downstream"
-    alignment = None if downstream or run.alignment is None else run.alignment.eval()
-    return TrainedModel(
-        tokenizer=run.tokenizer if downstream else run.model,
-        alignment=alignment,
-        text_encoder=run.text_encoder,
-        text_cache=run.text_cache,
-        device=run.device,
-        config=run.config,
-        run_dir=run.run_dir,
-        step=run.step,
-        batch_size=run.config.train.batch_size,
-        extra={"train_data": run.train_data},
-        downstream_run=run if downstream else None,
-    )
+    return run.run_kind.trained_model(run)
 
 
 def earlier_tasks(run_dir: Path, config: Any) -> list[tuple[str, Component]]:
     """Tasks with a result in ``eval/`` that the run file does not list (``lgvq eval --tasks``), with the
     options they ran with: after a resume they are evaluated again, so that every file in ``eval/``
     describes the same checkpoint."""
-    from lgvq_core.config.loader import structure_component
+    from lgvq_core.config.walker import structure_component
 
     registry = get_registry()
     listed = {c.type for c in config.tasks}
@@ -268,7 +253,7 @@ def eval_from_cli(args: argparse.Namespace) -> int:
     else:
         downstream = False
     if downstream:
-        from lgvq_core.runner.generate import load_downstream_run
+        from lgvq_core.runner.downstream_run import load_downstream_run
 
         if args.set:
             raise ConfigError(["--set: not supported for a downstream run's evaluation; edit the task options instead"])

@@ -8,7 +8,6 @@ tokenizer the model was trained on.
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 from collections.abc import Iterator
@@ -18,35 +17,8 @@ from typing import Any
 import torch
 
 from lgvq_core.atomic import write_json_atomic
-from lgvq_core.errors import ConfigError, LgvqError, RunDirError
-from lgvq_core.runner import checkpoint as ckpt
-from lgvq_core.runner import distributed as distr
+from lgvq_core.errors import ConfigError, LgvqError
 from lgvq_core.runner.context import RunContext
-
-
-def load_downstream_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> RunContext:
-    """A downstream run rebuilt from its ``resolved.toml`` with the weights of ``checkpoint`` (eval mode)."""
-    from lgvq_core.config.schema import DownstreamRunFile
-    from lgvq_core.registry import load_run_file
-    from lgvq_core.runner.downstream import build_downstream_run
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "resolved.toml").is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
-    overrides = [f"run.device={device}"] if device else []
-    loaded = load_run_file(run_dir / "resolved.toml", overrides=overrides)
-    if not isinstance(loaded.config, DownstreamRunFile):
-        raise RunDirError(f"{run_dir}: a tokenizer run; `lgvq sample` needs a downstream run (a [downstream] model)")
-    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
-    info = distr.DistInfo()
-    torch_device = distr.resolve_device(loaded.config.run.device, info)
-    run = build_downstream_run(loaded, [], info, torch_device, log=lambda message: print(message, flush=True))
-    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
-    ckpt.load_module(run.model, tensors, "downstream", path, state.get("extra_states"))
-    run.model.eval()
-    run.step = int(state.get("step", 0))
-    run.run_dir = run_dir
-    return run
 
 
 def check_generative(model: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -310,8 +282,8 @@ def write_samples(
 
 
 def generates(run: RunContext) -> bool:
-    """A downstream run whose model draws codes (``generate`` with ``effective_sampling``)."""
-    return run.kind == "downstream" and callable(getattr(run.model, "effective_sampling", None))
+    """Whether a downstream run's model draws codes (``generate`` with ``effective_sampling``)."""
+    return callable(getattr(run.model, "effective_sampling", None))
 
 
 @torch.no_grad()
@@ -328,35 +300,3 @@ def save_training_samples(run: RunContext, count: int = 8) -> None:
     finally:
         run.model.train(was_training)
     save_grid(images, run.run_dir / "samples" / f"step-{run.step:07d}.png", panels)
-
-
-def sample_from_cli(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.downstream import needs_text
-
-    out_dir = Path(args.out) if args.out else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError([f"--out: {out_dir} is a file; give a folder (it is created when missing)"])
-    run = load_downstream_run(args.run_dir, args.checkpoint, args.device)
-    if args.caption and not needs_text(run):
-        raise ConfigError(
-            [f"--caption: this {run.config.downstream.type} model is not conditioned on text; leave --caption out"]
-        )
-    options = {
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "guidance_scale": args.guidance_scale,
-        "steps": args.steps,
-        "truncation": args.truncation,
-    }
-    given = {k: v for k, v in options.items() if v is not None}
-    effective = check_generative(run.model, given)  # before any work
-    if out_dir is None:
-        out_dir = Path(args.run_dir) / "generated" / f"step-{run.step:07d}-seed-{args.seed}"
-    record = sample_record(run, args.n, args.seed, effective, args.caption, args.batch_size)
-    batches = iter_generated(
-        run, args.n, args.seed, given, args.batch_size, captions=args.caption, with_conditions=True
-    )
-    written = write_samples(batches, args.n, out_dir, record)
-    print(f"wrote {written} images and grid.png to {out_dir}")
-    return 0

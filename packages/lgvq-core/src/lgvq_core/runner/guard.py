@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from lgvq_core import checkpoint_files
 from lgvq_core.errors import NonFiniteLossError
-from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.runner import pointers
 
 
 def nonfinite_tensor(modules: dict[str, torch.nn.Module | None]) -> tuple[str, float] | None:
@@ -69,25 +70,12 @@ def probe_loss(run: Any, probe: torch.Tensor | dict[str, Any] | None) -> dict[st
         run.model.eval()
         try:
             with run.autocast():
-                if isinstance(probe, dict):
-                    terms = dict(_downstream_terms(run, probe))
-                else:
-                    images = probe.to(run.device)
-                    output = run.model(images)
-                    terms = dict(run.model.generator_loss(images, output, run.step, None))
+                terms = dict(run.run_kind.probe_terms(run, probe))
         finally:
             run.model.train(was_training)
     names = list(terms)
     values = torch.stack([terms[n].detach().float().reshape(()) for n in names]).tolist()
     return dict(zip(names, values, strict=True))
-
-
-def _downstream_terms(run: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    from lgvq_core.runner.batches import to_device
-    from lgvq_core.runner.downstream import model_inputs
-
-    generator = torch.Generator(device=run.device).manual_seed(run.config.run.seed)
-    return run.model.training_loss(model_inputs(run, to_device(batch, run.device), generator))
 
 
 def prove(run: Any, probe: torch.Tensor | dict[str, Any] | None) -> None:
@@ -117,6 +105,6 @@ def settle_nonfinite(exc: NonFiniteLossError, checkpoint_dir: Path | None) -> No
     """Drop the unproven pending checkpoint and name what the run kept (or that it has nothing)."""
     if checkpoint_dir is None or not checkpoint_dir.is_dir():
         return exc.keeping(None)
-    ckpt.discard_pending(checkpoint_dir)
-    path, step = ckpt.good_checkpoint(checkpoint_dir)
+    pointers.discard_pending(checkpoint_dir)
+    path, step = checkpoint_files.good_checkpoint(checkpoint_dir)
     return exc.keeping(path, step)

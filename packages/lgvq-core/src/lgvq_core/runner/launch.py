@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lgvq_core.errors import ConfigError, RunDirError
-from lgvq_core.registry import load_run_file
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.checkpoint import resolve_checkpoint
 
 

@@ -22,11 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lgvq_core import checkpoint_files
 from lgvq_core.atomic import write_json_atomic
 from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import CheckpointError, RunDirError
-from lgvq_core.registry import get_registry, load_run_file
+from lgvq_core.registry import get_registry
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner import checkpoint as ckpt
 
 #: What a tokenizer run records of its data for rebuilding the tokenizer without it.
@@ -63,7 +65,7 @@ def read_checkpoint(run_dir: str | Path, which: str = "best", log: Callable[[str
     """Resolve ``which`` (``best``, ``last`` or a checkpoint directory) in ``run_dir`` and read it, verified."""
     path = ckpt.resolve_checkpoint(Path(run_dir), which, log)
     tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
-    sha256 = str(ckpt.read_manifest(path)["files"][ckpt.MODEL_FILE]["sha256"])
+    sha256 = str(checkpoint_files.read_manifest(path)["files"][checkpoint_files.MODEL_FILE]["sha256"])
     return CheckpointRead(path=path, tensors=tensors, state=state, sha256=sha256)
 
 
@@ -241,7 +243,7 @@ def check_sha256(read: CheckpointRead, expected: str | None, name: str) -> None:
     """Refuse a checkpoint whose model file is not the one ``$.<name>.sha256`` pins."""
     if expected is not None and expected != read.sha256:
         raise CheckpointError(
-            f"{read.path / ckpt.MODEL_FILE}: SHA-256 {read.sha256} differs from $.{name}.sha256 = {expected}; "
+            f"{read.path / checkpoint_files.MODEL_FILE}: SHA-256 {read.sha256} differs from $.{name}.sha256 = {expected}; "
             f"the tokenizer changed since this run file was written. Remove {name}.sha256 to accept it"
         )
 

@@ -18,18 +18,16 @@ from typing import Any
 
 import torch
 
+from lgvq_core import checkpoint_files
 from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import LgvqError, NonFiniteLossError
 from lgvq_core.registry import get_registry
-from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
-from lgvq_core.runner import guard
+from lgvq_core.runner import guard, pointers
 from lgvq_core.runner.batches import BatchStream, check_one_batch, probe_batch, val_loader
 from lgvq_core.runner.components import build_run
 from lgvq_core.runner.context import RunContext
-from lgvq_core.runner.generate import generates
-from lgvq_core.runner.load import write_build_record
 from lgvq_core.runner.progress import Progress
 from lgvq_core.runner.reporting import RunResult, describe_result, report_skipped, train_record, used_components
 from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, write_run_files
@@ -53,7 +51,7 @@ class SignalGuard:
         if self.received > 1 and signum == signal.SIGINT:
             record = None
             if self.run.run_dir is not None:  # the pointer only: no hashing while the user waits
-                record, _ = ckpt._read_pointer(self.run.run_dir / "checkpoints", "last")
+                record, _ = checkpoint_files.read_pointer(self.run.run_dir / "checkpoints", "last")
             self.run.log(
                 "second SIGINT: stopping without saving a new checkpoint; "
                 + (
@@ -88,8 +86,7 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
     stream = BatchStream(run)
     validation_loader = val_loader(run)
     probe = probe_batch(run, 8)
-    sample_images = probe if run.kind == "tokenizer" else None
-    draws_samples = run.is_main and (sample_images is not None or generates(run))
+    draws_samples = run.is_main and run.run_kind.draws_samples(run, probe)
     images_per_step = train.batch_size * train.accumulate * run.world_size
     progress = Progress(
         total=train.max_steps,
@@ -105,7 +102,7 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
     val_metrics: dict[str, float] = {}
     hook = run.plugin_manager.hook
     if run.is_main:  # left by a process that died before proving it: never promoted now
-        ckpt.discard_pending(run.run_dir / "checkpoints")
+        pointers.discard_pending(run.run_dir / "checkpoints")
     hook.lgvq_train_start(run=run)
     try:
         with SignalGuard(run):
@@ -137,7 +134,7 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
                 if run.step % train.val_every == 0 or is_last:
                     val_metrics = validate_and_keep_best(run, validation_loader, metrics_writer, progress)
                 if draws_samples and (run.step % train.sample_every == 0 or is_last):
-                    save_samples(run, sample_images)
+                    save_samples(run, probe)
                 if run.step % train.checkpoint_every == 0 and not is_last:
                     save_pending(run)
                 if distr.any_rank(run.stop_reason is not None, run.dist, run.device) and run.stop_reason is None:
@@ -203,27 +200,12 @@ def _write_run_directory(run: RunContext, source_text: str, resuming: bool) -> M
         environment_report(run.device, run.world_size),
         keep_config=resuming,
     )
-    if run.kind == "tokenizer":  # what rebuilding the tokenizer alone needs (lgvq_core.runner.load)
-        write_build_record(
-            run.run_dir, getattr(run.train_data, "image_size", None), int(getattr(run.train_data, "in_channels", 3))
-        )
+    run.run_kind.started(run)
     metrics_writer = MetricsWriter(run.run_dir / "metrics.jsonl")
     if resuming:
         metrics_writer.truncate_after(run.step)
     run.log(f"run directory: {run.run_dir}  (lr {run.lr:.3g}, {run.world_size} process(es), {run.device})")
     return metrics_writer
-
-
-def _uses_text(run: RunContext) -> bool:
-    """Whether training reads caption features (then every training caption is encoded up front).
-
-    A tokenizer run without alignment losses never does; its tasks encode what they read on demand.
-    """
-    if run.kind == "tokenizer":
-        return run.alignment is not None
-    from lgvq_core.runner.downstream import needs_text
-
-    return needs_text(run)
 
 
 def quiet_third_party_bars(progress: str) -> None:
@@ -264,7 +246,7 @@ def train(
             run.run_dir = create_run_dir(config.run.output_dir, config.run.name)
         run.run_dir = Path(distr.broadcast_object(str(run.run_dir) if run.run_dir else None, run.dist))
 
-        if run.text_cache is not None and run.text_cache.mode != "off" and _uses_text(run):
+        if run.text_cache is not None and run.text_cache.mode != "off" and run.run_kind.uses_text(run):
             captions = sorted(set(run.train_data.all_captions()))
             run.log(f"encoding {len(captions)} training captions once (text feature cache: {run.text_cache.mode})")
             shared = run.text_cache.mode == "disk" and run.dist.enabled

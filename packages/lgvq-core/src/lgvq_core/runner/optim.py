@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lgvq_core.plugins import hookimpl
-
 
 @dataclass
 class Optimizers:
@@ -72,15 +70,10 @@ def implementation(train) -> dict[str, bool]:
     return {"auto": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[choice]
 
 
-@hookimpl(trylast=True)
-def lgvq_make_optimizers(run):
-    """Default: Adam over tokenizer + alignment parameters, Adam over the discriminator; for a
-    downstream run, AdamW over the model's own parameter groups (``param_groups(weight_decay)``)."""
+def tokenizer_optimizers(run) -> Optimizers:
+    """A tokenizer run's default: Adam over tokenizer + alignment parameters, Adam over the discriminator."""
     train = run.config.train
     impl = implementation(train)
-    if run.kind == "downstream":
-        groups = run.model.param_groups(train.weight_decay)
-        return Optimizers(generator=torch.optim.AdamW(groups, lr=run.lr, betas=tuple(train.betas), **impl))
     generator = torch.optim.Adam(
         run.generator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay, **impl
     )
@@ -90,3 +83,10 @@ def lgvq_make_optimizers(run):
             run.discriminator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay, **impl
         )
     return Optimizers(generator=generator, discriminator=discriminator)
+
+
+def downstream_optimizers(run) -> Optimizers:
+    """A downstream run's default: AdamW over the model's own parameter groups (``param_groups(weight_decay)``)."""
+    train = run.config.train
+    groups = run.model.param_groups(train.weight_decay)
+    return Optimizers(generator=torch.optim.AdamW(groups, lr=run.lr, betas=tuple(train.betas), **implementation(train)))

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from lgvq_core import checkpoint_files
 from lgvq_core.runner import checkpoint as ckpt
-from lgvq_core.runner import guard
+from lgvq_core.runner import guard, pointers, rng
 from lgvq_core.runner.context import RunContext
 
 
@@ -38,7 +39,7 @@ def checkpoint_state(run: RunContext) -> dict[str, Any]:
             "generator": run.scalers.generator.state_dict(),
             "discriminator": run.scalers.discriminator.state_dict(),
         },
-        "rng": ckpt.rng_state(),
+        "rng": rng.rng_state(),
         "extra_states": ckpt.extra_states(run.saved_modules()),
         "world_size": run.world_size,
         "skipped_items": [[i, m] for i, m in run.skipped_items],
@@ -63,13 +64,13 @@ def save(run: RunContext, pointers: list[str], metrics: dict[str, float] | None 
 def save_pending(run: RunContext) -> None:
     """A periodic checkpoint, kept as ``pending`` until a finite loss is computed from its weights."""
     guard.check_parameters(run)
-    save(run, [ckpt.PENDING])
+    save(run, [checkpoint_files.PENDING])
 
 
 def promote_pending(run: RunContext) -> None:
     """The step just taken computed a finite loss from the pending weights: make them ``last``."""
     if run.is_main:
-        ckpt.promote_pending(run.run_dir / "checkpoints")
+        pointers.promote_pending(run.run_dir / "checkpoints")
 
 
 def save_final(run: RunContext, probe: torch.Tensor | dict | None) -> None:
@@ -83,13 +84,13 @@ def save_final(run: RunContext, probe: torch.Tensor | dict | None) -> None:
         return
     guard.prove(run, probe)
     folder = run.run_dir / "checkpoints"
-    if ckpt.pending_step(folder) == run.step:
-        ckpt.promote_pending(folder)
+    if checkpoint_files.pending_step(folder) == run.step:
+        pointers.promote_pending(folder)
         return
-    if ckpt.pointer_step(folder, "last") == run.step:
+    if checkpoint_files.pointer_step(folder, "last") == run.step:
         return
-    if run.best_saved_step == run.step and ckpt.pointer_step(folder, "best") == run.step:
-        ckpt.share_pointer(folder, "best", ("last",))  # best was saved from these very weights and state
+    if run.best_saved_step == run.step and checkpoint_files.pointer_step(folder, "best") == run.step:
+        pointers.share_pointer(folder, "best", ("last",))  # best was saved from these very weights and state
         return
     save(run, ["last"])
 
@@ -109,7 +110,7 @@ def restore(run: RunContext, run_dir: Path) -> None:
         raise ckpt.CheckpointError(f"{path}: optimizer state does not match this run ({exc})") from None
     run.scalers.generator.load_state_dict(state["scalers"]["generator"])
     run.scalers.discriminator.load_state_dict(state["scalers"]["discriminator"])
-    ckpt.restore_rng_state(state["rng"])
+    rng.restore_rng_state(state["rng"])
     run.step = int(state["step"])
     run.batches_seen = int(state["batches_seen"])
     run.best_value = float(state["best_value"])

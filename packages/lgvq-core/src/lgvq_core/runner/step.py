@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from lgvq_core.errors import NonFiniteLossError
-from lgvq_core.plugins import hookimpl
 from lgvq_core.runner.optim import apply_lr_schedule
 from lgvq_core.text_encoder import TextFeatures
 from lgvq_core.tokenizer import Tokenizer, TokenizerOutput
@@ -201,11 +200,3 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
     names = list(sums)
     values = (torch.stack([sums[n] for n in names]) / count).tolist()
     return dict(zip(names, values, strict=True))
-
-
-@hookimpl(trylast=True)
-def lgvq_train_step(run, batch):
-    """Default step of a tokenizer run (lgvq-core): see :func:`run_train_step`."""
-    if run.kind != "tokenizer":
-        return None
-    return run_train_step(run, batch)

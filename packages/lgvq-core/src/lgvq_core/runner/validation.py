@@ -98,12 +98,7 @@ def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, 
     A non-finite validation loss raises :class:`~lgvq_core.errors.NonFiniteLossError`; a finite one
     is the proof that the weights of ``best`` are good.
     """
-    if run.kind == "downstream":
-        from lgvq_core.runner.downstream import validate_downstream
-
-        metrics = validate_downstream(run, loader)
-    else:
-        metrics = validate(run, loader)
+    metrics = run.run_kind.validate(run, loader)
     run.plugin_manager.hook.lgvq_validation_end(run=run, metrics=metrics)
     if metrics_writer is not None and metrics:
         metrics_writer.write({"step": run.step, "split": "val", **metrics})
@@ -123,17 +118,15 @@ def validate_and_keep_best(run: RunContext, loader: DataLoader, metrics_writer, 
     return metrics
 
 
-@torch.no_grad()
-def save_samples(run: RunContext, images: torch.Tensor | None) -> None:
-    """Originals over reconstructions, ``samples/step-NNNNNNN.png`` (rank 0); for a generative
-    downstream run, images drawn from the model."""
-    if not run.is_main:
-        return
-    if run.kind == "downstream":
-        from lgvq_core.runner.generate import save_training_samples
+def save_samples(run: RunContext, probe) -> None:
+    """``samples/step-NNNNNNN.png`` (rank 0): the run kind draws them."""
+    if run.is_main:
+        run.run_kind.save_samples(run, probe)
 
-        save_training_samples(run)
-        return
+
+@torch.no_grad()
+def save_reconstruction_samples(run: RunContext, images: torch.Tensor) -> None:
+    """A tokenizer run's samples: originals over reconstructions."""
     run.model.eval()
     with run.autocast():
         recon = run.model(images.to(run.device)).recon

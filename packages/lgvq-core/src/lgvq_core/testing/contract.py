@@ -69,7 +69,7 @@ import tomli
 from lgvq_core import hookspecs
 from lgvq_core.config.describe import dumps_toml, format_schema, unstructure
 from lgvq_core.config.fields import field_doc
-from lgvq_core.config.loader import config_fields, default_problems, structure_component
+from lgvq_core.config.walker import config_fields, default_problems, structure_component
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError
 from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager, plugin_module_name, plugin_names

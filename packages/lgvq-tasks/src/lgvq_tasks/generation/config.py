@@ -94,7 +94,7 @@ class CodeGPTConfig:
     semantic_source: Literal["grid", "vq"] = option(
         "grid",
         "grid: mode-pool the label map (batch key 'segmentation', b H W) onto the code grid, one token per "
-        "code position (nothing trained); vq: codes of a mask autoencoder trained as a stage-1 run on "
+        "code position (nothing trained); vq: codes of a mask autoencoder trained as a tokenizer run on "
         "[data] type = 'segmentation-maps', named by the run file's [condition_tokenizer] (batch key "
         "'condition_codes', b h w, cached like the image codes).",
     )
