@@ -132,12 +132,12 @@ class LgvqVariant:
         self.name, self.run, self.device = name, run, device
         self.stream = BatchStream(run)
         self.segments = Segments(device)
-        gen, disc = run.generator_module, run.discriminator_module
+        gen, disc = run.model_module, run.discriminator_module
         gen.forward = self.segments.wrap("forward", gen.forward)
         if disc is not None:
             disc.forward = self.segments.wrap("forward", disc.forward)
         run.text_features = self.segments.wrap("forward", run.text_features)
-        for optimizer in (run.optimizers.generator, run.optimizers.discriminator):
+        for optimizer in (run.optimizers.model, run.optimizers.discriminator):
             if optimizer is not None:
                 optimizer.step = self.segments.wrap("optimizer", optimizer.step)
 

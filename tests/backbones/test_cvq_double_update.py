@@ -65,14 +65,14 @@ def tiny_run(tokenizer: TinyCVQTokenizer) -> SimpleNamespace:
         model=tokenizer,
         alignment=None,
         discriminator=discriminator,
-        generator_module=GeneratorModule(tokenizer, None),
+        model_module=GeneratorModule(tokenizer, None),
         discriminator_module=DiscriminatorModule(tokenizer, discriminator),
         optimizers=SimpleNamespace(
-            generator=torch.optim.SGD(tokenizer.parameters(), lr=0.5),
+            model=torch.optim.SGD(tokenizer.parameters(), lr=0.5),
             discriminator=torch.optim.SGD(discriminator.parameters(), lr=0.5),
         ),
-        scalers=SimpleNamespace(generator=scaler, discriminator=scaler),
-        generator_parameters=list(tokenizer.parameters()),
+        scalers=SimpleNamespace(model=scaler, discriminator=scaler),
+        model_parameters=list(tokenizer.parameters()),
         discriminator_parameters=list(discriminator.parameters()),
         config=SimpleNamespace(
             train=SimpleNamespace(grad_clip=None, warmup_steps=0, lr_schedule="constant"),

@@ -235,7 +235,7 @@ class _DivergesThenStops:
     @hookimpl
     def lgvq_train_batch_end(self, run, metrics):
         if run.step == self.at - 1:
-            for group in run.optimizers.generator.param_groups:
+            for group in run.optimizers.model.param_groups:
                 group["lr"] = 1e30
         if run.step == self.at:
             run.request_stop("test-stop")

@@ -131,7 +131,7 @@ class _AbsurdLearningRate:
     @hookimpl
     def lgvq_train_batch_end(self, run, metrics):
         if run.step == self.from_step - 1:
-            for group in run.optimizers.generator.param_groups:
+            for group in run.optimizers.model.param_groups:
                 group["lr"] = 1e30
 
 

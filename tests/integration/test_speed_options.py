@@ -109,7 +109,7 @@ def test_optimizer_impl_reaches_adam_and_gives_the_same_update(tmp_path, impl):
     config = tiny_config(tmp_path)
     plain = two_steps(config, tmp_path, [], "auto")
     other = two_steps(config, tmp_path, [f"train.optimizer_impl={impl}"], impl)
-    defaults = other[0].optimizers.generator.defaults
+    defaults = other[0].optimizers.model.defaults
     expected = {"for-loop": ("foreach", False), "foreach": ("foreach", True), "fused": ("fused", True)}[impl]
     assert defaults[expected[0]] is expected[1]
     assert_same_training(plain, other, rtol=1e-5, atol=1e-6, update_tol=1e-3)

@@ -76,7 +76,7 @@ def lgvq_alignment_losses() -> Iterable[ComponentSpec]:
 
     :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns an
         :class:`lgvq_core.alignment.base.AlignmentLoss`. Its trainable parameters join the
-        generator optimizer. The config class must have a ``weight`` field.
+        model optimizer (``run.optimizers.model``). The config class must have a ``weight`` field.
     """
 
 
@@ -137,12 +137,12 @@ def lgvq_make_optimizers(run: RunContext) -> Any:
     checkpoint is loaded.
 
     :param run: the run context; ``run.kind`` says which kind of run it is. A tokenizer run:
-        ``run.generator_parameters`` (tokenizer + alignment heads) and ``run.discriminator_parameters``
+        ``run.model_parameters`` (tokenizer + alignment heads) and ``run.discriminator_parameters``
         hold the trainable parameters, ``run.model`` is the tokenizer, ``run.alignment`` the
         alignment module (or ``None``). A downstream run: ``run.model`` is the downstream model
-        (its ``param_groups(weight_decay)``), ``run.generator_parameters`` its trainable parameters.
+        (its ``param_groups(weight_decay)``), ``run.model_parameters`` its trainable parameters.
         ``run.config`` is the validated run file.
-    :returns: a :class:`lgvq_core.runner.optim.Optimizers` (``generator``: the optimizer of what the
+    :returns: a :class:`lgvq_core.runner.optim.Optimizers` (``model``: the optimizer of what the
         run trains; ``discriminator``: a tokenizer run's discriminator, when the backbone has one),
         or ``None`` to let the next implementation answer. The default is the run kind's
         (:mod:`lgvq_core.runner.kinds`).

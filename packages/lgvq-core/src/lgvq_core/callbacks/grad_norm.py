@@ -26,9 +26,9 @@ class GradNorm:
         if run.step % run.config.run.log_every and run.step != run.config.train.max_steps:
             return  # only on logged steps: a norm costs a device sync
         # Gradients of the step just taken are still in .grad (they are cleared at the next step).
-        run.extra_metrics["grad_norm/generator"] = _norm(run.generator_parameters, self.config.norm_type)
-        if run.discriminator is not None:
-            run.extra_metrics["grad_norm/discriminator"] = _norm(run.discriminator_parameters, self.config.norm_type)
+        for name, optimizer in run.optimizers.named():  # "model", and a tokenizer run's "discriminator"
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            run.extra_metrics[f"grad_norm/{name}"] = _norm(parameters, self.config.norm_type)
 
 
 def build(config: GradNormConfig, context=None) -> GradNorm:

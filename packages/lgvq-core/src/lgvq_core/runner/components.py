@@ -23,7 +23,7 @@ from lgvq_core.registry import get_registry
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner import kinds
 from lgvq_core.runner import optim as optim_module
-from lgvq_core.runner.context import RunContext, Scalers
+from lgvq_core.runner.context import RunContext, Scalers, TokenizerRunContext
 from lgvq_core.runner.determinism import apply_determinism
 from lgvq_core.runner.downstream_run import build_downstream_run
 from lgvq_core.runner.step import DiscriminatorModule, GeneratorModule
@@ -168,7 +168,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
     alignment = parts.alignment.to(device) if parts.alignment is not None else None
     discriminator = parts.discriminator.to(device) if parts.discriminator is not None else None
     apply_speed_options(config.run, tokenizer, discriminator, log)
-    run = RunContext(
+    run = TokenizerRunContext(
         config=config,
         loaded=loaded,
         dist=info,
@@ -186,7 +186,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
     )
     for module in (tokenizer, alignment):
         if module is not None:
-            run.generator_parameters += [p for p in module.parameters() if p.requires_grad]
+            run.model_parameters += [p for p in module.parameters() if p.requires_grad]
     if discriminator is not None:
         run.discriminator_parameters = [p for p in discriminator.parameters() if p.requires_grad]
 
@@ -202,7 +202,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
                     f"$.model.quantizer ({quantizer}): {problem} (the quantizer contract's rule, which "
                     "lgvq_core.testing checks)"
                 )
-        run.last_output_stats = {k: v.detach() for k, v in output.stats.items()}
+        run.step_statistics = {k: v.detach() for k, v in output.stats.items()}
         run.plugin_manager.hook.lgvq_after_quantize(run=run, output=output)
 
     generator = GeneratorModule(
@@ -218,7 +218,7 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
         generator = DistributedDataParallel(generator, device_ids=ids, find_unused_parameters=alignment is not None)
         if disc_module is not None:
             disc_module = DistributedDataParallel(disc_module, device_ids=ids)
-    run.generator_module = generator
+    run.model_module = generator
     run.discriminator_module = disc_module
     return _finish(run)
 
@@ -233,7 +233,7 @@ def _finish(run: RunContext) -> RunContext:
         raise LgvqError("no plugin answered lgvq_make_optimizers")
     fp16 = run.config.run.precision == "fp16"
     run.scalers = Scalers(
-        generator=torch.amp.GradScaler(run.device.type, enabled=fp16),
+        model=torch.amp.GradScaler(run.device.type, enabled=fp16),
         discriminator=torch.amp.GradScaler(run.device.type, enabled=fp16),
     )
     return run

@@ -32,21 +32,24 @@ _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class Scalers:
-    """Gradient scalers (active with ``precision = "fp16"`` only)."""
+    """Gradient scalers (active with ``precision = "fp16"`` only): the model's, and a tokenizer run's
+    discriminator's (unused elsewhere)."""
 
-    generator: torch.amp.GradScaler
+    model: torch.amp.GradScaler
     discriminator: torch.amp.GradScaler
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunContext:
-    """Everything a run holds; the ``run`` argument of every training-loop hook.
+    """What every run holds, whatever it trains; the ``run`` argument of every training-loop hook.
 
-    ``run_kind`` (:mod:`lgvq_core.runner.kinds`) is the tokenizer run's or the downstream run's kind,
-    and ``kind`` its name: ``"tokenizer"`` or ``"downstream"`` (a model trained on a frozen
-    tokenizer's cached codes). ``model`` is what the run trains (the tokenizer, or the downstream
-    model), unwrapped; ``generator_module`` / ``discriminator_module`` are what
-    DistributedDataParallel wraps under ``torchrun`` (the plain modules otherwise).
+    The loop, checkpoints, resume, signals, the NaN guard, DDP, precision and callbacks need only
+    this. ``run_kind`` (:mod:`lgvq_core.runner.kinds`) answers what differs, and ``kind`` is its
+    name: ``"tokenizer"`` (a :class:`TokenizerRunContext`) or ``"downstream"`` (a
+    :class:`DownstreamRunContext`: a model trained on a frozen tokenizer's cached codes).
+    ``model`` is what the run trains, unwrapped; ``model_module`` is what DistributedDataParallel
+    wraps under ``torchrun`` (the plain module otherwise); ``model_parameters`` the trainable
+    parameters the model's optimizer and clipping see.
     """
 
     config: RunFile | DownstreamRunFile
@@ -54,8 +57,6 @@ class RunContext:
     dist: DistInfo
     device: torch.device
     model: nn.Module
-    alignment: nn.Module | None
-    discriminator: nn.Module | None
     text_encoder: nn.Module | None
     text_cache: TextFeatureCache | None
     train_data: Any
@@ -63,16 +64,10 @@ class RunContext:
     lr: float
     #: What differs between the two kinds of run (:mod:`lgvq_core.runner.kinds`); set by the kind's builder.
     run_kind: RunKind
-    #: Downstream runs: the frozen tokenizer (never trained, never saved) and what the model sees of it.
-    tokenizer: nn.Module | None = None
-    frozen_tokenizer: FrozenTokenizer | None = None
-    #: Downstream runs: where the tokenizer came from (run_dir, checkpoint, sha256), for resolved.toml.
-    tokenizer_identity: dict[str, str] = field(default_factory=dict)
-    #: Downstream runs with a ``[condition_tokenizer]``: its run dir, checkpoint and SHA-256.
-    condition_tokenizer_identity: dict[str, str] = field(default_factory=dict)
     run_dir: Path | None = None
-    generator_module: nn.Module | None = None
-    discriminator_module: nn.Module | None = None
+    model_module: nn.Module | None = None
+    #: Trainable parameters of what the run trains (a tokenizer run: tokenizer + alignment heads).
+    model_parameters: list[nn.Parameter] = field(default_factory=list)
     optimizers: Optimizers | None = None
     scalers: Scalers | None = None
     plugin_manager: Any = None
@@ -91,15 +86,12 @@ class RunContext:
     best_saved_step: int | None = None
     #: Callbacks may add numbers here; they are logged with the next metrics line.
     extra_metrics: dict[str, float] = field(default_factory=dict)
-    last_output_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Numbers the last step measured besides its loss terms (a tokenizer run: its quantizer's statistics).
+    step_statistics: dict[str, torch.Tensor] = field(default_factory=dict)
     skipped_items: list[tuple[int, str]] = field(default_factory=list)
     #: Whether the unreadable validation items were listed (once; later validations give the count).
     validation_skips_listed: bool = False
     overrides: list[str] = field(default_factory=list)
-    #: Trainable tokenizer + alignment parameters (what the generator optimizer and clipping see).
-    generator_parameters: list[nn.Parameter] = field(default_factory=list)
-    #: Trainable discriminator parameters (empty without a discriminator).
-    discriminator_parameters: list[nn.Parameter] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -140,3 +132,29 @@ class RunContext:
         """Print on rank 0 only."""
         if self.is_main:
             print(message, flush=True)
+
+
+@dataclass(kw_only=True)
+class TokenizerRunContext(RunContext):
+    """A tokenizer run: ``model`` is the tokenizer; with it train the alignment module (the code ViT
+    and the losses' heads, or ``None`` for a baseline run) and, for a GAN backbone, the discriminator."""
+
+    alignment: nn.Module | None = None
+    discriminator: nn.Module | None = None
+    #: The discriminator as DistributedDataParallel wraps it (the plain module otherwise).
+    discriminator_module: nn.Module | None = None
+    #: Trainable discriminator parameters (empty without a discriminator).
+    discriminator_parameters: list[nn.Parameter] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class DownstreamRunContext(RunContext):
+    """A downstream run: ``model`` is the downstream model, trained on the codes of a frozen tokenizer."""
+
+    #: The frozen tokenizer (never trained, never saved) and what the model sees of it.
+    tokenizer: nn.Module | None = None
+    frozen_tokenizer: FrozenTokenizer | None = None
+    #: Where the tokenizer came from (run_dir, checkpoint, sha256), for resolved.toml.
+    tokenizer_identity: dict[str, str] = field(default_factory=dict)
+    #: With a ``[condition_tokenizer]``: its run dir, checkpoint and SHA-256.
+    condition_tokenizer_identity: dict[str, str] = field(default_factory=dict)

@@ -32,7 +32,7 @@ from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner import optim as optim_module
 from lgvq_core.runner.batches import to_device
-from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.context import DownstreamRunContext, RunContext
 from lgvq_core.runner.downstream import (
     ConditionCodes,
     cached_codes,
@@ -103,7 +103,7 @@ class DownstreamModule(nn.Module):
         return self.model.training_loss(batch)
 
 
-def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, info, device, log) -> RunContext:
+def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, info, device, log) -> DownstreamRunContext:
     """Everything a downstream run needs (see the module docstring)."""
     config = loaded.config
     registry = get_registry()
@@ -147,14 +147,12 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
         **base,
     )
     model = registry.build("downstream", config.downstream, "$.downstream", context).to(device)
-    run = RunContext(
+    run = DownstreamRunContext(
         config=config,
         loaded=loaded,
         dist=info,
         device=device,
         model=model,
-        alignment=None,
-        discriminator=None,
         text_encoder=text_encoder,
         text_cache=text_cache,
         train_data=splits["train"],
@@ -167,16 +165,18 @@ def build_downstream_run(loaded: LoadedRunFile, overrides: list[str] | None, inf
         tokenizer_identity=identity,
         condition_tokenizer_identity=condition.identity if condition is not None else {},
     )
-    run.generator_parameters = [p for p in model.parameters() if p.requires_grad]
+    run.model_parameters = [p for p in model.parameters() if p.requires_grad]
     module: nn.Module = DownstreamModule(model)
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
         module = DistributedDataParallel(module, device_ids=ids)
-    run.generator_module = module
+    run.model_module = module
     return run
 
 
-def load_downstream_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> RunContext:
+def load_downstream_run(
+    run_dir: str | Path, checkpoint: str = "best", device: str | None = None
+) -> DownstreamRunContext:
     """A downstream run rebuilt from its ``resolved.toml`` with the weights of ``checkpoint`` (eval mode)."""
     run_dir = Path(run_dir)
     if not (run_dir / "resolved.toml").is_file():

@@ -117,9 +117,9 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
                 # the loss just computed came from the pending checkpoint's weights: it is good
                 promote_pending(run)
                 run.step += 1
-                if run.last_output_stats:  # one device sync for every statistic
-                    names = list(run.last_output_stats)
-                    values = torch.stack([run.last_output_stats[n].float().reshape(()) for n in names]).tolist()
+                if run.step_statistics:  # one device sync for every statistic
+                    names = list(run.step_statistics)
+                    values = torch.stack([run.step_statistics[n].float().reshape(()) for n in names]).tolist()
                     metrics.update(zip(names, values, strict=True))
                 hook.lgvq_train_batch_end(run=run, metrics=metrics)
                 if run.step % config.run.log_every == 0 or run.step == train.max_steps:

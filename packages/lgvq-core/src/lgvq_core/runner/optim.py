@@ -1,4 +1,5 @@
-"""Optimizers (docs/method.md: VQ-GAN): two Adams with betas (0.5, 0.9) and taming's linear LR scaling."""
+"""Optimizers (docs/method.md: VQ-GAN): a tokenizer run's two Adams with betas (0.5, 0.9), a downstream
+run's AdamW, taming's linear LR scaling and the schedule."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ import torch
 
 @dataclass
 class Optimizers:
-    """The run's optimizers; ``discriminator`` is ``None`` when the backbone has no adversarial loss."""
+    """The run's optimizers: ``model``'s (what the run trains; a tokenizer run's with its alignment
+    heads), and a tokenizer run's ``discriminator``'s (``None`` without an adversarial loss)."""
 
-    generator: torch.optim.Optimizer
+    model: torch.optim.Optimizer
     discriminator: torch.optim.Optimizer | None = None
+
+    def named(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        """``("model", ...)`` and, when there is one, ``("discriminator", ...)``."""
+        return [
+            (name, o) for name, o in (("model", self.model), ("discriminator", self.discriminator)) if o is not None
+        ]
 
 
 def effective_lr(train, world_size: int) -> float:
@@ -56,7 +64,7 @@ def apply_lr_schedule(run) -> None:
     if train.warmup_steps == 0 and train.lr_schedule == "constant":
         return
     factor = lr_factor(train, run.step)
-    for optimizer in (run.optimizers.generator, run.optimizers.discriminator):
+    for optimizer in (run.optimizers.model, run.optimizers.discriminator):
         if optimizer is None:
             continue
         for group in optimizer.param_groups:
@@ -74,19 +82,19 @@ def tokenizer_optimizers(run) -> Optimizers:
     """A tokenizer run's default: Adam over tokenizer + alignment parameters, Adam over the discriminator."""
     train = run.config.train
     impl = implementation(train)
-    generator = torch.optim.Adam(
-        run.generator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay, **impl
+    model = torch.optim.Adam(
+        run.model_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay, **impl
     )
     discriminator = None
     if run.discriminator is not None:
         discriminator = torch.optim.Adam(
             run.discriminator_parameters, lr=run.lr, betas=tuple(train.betas), weight_decay=train.weight_decay, **impl
         )
-    return Optimizers(generator=generator, discriminator=discriminator)
+    return Optimizers(model=model, discriminator=discriminator)
 
 
 def downstream_optimizers(run) -> Optimizers:
     """A downstream run's default: AdamW over the model's own parameter groups (``param_groups(weight_decay)``)."""
     train = run.config.train
     groups = run.model.param_groups(train.weight_decay)
-    return Optimizers(generator=torch.optim.AdamW(groups, lr=run.lr, betas=tuple(train.betas), **implementation(train)))
+    return Optimizers(model=torch.optim.AdamW(groups, lr=run.lr, betas=tuple(train.betas), **implementation(train)))

@@ -37,7 +37,7 @@ def train_record(run: RunContext, metrics: dict[str, float], started: float, ima
     """One ``metrics.jsonl`` line for a training step."""
     record: dict[str, Any] = {"step": run.step, "split": "train"}
     record.update(metrics)
-    optimizer = getattr(run.optimizers, "generator", None) if run.optimizers is not None else None
+    optimizer = run.optimizers.model if run.optimizers is not None else None
     record["lr"] = float(optimizer.param_groups[0]["lr"]) if optimizer is not None else run.lr  # as scheduled
     per_epoch = max(1, len(run.train_data) // (run.config.train.batch_size * run.world_size))
     record["epoch"] = run.batches_seen // per_epoch

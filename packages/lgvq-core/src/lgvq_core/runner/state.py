@@ -30,13 +30,15 @@ def checkpoint_tensors(run: RunContext) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_state(run: RunContext) -> dict[str, Any]:
+    # The model's optimizer and scaler are saved under "generator": the key of checkpoint format 2,
+    # which predates the name (a checkpoint written before it resumes unchanged).
     state: dict[str, Any] = {
         "step": run.step,
         "batches_seen": run.batches_seen,
         "best_value": run.best_value,
-        "optimizers": {"generator": run.optimizers.generator.state_dict()},
+        "optimizers": {"generator": run.optimizers.model.state_dict()},
         "scalers": {
-            "generator": run.scalers.generator.state_dict(),
+            "generator": run.scalers.model.state_dict(),
             "discriminator": run.scalers.discriminator.state_dict(),
         },
         "rng": rng.rng_state(),
@@ -103,12 +105,12 @@ def restore(run: RunContext, run_dir: Path) -> None:
         if module is not None:
             ckpt.load_module(module, tensors, prefix, path, state.get("extra_states"))
     try:
-        run.optimizers.generator.load_state_dict(state["optimizers"]["generator"])
+        run.optimizers.model.load_state_dict(state["optimizers"]["generator"])
         if run.optimizers.discriminator is not None:
             run.optimizers.discriminator.load_state_dict(state["optimizers"]["discriminator"])
     except (KeyError, ValueError) as exc:
         raise ckpt.CheckpointError(f"{path}: optimizer state does not match this run ({exc})") from None
-    run.scalers.generator.load_state_dict(state["scalers"]["generator"])
+    run.scalers.model.load_state_dict(state["scalers"]["generator"])
     run.scalers.discriminator.load_state_dict(state["scalers"]["discriminator"])
     rng.restore_rng_state(state["rng"])
     run.step = int(state["step"])

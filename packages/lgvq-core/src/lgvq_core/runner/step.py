@@ -161,7 +161,7 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
     apply_lr_schedule(run)
     disc_active = run.discriminator is not None and run.model.discriminator_active(run.step)
     second_forward = forwards_in_discriminator_pass(run)
-    optimizers.generator.zero_grad(set_to_none=True)
+    optimizers.model.zero_grad(set_to_none=True)
     if disc_active:
         optimizers.discriminator.zero_grad(set_to_none=True)
     count = len(micro_batches)
@@ -173,13 +173,13 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
         if run.config.run.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         text = run.text_features(batch["caption"]) if run.alignment is not None else None
-        with no_sync(run.generator_module, not last), frozen(run.discriminator):
+        with no_sync(run.model_module, not last), frozen(run.discriminator):
             with run.autocast():
-                terms, recon = run.generator_module(images, text, run.step, run.discriminator)
+                terms, recon = run.model_module(images, text, run.step, run.discriminator)
             check_finite(terms, run.step + 1)
-            run.scalers.generator.scale(terms["loss"] / count).backward()
+            run.scalers.model.scale(terms["loss"] / count).backward()
         if last and second_forward:
-            step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, grad_clip)
+            step_optimizer(optimizers.model, run.scalers.model, run.model_parameters, grad_clip)
         if second_forward:
             with torch.no_grad(), run.autocast():
                 recon = run.model(images).recon  # train mode: the quantizer updates its state again
@@ -194,7 +194,7 @@ def run_train_step(run, micro_batches: list[dict]) -> dict[str, float]:
             value = value.detach().float()
             sums[name] = sums[name] + value if name in sums else value
     if not second_forward:
-        step_optimizer(optimizers.generator, run.scalers.generator, run.generator_parameters, grad_clip)
+        step_optimizer(optimizers.model, run.scalers.model, run.model_parameters, grad_clip)
     if disc_active:
         step_optimizer(optimizers.discriminator, run.scalers.discriminator, run.discriminator_parameters, grad_clip)
     names = list(sums)
