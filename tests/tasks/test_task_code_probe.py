@@ -180,7 +180,7 @@ class ColourGridTokenizer(nn.Module):
 def shapes_model(batch_size: int = 64):
     config = ShapesConfig(image_size=32, num_train=256, num_val=64, seed=5)
     model = trained_model(ColourGridTokenizer().eval(), batch_size=batch_size)
-    model.extra["train_data"] = ShapesDataset(config, split="train")
+    model.train_data = ShapesDataset(config, split="train")
     return model, ShapesDataset(config, split="val")
 
 
@@ -266,7 +266,7 @@ def folder_dataset(tmp_path):
 def test_a_dataset_without_attributes_is_refused_naming_it(tmp_path):
     folder = folder_dataset(tmp_path)
     model, _ = shapes_model()
-    model.extra["train_data"] = folder
+    model.train_data = folder
     task = CodeProbeTask(CodeProbeConfig())
     expected = (
         "code-probe needs per-image attributes: dataset 'image-text-folder' has no 'attributes' annotations; "

@@ -20,7 +20,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - types only: this module imports no torch
+    import torch
+    from torch import nn
+
+    from lgvq_core.config.schema import DownstreamRunFile, RunFile
+    from lgvq_core.data.base import CaptionedImages
+    from lgvq_core.runner.context import DownstreamRunContext
+    from lgvq_core.text_encoder import TextEncoder
+    from lgvq_core.text_feature_cache import TextFeatureCache
+    from lgvq_core.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -47,27 +58,31 @@ class EvalShard:
 
 @dataclass
 class TrainedModel:
-    """A trained tokenizer and what came with it, as loaded from a run directory.
+    """A trained run as a task sees it, loaded from its run directory, in eval mode.
 
-    ``tokenizer`` (eval mode), ``alignment`` (the alignment module with the code ViT and the
-    losses' heads, or ``None`` for a baseline run), ``text_encoder`` and ``text_cache`` (or
-    ``None``), ``device``, ``config`` (the validated :class:`lgvq_core.config.RunFile`),
-    ``run_dir`` and ``step`` (training step of the checkpoint).
+    ``tokenizer``: the trained tokenizer (of a downstream run: its frozen tokenizer); ``alignment``:
+    the alignment module with the code ViT and the losses' heads (``None`` for a baseline run and
+    for a downstream run); ``text_encoder`` and ``text_cache`` (or ``None``); ``device``; ``config``:
+    the validated run file; ``run_dir`` and ``step`` (training step of the checkpoint).
     """
 
-    tokenizer: Any
-    alignment: Any
-    text_encoder: Any
-    text_cache: Any
-    device: Any
-    config: Any
+    tokenizer: Tokenizer
+    alignment: nn.Module | None
+    text_encoder: TextEncoder | None
+    text_cache: TextFeatureCache | None
+    device: torch.device
+    config: RunFile | DownstreamRunFile
     run_dir: Path | None = None
     step: int = 0
     batch_size: int = 32
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: A downstream run (its :class:`~lgvq_core.runner.context.RunContext`, model in eval mode) when
-    #: the evaluated run trained a model on frozen codes; ``tokenizer`` is then its frozen tokenizer.
-    downstream_run: Any = None
+    #: The run's training split, when a task needs it (the one the run or evaluation built, else
+    #: built on first use from the run file).
+    train_data: CaptionedImages | None = None
+    #: What tasks compute once per model and share within one evaluation (a probe trained on its
+    #: codes, say), under a key of the task's choosing.
+    memo: dict[str, Any] = field(default_factory=dict)
+    #: A downstream run (model in eval mode) when the evaluated run trained a model on frozen codes.
+    downstream_run: DownstreamRunContext | None = None
     #: The slice of the split this process evaluates (all of it outside ``torchrun``).
     shard: EvalShard = field(default_factory=EvalShard)
 

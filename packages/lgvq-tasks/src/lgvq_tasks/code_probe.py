@@ -364,7 +364,7 @@ class CodeProbeTask:
 
     def requires(self, model: Any) -> str | None:
         """Refuse, before any work, a run whose dataset has no attributes."""
-        train = model.extra.get("train_data")
+        train = model.train_data
         return None if train is None else missing_attributes(train, self.name)
 
     def _fit(

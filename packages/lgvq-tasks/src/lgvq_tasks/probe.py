@@ -5,7 +5,7 @@
 docs/method.md: Evaluation protocols):
 a code ViT with the semantic-nce and masked-text heads, built by the same factories as in
 training, optimised on L = L_nce + L_mlm while the tokenizer stays frozen. One probe serves every
-task of an evaluation that asks for the same probe options (it is kept in ``model.extra``).
+task of an evaluation that asks for the same probe options (it is kept in ``model.memo``).
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def alignment_for(model: Any, task: str, choice: str, loss: str | None, probe: P
     if matcher == "model":
         return model.alignment, matcher
     key = f"probe{attrs.astuple(probe)}"
-    if key not in model.extra:
-        model.extra[key] = train_probe(model, probe, task)
+    if key not in model.memo:
+        model.memo[key] = train_probe(model, probe, task)
     else:
         print(f"{task}: reusing the probe trained earlier in this evaluation", flush=True)
-    return model.extra[key], matcher
+    return model.memo[key], matcher
 
 
 def _code_vit_shape(model: Any, probe: ProbeConfig) -> tuple[int, int, int | None]:

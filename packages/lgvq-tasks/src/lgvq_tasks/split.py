@@ -106,8 +106,8 @@ def item_batches(
 
 
 def train_split(model: Any, task: str) -> Any:
-    """The run's train split: the one evaluation loaded with the model, or built from its run file (kept in ``model.extra``)."""
-    data = model.extra.get("train_data")
+    """The run's train split: the one evaluation loaded with the model, or built from its run file (then kept in ``model.train_data``)."""
+    data = model.train_data
     if data is not None:
         return data
     config = model.config
@@ -117,7 +117,7 @@ def train_split(model: Any, task: str) -> Any:
         device=str(model.device), seed=config.run.seed, split="train", log=lambda m: print(m, flush=True)
     )
     data = build_component("dataset", config.data, "$.data", context)
-    model.extra["train_data"] = data
+    model.train_data = data
     return data
 
 

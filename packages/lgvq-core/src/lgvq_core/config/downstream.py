@@ -14,6 +14,7 @@ from typing import Any
 
 import tomli
 
+from lgvq_core.checkpoint_files import MODEL_FILE
 from lgvq_core.config.problems import Problem
 from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
 from lgvq_core.specs import DownstreamSpec
@@ -101,8 +102,8 @@ def checkpoint_problems(run_dir: Path, which: str, name: str = "tokenizer") -> l
             ]
         return []
     path = Path(which).expanduser()
-    if not (path / "model.safetensors").is_file():
-        return [Problem(where, f"{path} is not a checkpoint directory (no model.safetensors in it)")]
+    if not (path / MODEL_FILE).is_file():
+        return [Problem(where, f"{path} is not a checkpoint directory (no {MODEL_FILE} in it)")]
     return []
 
 

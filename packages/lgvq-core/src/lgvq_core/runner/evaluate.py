@@ -68,7 +68,7 @@ def load_trained(
         run_dir=run_dir,
         step=read.step,
         batch_size=config.train.batch_size,
-        extra={"train_data": parts.train_data},
+        train_data=parts.train_data,
         shard=EvalShard(rank=info.rank, count=info.world_size),
     )
     return model, parts.val_data, loaded

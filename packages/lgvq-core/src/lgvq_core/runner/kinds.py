@@ -89,7 +89,7 @@ class RunKind:
             run_dir=run.run_dir,
             step=run.step,
             batch_size=run.config.train.batch_size,
-            extra={"train_data": run.train_data},
+            train_data=run.train_data,
             downstream_run=downstream_run,
         )
 
