@@ -212,3 +212,107 @@ def test_the_config_loader_and_the_registry_stay_apart():
                 frontier.append(target)
     # Registry.build validates a component table with the generic walker; the run file's rules are not its business
     assert {"lgvq_core.config.loader", "lgvq_core.config.overrides", "lgvq_core.config.downstream"}.isdisjoint(reach)
+
+
+# ------------------------------------------------------------------------------------------
+# lazy imports: only to keep a torch-free module torch-free (or pytest out), each with its reason
+# ------------------------------------------------------------------------------------------
+HEAVY = {"torch", "torchvision", "safetensors", "numpy", "PIL", "open_clip", "transformers", "timm", "torchmetrics"}
+
+
+def _module_paths(root: Path = CORE) -> dict[str, Path]:
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _eager_imports(path: Path, module: str) -> set[str]:
+    """Modules imported when ``module`` is imported: its module-level statements (under ``if`` and
+    ``try`` too, not under ``if TYPE_CHECKING:``), relative imports resolved."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, (ast.If, ast.Try)):
+                visit(node.body)
+                visit(node.orelse)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+                visit(getattr(node, "finalbody", []))
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parts, base] if base else parts)
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+def torch_at_import(modules: dict[str, Path]) -> set[str]:
+    """The lgvq-core modules whose import imports torch (or another heavy library), transitively."""
+    eager = {name: _eager_imports(path, name) for name, path in modules.items()}
+    heavy = {name for name, found in eager.items() if any(target.split(".")[0] in HEAVY for target in found)}
+    changed = True
+    while changed:
+        changed = False
+        for name, found in eager.items():
+            if name not in heavy and any(target in heavy for target in found):
+                heavy.add(name)
+                changed = True
+    return heavy
+
+
+def lazy_imports(modules: dict[str, Path]) -> list[tuple[str, int, list[str], bool]]:
+    """(module, line, lgvq-core targets, has a ``# lazy:`` reason) of every import inside a function."""
+    found = []
+    for name, path in modules.items():
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        typing_only = {
+            id(node)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for node in ast.walk(block)
+        }
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in typing_only:
+                    continue
+                if isinstance(node, ast.ImportFrom):
+                    targets = [node.module or ""] if not node.level else [f"relative:{node.module}"]
+                else:
+                    targets = [alias.name for alias in node.names]
+                targets = [t for t in targets if t.startswith(("lgvq_core", "relative:"))]
+                if targets:
+                    span = lines[node.lineno - 2 : node.end_lineno]
+                    found.append((name, node.lineno, targets, any("# lazy:" in line for line in span)))
+    return found
+
+
+def test_lazy_imports_keep_a_torch_free_module_torch_free_and_say_why():
+    modules = _module_paths()
+    heavy = torch_at_import(modules)
+    assert "lgvq_core.runner.loop" in heavy and "lgvq_core.cli" not in heavy  # the classification works
+    found = lazy_imports(modules)
+    assert any(module == "lgvq_core.cli" for module, *_ in found)  # the scan sees the CLI's lazy imports
+    problems = []
+    for module, line, targets, reasoned in found:
+        where = f"{module}:{line} imports {', '.join(targets)} inside a function"
+        if module in heavy:
+            problems.append(f"{where}, but {module} imports torch anyway: import it at module level")
+        elif not reasoned:
+            problems.append(f"{where} without a `# lazy: <reason>` comment")
+    assert problems == [], "\n".join(problems)

@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
+from lgvq_core.alignment.registration import ALIGNMENT_LOSSES
+from lgvq_core.callbacks.registration import CALLBACKS
+from lgvq_core.data.registration import DATASETS
 from lgvq_core.plugins import hookimpl
+from lgvq_core.quantizers.registration import QUANTIZERS
 
 
 @hookimpl
 def lgvq_quantizers():
-    from lgvq_core.quantizers.registration import QUANTIZERS
 
     return QUANTIZERS
 
 
 @hookimpl
 def lgvq_alignment_losses():
-    from lgvq_core.alignment.registration import ALIGNMENT_LOSSES
 
     return ALIGNMENT_LOSSES
 
 
 @hookimpl
 def lgvq_datasets():
-    from lgvq_core.data.registration import DATASETS
 
     return DATASETS
 
 
 @hookimpl
 def lgvq_callbacks():
-    from lgvq_core.callbacks.registration import CALLBACKS
 
     return CALLBACKS

@@ -15,13 +15,30 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from lgvq_core import __version__
+from lgvq_core.config.describe import format_schema
+from lgvq_core.config.schema import (
+    CodesSection,
+    CodeViTSection,
+    CompareArm,
+    CompareSection,
+    DownstreamRunFile,
+    RunFile,
+    RunSection,
+    TokenizerSection,
+    TrainSection,
+)
 from lgvq_core.errors import ConfigError, LgvqError
+from lgvq_core.providers import kind_hint
+from lgvq_core.registry import get_registry
+from lgvq_core.run_file import load_run_file
+from lgvq_core.runner.compare_cli import compare_from_cli
+from lgvq_core.specs import normalize_kind, normalize_name
 
 EXIT_CONFIG = 2
 
 
 def _registry():
-    from lgvq_core.registry import get_registry
 
     return get_registry()
 
@@ -30,7 +47,6 @@ def _registry():
 # commands
 # ------------------------------------------------------------------------------------------
 def cmd_version(args: argparse.Namespace) -> int:
-    from lgvq_core import __version__
 
     print(f"lgvq-core {__version__}")
     for dist in sorted(importlib.metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
@@ -95,8 +111,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     import fnmatch
 
-    from lgvq_core.specs import normalize_kind, normalize_name
-
     registry = _registry()
     try:
         names = registry.list_components(args.kind, args.pattern)
@@ -115,8 +129,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         owners = " and ".join(f"{c.plugin}: {c.distribution} {c.version}" for c in claims)
         print(f"{key:<{width}}  CONFLICT: provided by {owners}; not usable until one is uninstalled or disabled")
     if not names and not conflicts:
-        from lgvq_core.providers import kind_hint
-
         hint = kind_hint(kind) if not registry.entries(kind) else ""
         print(f"no {args.kind} matches {args.pattern!r}{hint}", file=sys.stderr)
     for failure in registry.failures:
@@ -127,7 +139,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from lgvq_core.run_file import load_run_file
 
     try:
         loaded = load_run_file(args.file, overrides=args.set)
@@ -181,18 +192,6 @@ def machine_problems(config) -> tuple[list[str], list[str]]:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from lgvq_core.config.describe import format_schema
-    from lgvq_core.config.schema import (
-        CodesSection,
-        CodeViTSection,
-        CompareArm,
-        CompareSection,
-        DownstreamRunFile,
-        RunFile,
-        RunSection,
-        TokenizerSection,
-        TrainSection,
-    )
 
     if args.kind == "run":
         for title, cls in (
@@ -223,31 +222,30 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.launch import run_from_cli
+    from lgvq_core.runner.launch import run_from_cli  # lazy: imports torch; the other commands stay torch-free
 
     return run_from_cli(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.compare_cli import compare_from_cli
 
     return compare_from_cli(args)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.sample_cli import sample_from_cli
+    from lgvq_core.runner.sample_cli import sample_from_cli  # lazy: imports torch; the other commands stay torch-free
 
     return sample_from_cli(args)
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from lgvq_core.data.shard_writer import shards_from_cli
+    from lgvq_core.data.shard_writer import shards_from_cli  # lazy: imports torch; the other commands stay torch-free
 
     return shards_from_cli(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.evaluate import eval_from_cli
+    from lgvq_core.runner.evaluate import eval_from_cli  # lazy: imports torch; the other commands stay torch-free
 
     return eval_from_cli(args)
 

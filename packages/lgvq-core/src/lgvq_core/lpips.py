@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from lgvq_core.errors import CheckpointError
+from lgvq_core.safe_load import describe_load_error
 
 #: VGG16 configuration "D" up to relu5_3: conv widths, "M" for 2×2 max-pooling.
 VGG16_LAYOUT: tuple[int | str, ...] = (
@@ -137,8 +138,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any read failure is a bad checkpoint
-        from lgvq_core.safe_load import describe_load_error
-
         raise CheckpointError(f"cannot read LPIPS weights {path}: {describe_load_error(exc)}") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]

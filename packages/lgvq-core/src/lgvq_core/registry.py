@@ -12,6 +12,8 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
+from lgvq_core.config.schema import Component
+from lgvq_core.config.walker import structure_component
 from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
 from lgvq_core.plugins import LgvqPluginManager, PluginFailure
 from lgvq_core.providers import install_hint
@@ -194,8 +196,6 @@ class Registry:
 
         Raises :class:`~lgvq_core.errors.ConfigError` listing every problem of the table.
         """
-        from lgvq_core.config.schema import Component
-        from lgvq_core.config.walker import structure_component
 
         component = table
         if not isinstance(table, Component):

@@ -16,6 +16,7 @@ import tomli
 
 from lgvq_core.checkpoint_files import MODEL_FILE
 from lgvq_core.config.problems import Problem
+from lgvq_core.data.annotations import missing_annotation_message
 from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
 from lgvq_core.specs import DownstreamSpec
 
@@ -198,7 +199,6 @@ def _codebook_fit(raw: Mapping[str, Any], tokenizer_raw: Mapping[str, Any]) -> l
 
 def downstream_cross_check(run) -> list[Problem]:
     """What the model's condition needs from the data and the text encoder."""
-    from lgvq_core.data.annotations import missing_annotation_message
 
     problems: list[Problem] = []
     for key in ("channels_last", "compile"):

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from lgvq_core.errors import LgvqError
+from lgvq_core.registry import get_registry, get_spec
 
 SEGMENTATION, QUESTIONS, REFERRING, ATTRIBUTES = "segmentation", "questions", "referring", "attributes"
 #: Every annotation kind a dataset may declare.
@@ -116,14 +117,12 @@ class MissingAnnotationError(LgvqError, LookupError):
 
 def declared_annotation_kinds(dataset_type: str) -> frozenset[str]:
     """The annotation kinds the registered dataset ``dataset_type`` declares (no dataset is built)."""
-    from lgvq_core.registry import get_spec
 
     return frozenset(getattr(get_spec("dataset", dataset_type).config_cls, "annotation_kinds", frozenset()))
 
 
 def datasets_with(kind: str) -> list[str]:
     """Names of the registered datasets that declare annotation ``kind``, sorted."""
-    from lgvq_core.registry import get_registry
 
     return sorted(
         entry.name

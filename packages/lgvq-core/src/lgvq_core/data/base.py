@@ -70,6 +70,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lgvq_core.context import BuildContext
 from lgvq_core.data.annotations import (
     ATTRIBUTES,
     QUESTIONS,
@@ -385,8 +386,6 @@ def config_options(config: Any) -> dict[str, Any]:
 def split_options(context: Any) -> dict[str, Any]:
     """What a factory takes from the build context: split, skip_bad_items and log."""
     if context is None:
-        from lgvq_core.context import BuildContext
-
         context = BuildContext()
     return {
         "split": context.split,

@@ -19,7 +19,9 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from lgvq_core.config.fields import image_side, in_range, non_negative, option, positive
+from lgvq_core.config.problems import Problem
 from lgvq_core.config.schema import Component
+from lgvq_core.data.annotations import SEGMENTATION, missing_annotation_message
 
 #: How an image of any size becomes ``image_size`` x ``image_size``. "resize-square" scales both
 #: sides to ``image_size``, distorting the aspect ratio (TextCaps' official ``Resize([256, 256])``);
@@ -129,7 +131,6 @@ class ShapesConfig:
     )
 
     def cross_check(self, run: Any, path: str) -> Any:
-        from lgvq_core.config.problems import Problem
 
         batch_size = getattr(getattr(run, "train", None), "batch_size", None)
         if isinstance(batch_size, int) and batch_size > self.num_train:
@@ -449,8 +450,6 @@ class SegmentationMapsConfig:
     )
 
     def cross_check(self, run: Any, path: str) -> typing.Iterable[Any]:
-        from lgvq_core.config.problems import Problem
-        from lgvq_core.data.annotations import SEGMENTATION, missing_annotation_message
 
         source = self.source
         kinds = getattr(type(source.config), "annotation_kinds", frozenset())

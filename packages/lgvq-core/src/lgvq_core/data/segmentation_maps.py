@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from lgvq_core.data.annotations import SEGMENTATION
 from lgvq_core.data.base import CaptionedImages, Key, item_generator, parse_key
 from lgvq_core.errors import DataError
+from lgvq_core.registry import get_registry
 
 
 def one_hot_maps(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -104,7 +105,5 @@ class SegmentationMaps(CaptionedImages):
 
 def build_segmentation_maps(config, context) -> SegmentationMaps:
     """The source dataset of the same split, wrapped."""
-    from lgvq_core.registry import get_registry
-
     source = get_registry().build("dataset", config.source, "$.data.source", context)
     return SegmentationMaps(source, config.classes)

@@ -19,8 +19,11 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from lgvq_core.context import BuildContext
 from lgvq_core.data.tar_shards import shard_name
 from lgvq_core.errors import ConfigError
+from lgvq_core.registry import get_registry
+from lgvq_core.run_file import load_run_file
 
 
 def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
@@ -58,9 +61,6 @@ def write_shards(dataset: Any, out_dir: Path, samples_per_shard: int, log=print)
 
 
 def shards_from_cli(args: argparse.Namespace) -> int:
-    from lgvq_core.context import BuildContext
-    from lgvq_core.registry import get_registry
-    from lgvq_core.run_file import load_run_file
 
     out = Path(args.out)
     overwrite = bool(getattr(args, "overwrite", False))

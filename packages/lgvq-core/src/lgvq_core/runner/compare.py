@@ -31,7 +31,9 @@ from typing import Any
 
 import tomli
 
+from lgvq_core.atomic import write_json_atomic, write_text_atomic
 from lgvq_core.errors import RunDirError
+from lgvq_core.registry import get_registry
 from lgvq_core.runner.compare_stats import CONFIDENCE, paired_difference, spread, t_quantile
 
 
@@ -55,7 +57,6 @@ RUN_ROWS: tuple[Row, ...] = (
 
 def curated_rows() -> tuple[Row, ...]:
     """:data:`RUN_ROWS`, then the rows each registered task declares (its spec's ``comparison_rows``)."""
-    from lgvq_core.registry import get_registry
 
     entries = [e for e in get_registry().entries("task") if getattr(e.spec, "comparison_rows", ())]
     entries.sort(key=lambda entry: (getattr(entry.spec, "comparison_order", 100), entry.name))
@@ -100,7 +101,7 @@ def tokenizer_alignment(tokenizer_dir: Path) -> list[str]:
 
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """What the table needs from one evaluated run directory."""
-    from lgvq_core.runner.evaluate import read_results
+    from lgvq_core.runner.evaluate import read_results  # lazy: imports torch; tabling finished runs does not need it
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -400,8 +401,6 @@ def compare_arms(
         data["context"] = dict(context)
     markdown = render_markdown(data)
     if out_dir is not None:
-        from lgvq_core.atomic import write_json_atomic, write_text_atomic
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "compare.md", markdown)

@@ -38,8 +38,12 @@ from typing import Any
 
 import attrs
 
+from lgvq_core.atomic import write_json_atomic
+from lgvq_core.config.describe import unstructure
 from lgvq_core.config.fields import finite
+from lgvq_core.config.walker import structure_leaf
 from lgvq_core.errors import LgvqError, RunDirError
+from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.compare import compare_arms, run_info
 
 STATE_FILE = "compare-state.json"
@@ -78,8 +82,10 @@ def train_and_evaluate(spec: RunSpec) -> RunOutcome:
     """The default runner: ``lgvq run`` of the spec (which evaluates the run's ``[[tasks]]``)."""
     import torch
 
-    from lgvq_core.run_file import load_run_file
-    from lgvq_core.runner.loop import describe_result, train
+    from lgvq_core.runner.loop import (
+        describe_result,
+        train,
+    )  # lazy: imports torch, in the process that trains; planning does not
 
     started = time.perf_counter()
     if spec.threads:
@@ -115,7 +121,6 @@ def choose_seeds(configured: Sequence[int], run_seed: int, count: int | None) ->
 
 def fingerprint(config: Any) -> str:
     """A hash of everything that shapes a run's numbers (not ``[compare]``, progress or folders)."""
-    from lgvq_core.config.describe import unstructure
 
     data = unstructure(config)
     data.pop("compare", None)
@@ -144,7 +149,6 @@ def plan(
     file: str | Path, overrides: Sequence[str], seed_count: int | None, out: str | Path | None
 ) -> tuple[Path, list[str], list[int], list[PlannedRun]]:
     """Validate every arm x seed up front; return the folder, arm labels, seeds and runs (arm-major)."""
-    from lgvq_core.run_file import load_run_file
 
     file = Path(file)
     config = load_run_file(file, overrides=list(overrides)).config
@@ -205,7 +209,6 @@ class _StateFile:
 
 def check_state(data: dict[str, Any], path: Path) -> None:
     """Raise one clear error naming the first bad key of a comparison state file."""
-    from lgvq_core.config.walker import structure_leaf
 
     def fail(where: str, message: str) -> None:
         raise RunDirError(f"{path}: {where}: {message}; delete it to start over (finished runs are then trained again)")
@@ -292,7 +295,6 @@ class ComparisonState:
         self._write()
 
     def _write(self) -> None:
-        from lgvq_core.atomic import write_json_atomic
 
         write_json_atomic(self.path, {"version": STATE_VERSION, "runs": self.runs, "started": self.started})
 
@@ -357,7 +359,6 @@ def run_comparison(
     say: Callable[[str], None] = lambda message: print(message, flush=True),
 ) -> tuple[str, dict[str, Any], Path]:
     """Train what is missing, then write and return the table: ``(markdown, data, folder)``."""
-    from lgvq_core.run_file import load_run_file
 
     if jobs < 1:
         raise LgvqError(f"--jobs must be at least 1, got {jobs}")
@@ -432,7 +433,6 @@ def plan_downstream(
     file: str | Path, overrides: Sequence[str], runs: Sequence[PlannedRun], tokenizer_dirs: dict[str, str]
 ) -> list[PlannedRun]:
     """One downstream run per ``[compare] downstream`` file, arm and seed, on that arm's tokenizer run."""
-    from lgvq_core.run_file import load_run_file
 
     file = Path(file)
     listed = load_run_file(file, overrides=list(overrides)).config.compare.downstream

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lgvq_core.alignment.module import build_alignment_module
 from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.config.schema import DownstreamRunFile
 from lgvq_core.context import BuildContext
@@ -28,6 +29,7 @@ from lgvq_core.runner.determinism import apply_determinism
 from lgvq_core.runner.downstream_run import build_downstream_run
 from lgvq_core.runner.step import DiscriminatorModule, GeneratorModule
 from lgvq_core.runner.tokenizer_run import TOKENIZER
+from lgvq_core.text_feature_cache import TextFeatureCache, cache_root
 
 
 @dataclass
@@ -55,13 +57,9 @@ def build_components(config, device: torch.device, log=print) -> Components:
 
     text_encoder = text_cache = None
     if config.text_encoder is not None:
-        from lgvq_core.text_feature_cache import TextFeatureCache
-
         text_encoder = registry.build("text_encoder", config.text_encoder, "$.text_encoder", BuildContext(**base))
         text_encoder = text_encoder.freeze().to(device)
         text_cache = TextFeatureCache.from_config(text_encoder, config.text_encoder.config, device=device)
-
-    from lgvq_core.text_feature_cache import cache_root
 
     context = BuildContext(
         image_size=image_size,
@@ -91,8 +89,6 @@ def build_components(config, device: torch.device, log=print) -> Components:
 
 def _build_alignment(config, tokenizer, text_encoder, image_size, context: BuildContext, log) -> nn.Module:
     """The shared code ViT and every ``[[alignment]]`` loss, as one module."""
-    from lgvq_core.alignment.module import build_alignment_module
-
     registry = get_registry()
     if image_size is None:
         raise ConfigError(["$.data: the dataset does not report image_size, which the code ViT needs"])

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from lgvq_core.errors import LgvqError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,8 +35,6 @@ def launched_by_torchrun() -> bool:
 def resolve_device(device: str, info: DistInfo) -> torch.device:
     """``"cuda"`` means this process's GPU (``LOCAL_RANK``) under torchrun."""
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from lgvq_core.errors import LgvqError
-
         raise LgvqError(f'run.device = "{device}" but no CUDA device is available; use device = "cpu"')
     if device == "cuda":
         return torch.device("cuda", info.local_rank)

@@ -8,19 +8,23 @@ from typing import Any
 
 import torch
 
+from lgvq_core.code_cache import CodeCache, Expected, cache_key, encode_split
 from lgvq_core.config.describe import unstructure
 from lgvq_core.data.codes import CodeDataset
+from lgvq_core.data.segmentation_maps import SegmentationMaps
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_core.errors import DataError
 from lgvq_core.runner import distributed as distr
+from lgvq_core.runner.batches import to_device
 from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.load import load_tokenizer_run
+from lgvq_core.runner.validation import report_validation_skips
+from lgvq_core.text_feature_cache import cache_root
 
 
 def load_frozen_tokenizer(config, device: torch.device, log, name: str = "tokenizer") -> tuple[Any, dict[str, str]]:
     """The checkpoint of the run ``[name]`` names, frozen (the tokenizer alone, see
     :mod:`lgvq_core.runner.load`), and its identity (run dir, checkpoint dir, SHA-256)."""
-    from lgvq_core.runner.load import load_tokenizer_run
-
     section = getattr(config, name)
     trained = load_tokenizer_run(section.run_dir, section.checkpoint, device, log, sha256=section.sha256, name=name)
     identity = trained.identity()
@@ -59,9 +63,6 @@ def cached_codes(
 
     ``data_table`` names what ``dataset`` yields (default: the run's ``[data]`` table).
     """
-    from lgvq_core.code_cache import CodeCache, Expected, cache_key, encode_split
-    from lgvq_core.text_feature_cache import cache_root
-
     if data_table is None:
         data_table = {"type": run_config.data.type, **unstructure(run_config.data.config)}
     key = cache_key(identity["sha256"], data_table, split, run_config.codes.flip)
@@ -104,7 +105,6 @@ class ConditionCodes:
         self.classes = self.trained.in_channels
 
     def codes(self, images, split: str) -> dict[str, torch.Tensor]:
-        from lgvq_core.data.segmentation_maps import SegmentationMaps
 
         maps = SegmentationMaps(images, self.classes)
         source = {"type": self.config.data.type, **unstructure(self.config.data.config)}
@@ -152,13 +152,10 @@ def validate_downstream(run: RunContext, loader) -> dict[str, float]:
     Random draws of the loss (time steps, condition dropout) come from a generator seeded by the
     run seed, so validation neither depends on nor changes the training RNG.
     """
-    from lgvq_core.runner.batches import to_device
-
     run.model.eval()
     generator = torch.Generator(device=run.device).manual_seed(run.config.run.seed)
     sums: dict[str, torch.Tensor] = {}
     count = torch.zeros((), dtype=torch.float64, device=run.device)
-    from lgvq_core.runner.validation import report_validation_skips
 
     limit = run.config.train.val_batches
     skipped: list[tuple[int, str]] = []

@@ -19,13 +19,19 @@ from typing import Any
 import torch
 
 from lgvq_core.atomic import write_json_atomic
-from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.config.describe import unstructure
+from lgvq_core.config.downstream import is_downstream
+from lgvq_core.config.loader import LoadedRunFile, parse_toml
 from lgvq_core.config.schema import Component
+from lgvq_core.config.walker import structure_component
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import ConfigError, RunDirError
 from lgvq_core.registry import get_registry
 from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
+from lgvq_core.runner.components import build_components
+from lgvq_core.runner.downstream_run import load_downstream_run
+from lgvq_core.runner.load import read_checkpoint, read_run_file
 from lgvq_core.tasks import EvalShard, TrainedModel, refusal
 
 
@@ -39,9 +45,6 @@ def load_trained(
 
     Under ``torchrun`` this joins the process group and the model's ``shard`` is this rank's.
     """
-    from lgvq_core.runner.components import build_components
-    from lgvq_core.runner.load import read_checkpoint, read_run_file
-
     run_dir = Path(run_dir)
     overrides = list(overrides or [])
     if device:
@@ -76,8 +79,6 @@ def load_trained(
 
 def task_components(loaded: LoadedRunFile, names: list[str] | None) -> list[tuple[str, Component]]:
     """The run file's ``[[tasks]]``, or the named tasks (a named task uses its run-file options if present)."""
-    from lgvq_core.config.walker import structure_component
-
     configured = {c.type: (f"$.tasks[{i}]", c) for i, c in enumerate(loaded.config.tasks)}
     if not names:
         return [(path, c) for path, c in configured.values()]
@@ -114,8 +115,6 @@ def run_tasks(model: TrainedModel, data: Any, tasks: list[tuple[str, Component]]
     Every task is asked first whether it can serve this model (its ``requires``); a refused task
     does no work, the others run, and its entry is ``{"refused": reason}``.
     """
-    from lgvq_core.config.describe import unstructure
-
     registry = get_registry()
     main = model.shard.rank == 0
     if main:
@@ -215,8 +214,6 @@ def earlier_tasks(run_dir: Path, config: Any) -> list[tuple[str, Component]]:
     """Tasks with a result in ``eval/`` that the run file does not list (``lgvq eval --tasks``), with the
     options they ran with: after a resume they are evaluated again, so that every file in ``eval/``
     describes the same checkpoint."""
-    from lgvq_core.config.walker import structure_component
-
     registry = get_registry()
     listed = {c.type for c in config.tasks}
     found = []
@@ -236,8 +233,6 @@ def earlier_tasks(run_dir: Path, config: Any) -> list[tuple[str, Component]]:
 
 
 def eval_from_cli(args: argparse.Namespace) -> int:
-    from lgvq_core.config.downstream import is_downstream
-    from lgvq_core.config.loader import parse_toml
 
     resolved = Path(args.run_dir) / "resolved.toml"
     if resolved.is_file():
@@ -253,8 +248,6 @@ def eval_from_cli(args: argparse.Namespace) -> int:
     else:
         downstream = False
     if downstream:
-        from lgvq_core.runner.downstream_run import load_downstream_run
-
         if args.set:
             raise ConfigError(["--set: not supported for a downstream run's evaluation; edit the task options instead"])
         if distr.launched_by_torchrun():

@@ -18,7 +18,9 @@ import torch
 
 from lgvq_core.atomic import write_json_atomic
 from lgvq_core.errors import ConfigError, LgvqError
+from lgvq_core.runner.batches import to_device
 from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.downstream import model_inputs
 
 
 def check_generative(model: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -70,9 +72,6 @@ def iter_generated(
     """``(images, codes)`` per batch, in order, until ``count`` images: images ``b 3 H W`` in [-1, 1]
     and the drawn codes, both on the CPU. Only one batch is held at a time. ``with_conditions`` adds a
     third item, the batch's condition panels (:func:`condition_panels`)."""
-    from lgvq_core.runner.batches import to_device
-    from lgvq_core.runner.downstream import model_inputs
-
     if count <= 0:
         raise ConfigError([f"-n: the number of samples must be positive, got {count}"])
     if batch_size <= 0:

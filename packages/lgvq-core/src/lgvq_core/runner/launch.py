@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from lgvq_core.errors import ConfigError, RunDirError
+from lgvq_core.registry import get_registry
 from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.checkpoint import resolve_checkpoint
+from lgvq_core.runner.loop import describe_result, train
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
-    from lgvq_core.runner.loop import describe_result, train
 
     overrides = list(args.set or [])
     if args.device:
@@ -46,7 +47,6 @@ def report_plugin_failures() -> None:
     """Say which plugins failed to load (they are also listed in the run's ``plugins.json``)."""
     if not _is_main():
         return
-    from lgvq_core.registry import get_registry
 
     for failure in get_registry().failures:
         print(

@@ -25,11 +25,13 @@ from torch import nn
 from lgvq_core import checkpoint_files
 from lgvq_core.atomic import write_json_atomic
 from lgvq_core.config.loader import LoadedRunFile
+from lgvq_core.config.schema import DownstreamRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import CheckpointError, RunDirError
 from lgvq_core.registry import get_registry
 from lgvq_core.run_file import load_run_file
 from lgvq_core.runner import checkpoint as ckpt
+from lgvq_core.text_feature_cache import TextFeatureCache, cache_root
 
 #: What a tokenizer run records of its data for rebuilding the tokenizer without it.
 BUILD_FILE = "tokenizer-build.json"
@@ -113,7 +115,6 @@ def build_text_encoder(config: Any, device: torch.device | str, log: Callable[[s
     """The run's frozen text encoder and its feature cache on ``device`` (``(None, None)`` without one)."""
     if config.text_encoder is None:
         return None, None
-    from lgvq_core.text_feature_cache import TextFeatureCache
 
     registry = get_registry()
     encoder = registry.build(
@@ -147,8 +148,6 @@ def build_tokenizer(
     ``sizes`` (:func:`tokenizer_sizes`; default: from the validation split). A tokenizer that reads
     text when built gets ``text_encoder`` and ``train_captions`` (built here when not given).
     """
-    from lgvq_core.text_feature_cache import cache_root
-
     registry = get_registry()
     base = _base(config, device, log)
     sizes = sizes if sizes is not None else tokenizer_sizes(config, None, device, log)
@@ -212,8 +211,6 @@ def load_tokenizer_run(
 
     ``sha256`` pins the model file (``$.<name>.sha256`` of a downstream run file): another file is refused.
     """
-    from lgvq_core.config.schema import DownstreamRunFile
-
     run_dir = Path(run_dir).expanduser()
     loaded = read_run_file(run_dir, [f"run.device={device}"])
     if isinstance(loaded.config, DownstreamRunFile):

@@ -28,6 +28,7 @@ from lgvq_core.runner import guard, pointers
 from lgvq_core.runner.batches import BatchStream, check_one_batch, probe_batch, val_loader
 from lgvq_core.runner.components import build_run
 from lgvq_core.runner.context import RunContext
+from lgvq_core.runner.evaluate import evaluate_in_process
 from lgvq_core.runner.progress import Progress
 from lgvq_core.runner.reporting import RunResult, describe_result, report_skipped, train_record, used_components
 from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, write_run_files
@@ -265,8 +266,6 @@ def train(
             report_skipped(run)
         distr.barrier(run.dist)  # the ranks leave the process group together, not while one still sends
         if run.is_main and config.tasks and result.stop_reason in EVALUATED_STOPS:
-            from lgvq_core.runner.evaluate import evaluate_in_process
-
             evaluate_in_process(run)
         return result
     finally:

@@ -32,9 +32,10 @@ from typing import Any
 
 import attrs
 
+from lgvq_core.config import loader
 from lgvq_core.config.describe import unstructure
 from lgvq_core.errors import ConfigError
-from lgvq_core.registry import Registry
+from lgvq_core.registry import Registry, get_registry
 from lgvq_core.specs import RegisteredComponent
 
 #: The run-file sections every combination shares: 32-pixel synthetic shapes with captions, CPU,
@@ -69,7 +70,7 @@ class Combination:
 
 def small_table(entry: RegisteredComponent) -> dict[str, Any]:
     """The run-file table of ``entry`` at its contract size (``contract_config()``, else the defaults)."""
-    from lgvq_core.testing.contract import contract_config
+    from lgvq_core.testing.contract import contract_config  # lazy: the contract imports pytest (lgvq-core[testing])
 
     return {"type": entry.spec.name, **unstructure(contract_config(entry.spec.config_cls))}
 
@@ -110,7 +111,6 @@ def combinations(
     narrow the matrix. Each combination is checked like a run file (``lgvq check``); a refused
     one carries the check's messages as its ``skip`` reason.
     """
-    from lgvq_core.config import loader
 
     wanted = None if plugins is None else set(plugins)
     losses = [entry.spec.name for entry in registry.entries("alignment_loss")]
@@ -158,8 +158,7 @@ class ComboResult:
 
 def run_combination(combination: Combination, registry: Registry, output_dir: str | Path) -> ComboResult:
     """Train ``combination`` for its steps under ``output_dir`` and check the result (:func:`check_run`)."""
-    from lgvq_core.config import loader
-    from lgvq_core.runner.loop import train
+    from lgvq_core.runner.loop import train  # lazy: imports torch; listing the matrix does not
 
     if combination.skip:
         raise ValueError(f"{combination.id} is skipped: {combination.skip}")
@@ -177,7 +176,7 @@ def check_run(combination: Combination, run_dir: str | Path, steps: int) -> Comb
     """
     import torch
 
-    from lgvq_core.runner.evaluate import load_trained
+    from lgvq_core.runner.evaluate import load_trained  # lazy: imports torch; listing the matrix does not
 
     run_dir = Path(run_dir)
     name = combination.id
@@ -228,7 +227,11 @@ def _parser() -> argparse.ArgumentParser:
 def contract_failure(entry: RegisteredComponent, registry: Registry) -> str | None:
     """The first thing the plugin contract finds wrong with ``entry`` (its spec, building it, running it
     once on a tiny input), or None. Cheap next to training every combination that uses it."""
-    from lgvq_core.testing.contract import build_component, exercise, spec_problems
+    from lgvq_core.testing.contract import (
+        build_component,
+        exercise,
+        spec_problems,
+    )  # lazy: the contract imports pytest (lgvq-core[testing])
 
     problems = spec_problems(entry)
     if problems:
@@ -290,8 +293,6 @@ def _matches_any(pattern: str, names: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the matrix; exit 1 when a combination fails, 2 when none is left to run."""
     import os
-
-    from lgvq_core.registry import get_registry
 
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -71,6 +71,8 @@ from lgvq_core.config.describe import dumps_toml, format_schema, unstructure
 from lgvq_core.config.fields import field_doc
 from lgvq_core.config.walker import config_fields, default_problems, structure_component
 from lgvq_core.context import BuildContext
+from lgvq_core.data.annotations import Question, Referring
+from lgvq_core.downstream import FrozenTokenizer
 from lgvq_core.errors import ConfigError
 from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager, plugin_module_name, plugin_names
 from lgvq_core.registry import Registry
@@ -372,8 +374,6 @@ def default_context(entry: RegisteredComponent, registry: Registry, cache_dir: s
     elif entry.kind == "downstream":
         import torch
 
-        from lgvq_core.downstream import FrozenTokenizer
-
         context.text_encoder = registry.build("text_encoder", {"type": "tiny-text"}, "$.text_encoder", context)
         generator = torch.Generator().manual_seed(0)
         context.frozen_tokenizer = FrozenTokenizer(
@@ -415,7 +415,9 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
     if kind == "quantizer":
         exercise_quantizer(component)
     elif kind == "backbone":
-        from lgvq_core.tokenizer import Tokenizer
+        from lgvq_core.tokenizer import (
+            Tokenizer,
+        )  # lazy: imports torch; the contract's import and registration checks run without it
 
         _expect_type(component, Tokenizer)
         side = context.image_size or IMAGE_SIZE
@@ -435,7 +437,9 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
         if not any(p.grad is not None for p in component.parameters() if p.requires_grad):
             raise ContractError("generator_loss()['total'] gives no gradient to any parameter")
     elif kind == "text_encoder":
-        from lgvq_core.text_encoder import TextEncoder
+        from lgvq_core.text_encoder import (
+            TextEncoder,
+        )  # lazy: imports torch; the contract's import and registration checks run without it
 
         _expect_type(component, TextEncoder)
         features = component.encode(list(CAPTIONS[:2]))
@@ -466,8 +470,13 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
                 "position embedding): the token-embedding inputs of masked-text and relation rely on it"
             )
     elif kind == "alignment_loss":
-        from lgvq_core.alignment.base import AlignmentInputs, AlignmentLoss
-        from lgvq_core.alignment.code_vit import CodeViT
+        from lgvq_core.alignment.base import (
+            AlignmentInputs,
+            AlignmentLoss,
+        )  # lazy: imports torch; the contract's import and registration checks run without it
+        from lgvq_core.alignment.code_vit import (
+            CodeViT,
+        )  # lazy: imports torch; the contract's import and registration checks run without it
 
         _expect_type(component, AlignmentLoss)
         encoder = context.text_encoder
@@ -491,7 +500,9 @@ def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) 
         )
         _finite_scalar(component(inputs), "the alignment loss")
     elif kind == "dataset":
-        from lgvq_core.data.base import CaptionedImages
+        from lgvq_core.data.base import (
+            CaptionedImages,
+        )  # lazy: imports torch; the contract's import and registration checks run without it
 
         _expect_type(component, CaptionedImages)
         if len(component) < 1:
@@ -529,7 +540,9 @@ def code_dataset(config: Any, registry: Registry, context: BuildContext) -> Any:
     ``annotations``): a downstream model meets the batches a real run gives it."""
     import torch
 
-    from lgvq_core.data.codes import CodeDataset
+    from lgvq_core.data.codes import (
+        CodeDataset,
+    )  # lazy: imports torch; the contract's import and registration checks run without it
 
     images = registry.build(
         "dataset", {"type": "shapes", "image_size": IMAGE_SIZE, "num_train": 8, "num_val": 2}, "$.data", context
@@ -571,8 +584,6 @@ def _exercise_annotations(dataset: Any) -> None:
     """Each declared annotation kind of item 0 has the documented type, for both key kinds."""
     import torch
 
-    from lgvq_core.data.annotations import Question, Referring
-
     for key in (0, (0, 1234)):
         if "segmentation" in dataset.annotation_kinds():
             labels = dataset.segmentation(key)
@@ -609,7 +620,10 @@ def exercise_quantizer(quantizer: Any) -> None:
     round trip, gradient through ``quant``, determinism in eval mode."""
     import torch
 
-    from lgvq_core.quantizers.base import Quantizer, index_problem
+    from lgvq_core.quantizers.base import (
+        Quantizer,
+        index_problem,
+    )  # lazy: imports torch; the contract's import and registration checks run without it
 
     _expect_type(quantizer, Quantizer)
     size, dim = int(quantizer.codebook_size), int(quantizer.dim)

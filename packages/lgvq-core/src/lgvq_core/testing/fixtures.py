@@ -38,6 +38,7 @@ import attrs
 import pytest
 
 from lgvq_core import registry as lgvq_registry
+from lgvq_core.cli import main
 from lgvq_core.config.describe import dumps_toml
 from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager, plugin_names
 from lgvq_core.registry import set_plugin_manager
@@ -179,7 +180,6 @@ class CliResult:
 @pytest.fixture
 def lgvq_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """Run ``lgvq ARGS...`` in-process (with the process-wide plugin manager) and capture it."""
-    from lgvq_core.cli import main
 
     def run(*argv: str) -> CliResult:
         capsys.readouterr()

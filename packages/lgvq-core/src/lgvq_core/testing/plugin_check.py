@@ -39,7 +39,10 @@ def project_plugins(project_dir: str | Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lgvq_core.testing import combos, contract
+    from lgvq_core.testing import (
+        combos,
+        contract,
+    )  # lazy: the contract imports pytest (lgvq-core[testing]); --help works without it
 
     args = list(sys.argv[1:] if argv is None else argv)
     pytest_args: list[str] = []
