@@ -33,6 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lgvq_core.contracts import ContractError, require_finite_scalar
+
 
 @dataclass(frozen=True)
 class FrozenTokenizer:
@@ -69,3 +71,26 @@ class SampleConditions:
     given: Any = None  # torch.BoolTensor b h w
     labels: Any = None  # torch.LongTensor b H W
     captions: list[str] | None = None
+
+
+def check_downstream_model(model: Any, train_data: Any, text_encoder: Any) -> None:
+    """The downstream-model contract: one loss on a batch of ``train_data`` (with text states when a
+    ``text_encoder`` is given) is a dict with a finite ``loss`` whose gradient reaches the trainable
+    parameters, and ``param_groups`` holds each of them once. Raises :class:`~lgvq_core.contracts.ContractError`."""
+    data = train_data
+    batch: dict[str, Any] = data.collate([data[(i, i)] for i in range(2)])
+    if text_encoder is not None:
+        features = text_encoder.encode(list(batch.get("text", batch["caption"])))
+        batch.update(text_states=features.token_states, text_pad=features.pad_mask)
+    terms = model.training_loss(batch)
+    if not isinstance(terms, dict) or "loss" not in terms:
+        raise ContractError(f"training_loss must return a dict with 'loss'; got {type(terms).__name__}")
+    for name, value in terms.items():
+        require_finite_scalar(value, f"training_loss()[{name!r}]")
+    terms["loss"].backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not any(p.grad is not None for p in trainable):
+        raise ContractError("training_loss()['loss'] gives no gradient to any parameter")
+    grouped = [p for group in model.param_groups(0.01) for p in group["params"]]
+    if len(grouped) != len({id(p) for p in grouped}) or {id(p) for p in grouped} != {id(p) for p in trainable}:
+        raise ContractError("param_groups() must hold every trainable parameter exactly once")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lgvq_core.contracts import ContractError
+
 if TYPE_CHECKING:  # pragma: no cover - types only: this module imports no torch
     import torch
     from torch import nn
@@ -103,3 +105,9 @@ def one_code_per_position(model: TrainedModel, task: str) -> str | None:
             f"picks {codes} per position"
         )
     return None
+
+
+def check_task(task: Any) -> None:
+    """The task contract: an object with ``run(model, data, out_dir)``."""
+    if not callable(getattr(task, "run", None)):
+        raise ContractError(f"a task must have run(model, data, out_dir); {task!r} has none")

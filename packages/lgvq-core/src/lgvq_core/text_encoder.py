@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from lgvq_core.contracts import ContractError, require_instance
+
 
 @dataclass
 class TextFeatures:
@@ -140,3 +142,36 @@ class TextEncoder(nn.Module):
     def train(self, mode: bool = True) -> TextEncoder:
         # A frozen encoder stays in eval mode (no dropout) whatever its parent does.
         return super().train(False)
+
+
+def check_text_encoder(component: TextEncoder, captions: list[str]) -> None:
+    """The text-encoder contract on two captions: the shapes of ``encode``'s features, the token
+    embedding table, ``embed_ids`` without position. Raises :class:`~lgvq_core.contracts.ContractError`."""
+    require_instance(component, TextEncoder)
+    features = component.encode(list(captions[:2]))
+    length = component.context_length
+    expected = {
+        "ids": (2, length),
+        "pad_mask": (2, length),
+        "word_mask": (2, length),
+        "token_states": (2, length, component.width),
+        "sentence": (2, component.embed_dim),
+    }
+    for name, shape in expected.items():
+        got = tuple(getattr(features, name).shape)
+        if got != shape:
+            raise ContractError(f"encode() returned {name} of shape {got}, expected {shape}")
+    if tuple(component.token_embedding.shape) != (component.vocab_size, component.width):
+        raise ContractError(
+            f"token_embedding has shape {tuple(component.token_embedding.shape)}, expected (V, W) = "
+            f"({component.vocab_size}, {component.width})"
+        )
+    ids = features.ids[:1].long()
+    with torch.no_grad():
+        rows = component.embed_ids(ids)
+        alone = component.embed_ids(ids.flip(1)).flip(1)  # every id at another position
+    if tuple(rows.shape) != (1, length, component.width) or not torch.allclose(rows, alone, atol=1e-6):
+        raise ContractError(
+            "embed_ids() must give each id its embedding-layer row, whatever its position (B×L×W, no "
+            "position embedding): the token-embedding inputs of masked-text and relation rely on it"
+        )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lgvq_core.contracts import ContractError, require_finite_scalar, require_instance
 from lgvq_core.quantizers.base import Quantizer
 
 
@@ -81,3 +82,25 @@ class Tokenizer(nn.Module):
     def discriminator_active(self, step: int) -> bool:
         """Whether the discriminator step runs at ``step`` (from ``disc_start`` on)."""
         return False
+
+
+def check_tokenizer(component: Tokenizer, side: int) -> None:
+    """The backbone contract, on two random ``side``-pixel images: shapes of ``recon`` and ``quant``
+    (``code_dim``, ``downsample``), a finite generator loss whose gradient reaches the parameters.
+    Raises :class:`~lgvq_core.contracts.ContractError`."""
+    require_instance(component, Tokenizer)
+    images = torch.rand(2, 3, side, side) * 2 - 1
+    out = component(images)
+    if out.recon.shape != images.shape:
+        raise ContractError(f"recon has shape {tuple(out.recon.shape)}, the images {tuple(images.shape)}")
+    latent = side // component.downsample
+    if out.quant.shape[:2] != (2, component.code_dim) or tuple(out.quant.shape[-2:]) != (latent, latent):
+        raise ContractError(
+            f"quant has shape {tuple(out.quant.shape)}; expected (2, code_dim={component.code_dim}, "
+            f"{latent}, {latent}) for {side}-pixel images and downsample {component.downsample}"
+        )
+    terms = component.generator_loss(images, out, 0, component.make_discriminator())
+    require_finite_scalar(terms.get("total"), "generator_loss()['total']")
+    terms["total"].backward()
+    if not any(p.grad is not None for p in component.parameters() if p.requires_grad):
+        raise ContractError("generator_loss()['total'] gives no gradient to any parameter")

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lgvq_core.alignment.code_vit import CodeViT
+from lgvq_core.contracts import require_finite_scalar, require_instance
 from lgvq_core.text_encoder import TextFeatures
 
 
@@ -51,3 +53,30 @@ class AlignmentLoss(nn.Module):
 
     def forward(self, inputs: AlignmentInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def check_alignment_loss(
+    component: AlignmentLoss, encoder: Any, code_dim: int, latent_size: tuple[int, int], captions: list[str]
+) -> None:
+    """The alignment-loss contract: a finite scalar loss on random ``quant`` (``code_dim`` channels on a
+    ``latent_size`` grid), ``captions`` encoded by ``encoder``, and a one-layer code ViT's tokens when
+    the loss reads them. Raises :class:`~lgvq_core.contracts.ContractError`."""
+    require_instance(component, AlignmentLoss)
+    h, w = latent_size
+    quant = torch.randn(2, code_dim, h, w, requires_grad=True)
+    tokens = global_embedding = None
+    if component.uses_code_vit:
+        vit = CodeViT(code_dim, (h, w), encoder.width, encoder.embed_dim, layers=1, heads=1)
+        tokens = vit(quant)
+        global_embedding = vit.global_embedding(tokens)
+    codebook = torch.randn(32, code_dim)
+    inputs = AlignmentInputs(
+        quant=quant,
+        text=encoder.encode(list(captions[:2])),
+        vit_tokens=tokens,
+        codebook=codebook,
+        indices=torch.randint(32, (2, h, w)),
+        text_encoder=encoder,
+        vit_global=global_embedding,
+    )
+    require_finite_scalar(component(inputs), "the alignment loss")

@@ -71,6 +71,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lgvq_core.context import BuildContext
+from lgvq_core.contracts import ContractError, require_instance
 from lgvq_core.data.annotations import (
     ATTRIBUTES,
     QUESTIONS,
@@ -392,3 +393,61 @@ def split_options(context: Any) -> dict[str, Any]:
         "skip_bad_items": bool(getattr(context, "skip_bad_items", False)),
         "log": context.log,
     }
+
+
+def check_dataset(component: CaptionedImages, declared: frozenset[str]) -> None:
+    """The dataset contract: items (plain and ``(index, seed)`` keys) with an image in [-1, 1] and a
+    caption, and the annotation kinds its config class ``declared``, each of the documented type.
+    Raises :class:`~lgvq_core.contracts.ContractError`."""
+    require_instance(component, CaptionedImages)
+    if len(component) < 1:
+        raise ContractError("the dataset is empty")
+    for key in (0, (0, 1234)):
+        item = component[key]
+        image = item.get("image")
+        channels = getattr(component, "in_channels", 3)
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
+            raise ContractError(f"item {key!r} has image {image!r}; expected a {channels}×h×w tensor")
+        if float(image.min()) < -1.0 - 1e-6 or float(image.max()) > 1.0 + 1e-6:
+            raise ContractError(f"item {key!r} has pixel values outside [-1, 1]")
+        if not isinstance(item.get("caption"), str) or not item["caption"]:
+            raise ContractError(f"item {key!r} has no caption: {item.get('caption')!r}")
+    if component.annotation_kinds() != declared:
+        raise ContractError(
+            f"the dataset has annotations {sorted(component.annotation_kinds())} but its config class declares "
+            f"annotation_kinds = {sorted(declared)}; make them the same (lgvq check reads the declaration)"
+        )
+    check_annotations(component)
+
+
+def check_annotations(dataset: Any) -> None:
+    """Each declared annotation kind of item 0 has the documented type, for both key kinds."""
+    for key in (0, (0, 1234)):
+        if "segmentation" in dataset.annotation_kinds():
+            labels = dataset.segmentation(key)
+            size = dataset.image_size
+            if labels.dtype != torch.long or tuple(labels.shape) != (size, size):
+                raise ContractError(
+                    f"segmentation({key!r}) is {labels.dtype} {tuple(labels.shape)}; expected long {size}×{size}"
+                )
+            if int(labels.min()) < 0 or int(labels.max()) >= len(dataset.segmentation_classes()):
+                raise ContractError(f"segmentation({key!r}) has class ids outside segmentation_classes()")
+        if "questions" in dataset.annotation_kinds():
+            if not all(isinstance(q, Question) for q in dataset.questions(key)):
+                raise ContractError(f"questions({key!r}) must be a list of lgvq_core.data.annotations.Question")
+        if "referring" in dataset.annotation_kinds():
+            if not all(isinstance(r, Referring) for r in dataset.referring(key)):
+                raise ContractError(f"referring({key!r}) must be a list of lgvq_core.data.annotations.Referring")
+        if "attributes" in dataset.annotation_kinds():
+            classes = dataset.attribute_classes()
+            if not classes or not all(
+                isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)
+                for names in classes.values()
+            ):
+                raise ContractError("attribute_classes() must map each attribute to a non-empty tuple of class names")
+            found = dataset.attributes(key)
+            if set(found) != set(classes):
+                raise ContractError(f"attributes({key!r}) has keys {sorted(found)}; expected {sorted(classes)}")
+            bad = {name: v for name, v in found.items() if not (isinstance(v, int) and 0 <= v < len(classes[name]))}
+            if bad:
+                raise ContractError(f"attributes({key!r}) has class indices outside attribute_classes(): {bad}")

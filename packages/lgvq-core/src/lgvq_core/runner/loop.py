@@ -1,4 +1,6 @@
-"""``lgvq run``: run file in, trained tokenizer and a complete run directory out.
+"""``lgvq run``: run file in, a trained model (a tokenizer, or a downstream model on a tokenizer's
+frozen codes) and a complete run directory out. Both kinds of run take this loop; where they differ
+it asks the run's kind (:mod:`~lgvq_core.runner.kinds`).
 
 Reading order: :func:`train` builds the run (:mod:`~lgvq_core.runner.components`), writes the run
 directory, registers the run file's callbacks, restores ``last`` when resuming

@@ -53,7 +53,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-import math
 import os
 import subprocess
 import sys
@@ -71,12 +70,13 @@ from lgvq_core.config.describe import dumps_toml, format_schema, unstructure
 from lgvq_core.config.fields import field_doc
 from lgvq_core.config.walker import config_fields, default_problems, structure_component
 from lgvq_core.context import BuildContext
-from lgvq_core.data.annotations import Question, Referring
-from lgvq_core.downstream import FrozenTokenizer
+from lgvq_core.contracts import ContractError
+from lgvq_core.downstream import FrozenTokenizer, check_downstream_model
 from lgvq_core.errors import ConfigError
 from lgvq_core.plugins import ENTRY_POINT_GROUP, LgvqPluginManager, plugin_module_name, plugin_names
 from lgvq_core.registry import Registry
 from lgvq_core.specs import HOOK_FOR_KIND, BackboneSpec, ComponentSpec, RegisteredComponent, normalize_name
+from lgvq_core.tasks import check_task
 
 #: Captions the build check encodes and hands out as ``context.train_captions``.
 CAPTIONS: tuple[str, ...] = (
@@ -91,10 +91,6 @@ IMAGE_SIZE = 32
 
 #: An option name no config class has, for the unknown-key check.
 UNKNOWN_KEY = "contract_unknown_key"
-
-
-class ContractError(AssertionError):
-    """A plugin breaks the contract; the message says how."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -397,142 +393,48 @@ def build_component(entry: RegisteredComponent, registry: Registry, cache_dir: s
     return factory(config, context), config, context
 
 
-def _finite_scalar(value: Any, what: str) -> None:
-    import torch
-
-    if not isinstance(value, torch.Tensor) or value.dim() != 0:
-        raise ContractError(f"{what} must be a scalar tensor, got {value!r}")
-    if not math.isfinite(float(value.detach())):
-        raise ContractError(f"{what} is not finite: {float(value.detach())}")
-
-
 def exercise(entry: RegisteredComponent, component: Any, context: BuildContext) -> None:
-    """Check a built component's type and run it once on a tiny input; raise ContractError if it misbehaves."""
-    import torch
+    """Check a built component against its kind's contract (each kind's check lives beside that
+    contract); raise :class:`~lgvq_core.contracts.ContractError` if it misbehaves."""
+    import torch  # lazy: imports torch; the contract's import and registration checks run without it
 
-    kind = entry.kind
     torch.manual_seed(0)
-    if kind == "quantizer":
-        exercise_quantizer(component)
-    elif kind == "backbone":
-        from lgvq_core.tokenizer import (
-            Tokenizer,
-        )  # lazy: imports torch; the contract's import and registration checks run without it
+    checks = _checks()
+    if entry.kind not in checks:
+        raise ContractError(f"no contract check for components of kind {entry.kind!r}")
+    checks[entry.kind](entry, component, context)
 
-        _expect_type(component, Tokenizer)
-        side = context.image_size or IMAGE_SIZE
-        images = torch.rand(2, 3, side, side) * 2 - 1
-        out = component(images)
-        if out.recon.shape != images.shape:
-            raise ContractError(f"recon has shape {tuple(out.recon.shape)}, the images {tuple(images.shape)}")
-        latent = side // component.downsample
-        if out.quant.shape[:2] != (2, component.code_dim) or tuple(out.quant.shape[-2:]) != (latent, latent):
-            raise ContractError(
-                f"quant has shape {tuple(out.quant.shape)}; expected (2, code_dim={component.code_dim}, "
-                f"{latent}, {latent}) for {side}-pixel images and downsample {component.downsample}"
-            )
-        terms = component.generator_loss(images, out, 0, component.make_discriminator())
-        _finite_scalar(terms.get("total"), "generator_loss()['total']")
-        terms["total"].backward()
-        if not any(p.grad is not None for p in component.parameters() if p.requires_grad):
-            raise ContractError("generator_loss()['total'] gives no gradient to any parameter")
-    elif kind == "text_encoder":
-        from lgvq_core.text_encoder import (
-            TextEncoder,
-        )  # lazy: imports torch; the contract's import and registration checks run without it
 
-        _expect_type(component, TextEncoder)
-        features = component.encode(list(CAPTIONS[:2]))
-        length = component.context_length
-        expected = {
-            "ids": (2, length),
-            "pad_mask": (2, length),
-            "word_mask": (2, length),
-            "token_states": (2, length, component.width),
-            "sentence": (2, component.embed_dim),
-        }
-        for name, shape in expected.items():
-            got = tuple(getattr(features, name).shape)
-            if got != shape:
-                raise ContractError(f"encode() returned {name} of shape {got}, expected {shape}")
-        if tuple(component.token_embedding.shape) != (component.vocab_size, component.width):
-            raise ContractError(
-                f"token_embedding has shape {tuple(component.token_embedding.shape)}, expected (V, W) = "
-                f"({component.vocab_size}, {component.width})"
-            )
-        ids = features.ids[:1].long()
-        with torch.no_grad():
-            rows = component.embed_ids(ids)
-            alone = component.embed_ids(ids.flip(1)).flip(1)  # every id at another position
-        if tuple(rows.shape) != (1, length, component.width) or not torch.allclose(rows, alone, atol=1e-6):
-            raise ContractError(
-                "embed_ids() must give each id its embedding-layer row, whatever its position (B×L×W, no "
-                "position embedding): the token-embedding inputs of masked-text and relation rely on it"
-            )
-    elif kind == "alignment_loss":
-        from lgvq_core.alignment.base import (
-            AlignmentInputs,
-            AlignmentLoss,
-        )  # lazy: imports torch; the contract's import and registration checks run without it
-        from lgvq_core.alignment.code_vit import (
-            CodeViT,
-        )  # lazy: imports torch; the contract's import and registration checks run without it
+def _check_callback(entry: RegisteredComponent, component: Any, context: BuildContext) -> None:
+    problems = hook_problems(component)
+    if problems:
+        raise ContractError("the callback's hooks are wrong:\n" + "\n".join(problems))
 
-        _expect_type(component, AlignmentLoss)
-        encoder = context.text_encoder
-        code_dim = context.code_dim or 16
-        h, w = context.latent_size or (4, 4)
-        quant = torch.randn(2, code_dim, h, w, requires_grad=True)
-        tokens = global_embedding = None
-        if component.uses_code_vit:
-            vit = CodeViT(code_dim, (h, w), encoder.width, encoder.embed_dim, layers=1, heads=1)
-            tokens = vit(quant)
-            global_embedding = vit.global_embedding(tokens)
-        codebook = torch.randn(32, code_dim)
-        inputs = AlignmentInputs(
-            quant=quant,
-            text=encoder.encode(list(CAPTIONS[:2])),
-            vit_tokens=tokens,
-            codebook=codebook,
-            indices=torch.randint(32, (2, h, w)),
-            text_encoder=encoder,
-            vit_global=global_embedding,
-        )
-        _finite_scalar(component(inputs), "the alignment loss")
-    elif kind == "dataset":
-        from lgvq_core.data.base import (
-            CaptionedImages,
-        )  # lazy: imports torch; the contract's import and registration checks run without it
 
-        _expect_type(component, CaptionedImages)
-        if len(component) < 1:
-            raise ContractError("the dataset is empty")
-        for key in (0, (0, 1234)):
-            item = component[key]
-            image = item.get("image")
-            channels = getattr(component, "in_channels", 3)
-            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
-                raise ContractError(f"item {key!r} has image {image!r}; expected a {channels}×h×w tensor")
-            if float(image.min()) < -1.0 - 1e-6 or float(image.max()) > 1.0 + 1e-6:
-                raise ContractError(f"item {key!r} has pixel values outside [-1, 1]")
-            if not isinstance(item.get("caption"), str) or not item["caption"]:
-                raise ContractError(f"item {key!r} has no caption: {item.get('caption')!r}")
-        declared = frozenset(getattr(entry.spec.config_cls, "annotation_kinds", frozenset()))
-        if component.annotation_kinds() != declared:
-            raise ContractError(
-                f"the dataset has annotations {sorted(component.annotation_kinds())} but its config class declares "
-                f"annotation_kinds = {sorted(declared)}; make them the same (lgvq check reads the declaration)"
-            )
-        _exercise_annotations(component)
-    elif kind == "task":
-        if not callable(getattr(component, "run", None)):
-            raise ContractError(f"a task must have run(model, data, out_dir); {component!r} has none")
-    elif kind == "downstream":
-        _exercise_downstream(component, context)
-    elif kind == "callback":
-        problems = hook_problems(component)
-        if problems:
-            raise ContractError("the callback's hooks are wrong:\n" + "\n".join(problems))
+def _checks() -> dict[str, Any]:
+    """Kind -> ``check(entry, component, context)``: each kind's own check, with what the suite built."""
+    from lgvq_core.alignment.base import check_alignment_loss  # lazy: imports torch; see exercise
+    from lgvq_core.data.base import check_dataset  # lazy: imports torch; see exercise
+    from lgvq_core.quantizers.base import check_quantizer  # lazy: imports torch; see exercise
+    from lgvq_core.text_encoder import check_text_encoder  # lazy: imports torch; see exercise
+    from lgvq_core.tokenizer import check_tokenizer  # lazy: imports torch; see exercise
+
+    return {
+        "quantizer": lambda entry, component, context: check_quantizer(component),
+        "backbone": lambda entry, component, context: check_tokenizer(component, context.image_size or IMAGE_SIZE),
+        "text_encoder": lambda entry, component, context: check_text_encoder(component, list(CAPTIONS)),
+        "alignment_loss": lambda entry, component, context: check_alignment_loss(
+            component, context.text_encoder, context.code_dim or 16, context.latent_size or (4, 4), list(CAPTIONS)
+        ),
+        "dataset": lambda entry, component, context: check_dataset(
+            component, frozenset(getattr(entry.spec.config_cls, "annotation_kinds", frozenset()))
+        ),
+        "task": lambda entry, component, context: check_task(component),
+        "downstream": lambda entry, component, context: check_downstream_model(
+            component, context.train_data, context.text_encoder
+        ),
+        "callback": _check_callback,
+    }
 
 
 def code_dataset(config: Any, registry: Registry, context: BuildContext) -> Any:
@@ -559,129 +461,6 @@ def code_dataset(config: Any, registry: Registry, context: BuildContext) -> Any:
     return CodeDataset(codes, images, [a for a in wanted if a == "segmentation"], unit() if callable(unit) else "image")
 
 
-def _exercise_downstream(model: Any, context: BuildContext) -> None:
-    """One loss on a real batch of random codes (with text states), its gradient, its groups."""
-    data = context.train_data
-    batch: dict[str, Any] = data.collate([data[(i, i)] for i in range(2)])
-    if context.text_encoder is not None:
-        features = context.text_encoder.encode(list(batch.get("text", batch["caption"])))
-        batch.update(text_states=features.token_states, text_pad=features.pad_mask)
-    terms = model.training_loss(batch)
-    if not isinstance(terms, dict) or "loss" not in terms:
-        raise ContractError(f"training_loss must return a dict with 'loss'; got {type(terms).__name__}")
-    for name, value in terms.items():
-        _finite_scalar(value, f"training_loss()[{name!r}]")
-    terms["loss"].backward()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not any(p.grad is not None for p in trainable):
-        raise ContractError("training_loss()['loss'] gives no gradient to any parameter")
-    grouped = [p for group in model.param_groups(0.01) for p in group["params"]]
-    if len(grouped) != len({id(p) for p in grouped}) or {id(p) for p in grouped} != {id(p) for p in trainable}:
-        raise ContractError("param_groups() must hold every trainable parameter exactly once")
-
-
-def _exercise_annotations(dataset: Any) -> None:
-    """Each declared annotation kind of item 0 has the documented type, for both key kinds."""
-    import torch
-
-    for key in (0, (0, 1234)):
-        if "segmentation" in dataset.annotation_kinds():
-            labels = dataset.segmentation(key)
-            size = dataset.image_size
-            if labels.dtype != torch.long or tuple(labels.shape) != (size, size):
-                raise ContractError(
-                    f"segmentation({key!r}) is {labels.dtype} {tuple(labels.shape)}; expected long {size}×{size}"
-                )
-            if int(labels.min()) < 0 or int(labels.max()) >= len(dataset.segmentation_classes()):
-                raise ContractError(f"segmentation({key!r}) has class ids outside segmentation_classes()")
-        if "questions" in dataset.annotation_kinds():
-            if not all(isinstance(q, Question) for q in dataset.questions(key)):
-                raise ContractError(f"questions({key!r}) must be a list of lgvq_core.data.annotations.Question")
-        if "referring" in dataset.annotation_kinds():
-            if not all(isinstance(r, Referring) for r in dataset.referring(key)):
-                raise ContractError(f"referring({key!r}) must be a list of lgvq_core.data.annotations.Referring")
-        if "attributes" in dataset.annotation_kinds():
-            classes = dataset.attribute_classes()
-            if not classes or not all(
-                isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)
-                for names in classes.values()
-            ):
-                raise ContractError("attribute_classes() must map each attribute to a non-empty tuple of class names")
-            found = dataset.attributes(key)
-            if set(found) != set(classes):
-                raise ContractError(f"attributes({key!r}) has keys {sorted(found)}; expected {sorted(classes)}")
-            bad = {name: v for name, v in found.items() if not (isinstance(v, int) and 0 <= v < len(classes[name]))}
-            if bad:
-                raise ContractError(f"attributes({key!r}) has class indices outside attribute_classes(): {bad}")
-
-
-def exercise_quantizer(quantizer: Any) -> None:
-    """The quantizer contract, on a 2×D×4×4 input: shapes, index dtype and range, codebook, decode
-    round trip, gradient through ``quant``, determinism in eval mode."""
-    import torch
-
-    from lgvq_core.quantizers.base import (
-        Quantizer,
-        index_problem,
-    )  # lazy: imports torch; the contract's import and registration checks run without it
-
-    _expect_type(quantizer, Quantizer)
-    size, dim = int(quantizer.codebook_size), int(quantizer.dim)
-    z = torch.randn(2, dim, 4, 4, requires_grad=True)
-    out = quantizer(z)
-    if out.quant.shape != z.shape:
-        raise ContractError(f"quant has shape {tuple(out.quant.shape)}, z had {tuple(z.shape)}")
-    indices = out.indices
-    if indices.shape[0] != 2 or tuple(indices.shape[-2:]) != (4, 4) or indices.dim() not in (3, 4):
-        raise ContractError(f"indices have shape {tuple(indices.shape)}; expected B×h×w or B×k×h×w")
-    problem = index_problem(indices, size)
-    if problem is not None:
-        raise ContractError(problem)
-    _finite_scalar(out.loss, "the quantizer loss")
-    try:
-        codebook = quantizer.codebook
-    except Exception as exc:  # noqa: BLE001 - a missing or broken property is the finding
-        raise ContractError(f"the codebook property fails: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(codebook, torch.Tensor) or tuple(codebook.shape) != (size, dim):
-        shape = tuple(codebook.shape) if isinstance(codebook, torch.Tensor) else type(codebook).__name__
-        raise ContractError(
-            f"codebook is {shape}; expected a (codebook_size, dim) = ({size}, {dim}) tensor (the relation "
-            "loss and the codebook statistics read it)"
-        )
-    if not out.quant.requires_grad:
-        raise ContractError("quant carries no gradient: use the straight-through z + (z_q - z).detach()")
-    out.quant.pow(2).sum().backward()
-    if z.grad is None or not bool(z.grad.abs().sum() > 0):
-        raise ContractError("no gradient reaches z through quant: use the straight-through z + (z_q - z).detach()")
-    # In eval mode nothing updates the codebook (EMA, re-anchoring), so the codes can be compared.
-    quantizer.eval()
-    with torch.no_grad():
-        probe = torch.randn(2, dim, 4, 4)
-        first, second = quantizer(probe), quantizer(probe)
-        decoded = quantizer.decode_indices(first.indices)
-    if decoded.shape != first.quant.shape:
-        raise ContractError(f"decode_indices gives {tuple(decoded.shape)}, quant is {tuple(first.quant.shape)}")
-    if not torch.allclose(decoded, first.quant, atol=1e-4, rtol=1e-4):
-        error = float((decoded - first.quant).abs().max())
-        raise ContractError(
-            f"decode_indices(indices) differs from quant by up to {error:.3g} (eval mode): the codes a downstream "
-            "model decodes are not the codes the tokenizer trained on"
-        )
-    if not torch.equal(first.indices, second.indices) or not torch.equal(first.quant, second.quant):
-        raise ContractError("two calls in eval mode on the same input give different codes; eval must be deterministic")
-
-
-def _expect_type(component: Any, base: type) -> None:
-    if not isinstance(component, base):
-        raise ContractError(
-            f"the factory returned {type(component).__module__}.{type(component).__qualname__}, "
-            f"not a {base.__module__}.{base.__qualname__}"
-        )
-
-
-# ------------------------------------------------------------------------------------------
-# the pytest suite
-# ------------------------------------------------------------------------------------------
 def _collect_components(plugin: str) -> list[tuple[str, str]]:
     try:
         return [(entry.kind, entry.name) for entry in plugin_components(plugin)]
