@@ -27,7 +27,6 @@ from lgvq_core.data.codes import CodeDataset
 from lgvq_core.downstream import FrozenTokenizer
 from lgvq_core.errors import DataError, RunDirError
 from lgvq_core.registry import get_registry
-from lgvq_core.run_file import load_run_file
 from lgvq_core.runner import checkpoint as ckpt
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner import optim as optim_module
@@ -44,7 +43,7 @@ from lgvq_core.runner.downstream import (
 from lgvq_core.runner.downstream_step import run_downstream_step
 from lgvq_core.runner.generate import generates, save_training_samples
 from lgvq_core.runner.kinds import RunKind
-from lgvq_core.runner.load import build_text_encoder
+from lgvq_core.runner.load import build_text_encoder, read_checkpoint, read_run_file
 
 
 class DownstreamKind(RunKind):
@@ -179,19 +178,15 @@ def load_downstream_run(
 ) -> DownstreamRunContext:
     """A downstream run rebuilt from its ``resolved.toml`` with the weights of ``checkpoint`` (eval mode)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "resolved.toml").is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
-    overrides = [f"run.device={device}"] if device else []
-    loaded = load_run_file(run_dir / "resolved.toml", overrides=overrides)
+    loaded = read_run_file(run_dir, [f"run.device={device}"] if device else [])
     if not isinstance(loaded.config, DownstreamRunFile):
         raise RunDirError(f"{run_dir}: a tokenizer run; `lgvq sample` needs a downstream run (a [downstream] model)")
-    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    read = read_checkpoint(run_dir, checkpoint)  # resolved once, verified against its manifest
     info = distr.DistInfo()
     torch_device = distr.resolve_device(loaded.config.run.device, info)
     run = build_downstream_run(loaded, [], info, torch_device, log=lambda message: print(message, flush=True))
-    tensors, state = ckpt.load_checkpoint(path, map_location="cpu")
-    ckpt.load_module(run.model, tensors, "downstream", path, state.get("extra_states"))
+    ckpt.load_module(run.model, read.tensors, "downstream", read.path, read.state.get("extra_states"))
     run.model.eval()
-    run.step = int(state.get("step", 0))
+    run.step = read.step
     run.run_dir = run_dir
     return run
