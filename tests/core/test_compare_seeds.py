@@ -503,3 +503,18 @@ def test_a_downstream_run_shows_the_alignment_losses_of_its_tokenizer(tmp_path):
     assert run_info(prior)["run"]["alignment"] == ["semantic-nce", "relation"]
     (tokenizer / "resolved.toml").write_bytes(b"\xff")
     assert run_info(prior)["run"]["alignment"] == ["? (tokenizer run unreadable)"]
+
+
+def test_controls_come_from_each_tasks_spec_not_from_core():
+    from lgvq_core.runner.compare_seeds import merge_downstream, task_controls
+
+    assert task_controls("vqa-scores") == ("shuffled_images", "question_only", "answer_prior")
+    assert task_controls("no-such-task") == ()
+    results = {"accuracy": 0.5, "shuffled_images": {"accuracy": 0.25}, "better": {"accuracy": "higher"}}
+    undeclared, declared = {"eval": {}}, {"eval": {}}
+    merge_downstream(undeclared, "x", {"eval": {"my-task": results}, "val": {}}, controls_of=lambda task: ())
+    merge_downstream(
+        declared, "x", {"eval": {"my-task": results}, "val": {}}, controls_of=lambda task: ("shuffled_images",)
+    )
+    assert "shuffled_images" not in undeclared["eval"]["x: my-task"]
+    assert declared["eval"]["x: my-task"]["shuffled_images"] == {"accuracy": 0.25}

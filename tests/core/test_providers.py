@@ -1,8 +1,10 @@
-"""Unknown components that lgvq's own packages provide name the package to install."""
+"""An unknown component of a kind that a missing lgvq package provides names the package to install;
+lgvq-core knows its packages' kinds, not their components' names."""
 
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 
 import pytest
 
@@ -35,18 +37,16 @@ def test_an_unknown_text_encoder_says_which_package_to_install(make_plugin_manag
 
     assert str(caught.value) == (
         "$.text_encoder.type: unknown text-encoder 'minilm'. Available: tiny-text. "
-        "'minilm' is provided by lgvq-text-encoders, which is not installed: pip install lgvq-text-encoders"
+        "lgvq-text-encoders provides text-encoder components and is not installed: pip install lgvq-text-encoders"
     )
 
 
-def test_an_installed_package_that_did_not_register_it_points_at_lgvq_plugins(make_plugin_manager):
+def test_with_every_providing_package_installed_there_is_no_install_hint(make_plugin_manager):
     make_plugin_manager(["core"])
 
     message = get_registry().unknown_message("backbone", "VQGAN")
 
-    assert message.endswith(
-        "'VQGAN' is provided by lgvq-backbones, which is installed but did not register it: see `lgvq plugins`."
-    )
+    assert message == "$: unknown backbone 'VQGAN'. No backbone is installed."  # lgvq-backbones is installed here
 
 
 def test_a_test_double_says_how_to_opt_in(make_plugin_manager):
@@ -59,17 +59,26 @@ def test_a_test_double_says_how_to_opt_in(make_plugin_manager):
     )
 
 
-def test_a_name_no_lgvq_package_provides_gets_no_hint():
-    assert providers.install_hint("backbone", "my-own-net") == ""
+def test_a_kind_no_missing_package_provides_gets_no_hint(without_text_encoders):
+    assert providers.install_hint("alignment_loss", "my-own-loss") == ""
+    assert providers.install_hint("text_encoder", "my-own-encoder").endswith("pip install lgvq-text-encoders")
 
 
-def test_the_table_lists_exactly_what_lgvqs_packages_register(make_plugin_manager):
+def test_the_table_lists_the_kinds_each_of_lgvqs_packages_registers(make_plugin_manager):
     make_plugin_manager(["core", "backbones", "text-encoders", "tasks"])
     registry = get_registry()
 
-    registered = {
-        kind: {entry.name: entry.distribution for entry in registry.entries(kind) if entry.distribution in OWN_PACKAGES}
-        for kind in KINDS
-    }
+    registered: dict[str, set[str]] = {}
+    for kind in KINDS:
+        for entry in registry.entries(kind):
+            if entry.distribution in OWN_PACKAGES:
+                registered.setdefault(entry.distribution, set()).add(kind)
 
-    assert {kind: names for kind, names in registered.items() if names} == providers.PROVIDERS
+    assert registered == {dist: set(kinds) for dist, kinds in providers.PACKAGES.items()}
+
+
+def test_core_names_none_of_its_plugins_components():
+    """The providers table is package metadata: no component name of a plugin package in it."""
+    text = Path(providers.__file__).read_text(encoding="utf-8")
+    for name in ("vqgan", "vqvae", "cvq", "vqct", "open_clip", "minilm", "code-gpt", "captioning", "reconstruction"):
+        assert f'"{name}"' not in text

@@ -1,8 +1,10 @@
-"""Which of lgvq's own distributions provides each of its component names.
+"""Which of lgvq's own plugin packages provides which kinds of component.
 
-An unknown component that one of lgvq's packages provides is most often a package that is not
-installed (``lgvq-core`` alone has no text encoder), so the error says what to install. A test
-keeps this table equal to what the packages register.
+This is package metadata, not a list of component names: lgvq-core does not know what its plugins
+call their components (the registry learns that from the installed plugins). What it knows is the
+ecosystem's layout, so that an unknown component of a kind that a package which is not installed
+provides (``lgvq-core`` alone has no text encoder) says what to install. A test keeps the table
+equal to the kinds each package registers.
 """
 
 from __future__ import annotations
@@ -11,30 +13,14 @@ import importlib.metadata
 
 from lgvq_core.specs import normalize_kind, normalize_name
 
-#: kind -> component name -> distribution.
-PROVIDERS: dict[str, dict[str, str]] = {
-    "backbone": {name: "lgvq-backbones" for name in ("vqvae", "vqgan", "cvq", "vqct")},
-    "quantizer": {name: "lgvq-backbones" for name in ("cvq", "vqct")},
-    "text_encoder": {name: "lgvq-text-encoders" for name in ("open_clip", "minilm")},
-    "task": {
-        name: "lgvq-tasks"
-        for name in (
-            "reconstruction",
-            "retrieval",
-            "masked-words",
-            "relation",
-            "codebook",
-            "code-probe",
-            "caption-scores",
-            "generation-fid",
-            "grounding-scores",
-            "vqa-scores",
-        )
-    },
-    "downstream": {name: "lgvq-tasks" for name in ("code-gpt", "text-to-image", "captioning", "grounding", "vqa")},
+#: lgvq's plugin packages -> the component kinds each registers.
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "lgvq-backbones": ("backbone", "quantizer"),
+    "lgvq-text-encoders": ("text_encoder",),
+    "lgvq-tasks": ("task", "downstream"),
 }
 
-#: The opt-in test doubles of lgvq-core (see :mod:`lgvq_core.plugins`).
+#: The opt-in test doubles of lgvq-core's own ``testing`` plugin (see :mod:`lgvq_core.plugins`).
 TEST_DOUBLES: dict[str, set[str]] = {
     "backbone": {"tiny-ae"},
     "text_encoder": {"tiny-text"},
@@ -42,36 +28,38 @@ TEST_DOUBLES: dict[str, set[str]] = {
 }
 
 
-def provider_of(kind: str, name: str) -> str | None:
-    """The lgvq distribution that provides component ``name`` of ``kind``, or ``None``."""
-    table = PROVIDERS.get(normalize_kind(kind), {})
-    wanted = normalize_name(name)
-    return next((dist for known, dist in table.items() if normalize_name(known) == wanted), None)
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def missing_providers(kind: str) -> list[str]:
+    """lgvq's packages that provide components of ``kind`` and are not installed."""
+    kind = normalize_kind(kind)
+    return sorted(dist for dist, kinds in PACKAGES.items() if kind in kinds and not _installed(dist))
 
 
 def install_hint(kind: str, name: str) -> str:
-    """What to do about an unknown ``name`` that lgvq itself provides (``""`` when it does not)."""
+    """What to do about an unknown component ``name`` of ``kind`` (``""`` when lgvq has nothing to add)."""
     kind = normalize_kind(kind)
     if normalize_name(name) in {normalize_name(n) for n in TEST_DOUBLES.get(kind, ())}:
         return f" {name!r} is one of lgvq-core's test doubles: set LGVQ_TEST_COMPONENTS=1 to use it."
-    dist = provider_of(kind, name)
-    if dist is None:
+    missing = missing_providers(kind)
+    if not missing:
         return ""
-    try:
-        importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return f" {name!r} is provided by {dist}, which is not installed: pip install {dist}"
-    return f" {name!r} is provided by {dist}, which is installed but did not register it: see `lgvq plugins`."
+    what = kind.replace("_", "-")
+    return (
+        f" {' and '.join(missing)} provide{'s' if len(missing) == 1 else ''} {what} components and "
+        f"{'is' if len(missing) == 1 else 'are'} not installed: pip install {' '.join(missing)}"
+    )
 
 
 def kind_hint(kind: str) -> str:
-    """For an empty ``lgvq list KIND``: which of lgvq's distributions provide components of it and are missing."""
-    missing = []
-    for dist in sorted(set(PROVIDERS.get(normalize_kind(kind), {}).values())):
-        try:
-            importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(dist)
+    """For an empty ``lgvq list KIND``: which of lgvq's packages provide components of it and are missing."""
+    missing = missing_providers(kind)
     if not missing:
         return ""
     return f"; {' and '.join(missing)} provide{'s' if len(missing) == 1 else ''} them: pip install {' '.join(missing)}"

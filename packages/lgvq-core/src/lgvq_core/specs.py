@@ -164,6 +164,9 @@ class TaskSpec(ComponentSpec):
 
     comparison_rows: tuple[ComparisonRow, ...] = attrs.field(default=(), converter=tuple)
     comparison_order: int = 100
+    #: Keys of sub-results that score the task's ranked numbers another way (a shuffled-image control,
+    #: a blind baseline, a floor or ceiling): ``lgvq compare`` shows their numbers unranked beside them.
+    comparison_controls: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen

@@ -23,30 +23,34 @@ from lgvq_tasks.language.config import (
 )
 
 TASKS: list = [
-    ComponentSpec(
+    TaskSpec(
         name="caption-scores",
         summary="BLEU-4, ROUGE-L, CIDEr-D (METEOR with Java) of a captioning run, with a shuffled-image control",
         config_cls=CaptionScoresConfig,
         factory="lgvq_tasks.language.tasks:build_caption_scores",
+        comparison_controls=("shuffled_images", "most_frequent_caption"),
     ),
-    ComponentSpec(
+    TaskSpec(
         name="vqa-scores",
         summary="VQA accuracy and WUPS@0.9/@0.0, overall and per question type, with a shuffled-image control "
         "and the question-only baseline",
         config_cls=VQAScoresConfig,
         factory="lgvq_tasks.language.tasks:build_vqa_scores",
+        comparison_controls=("shuffled_images", "question_only", "answer_prior"),
     ),
-    ComponentSpec(
+    TaskSpec(
         name="grounding-scores",
         summary="visual grounding Acc@0.5 and mean IoU, and a picture of predicted vs true boxes",
         config_cls=LanguageScoresConfig,
         factory="lgvq_tasks.language.tasks:build_grounding_scores",
+        comparison_controls=("shuffled_images", "constant_box"),
     ),
-    ComponentSpec(
+    TaskSpec(
         name="generation-fid",
         summary="FID of a downstream model's samples against the validation images, with every setting that decides it",
         config_cls=GenerationFIDConfig,
         factory="lgvq_tasks.generation_fid:build_generation_fid",
+        comparison_controls=("floor", "ceiling"),
     ),
     TaskSpec(
         name="reconstruction",

@@ -43,6 +43,7 @@ from lgvq_core.config.describe import unstructure
 from lgvq_core.config.fields import finite
 from lgvq_core.config.walker import structure_leaf
 from lgvq_core.errors import LgvqError, RunDirError
+from lgvq_core.registry import get_registry
 from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.compare import compare_arms, run_info
 
@@ -459,31 +460,34 @@ def plan_downstream(
     return planned
 
 
-#: Sub-results of a task that score the same numbers another way (controls, trivial baselines,
-#: bounds); their numbers join the table unranked, beside the model's.
-CONTROLS = (
-    "shuffled_images",
-    "question_only",
-    "answer_prior",
-    "most_frequent_caption",
-    "constant_box",
-    "floor",
-    "ceiling",
-)
+def task_controls(task: str) -> tuple[str, ...]:
+    """The sub-results task ``task`` declares as controls, baselines or bounds (its ``TaskSpec``)."""
+    try:
+        spec = get_registry().get("task", task).spec
+    except LgvqError:  # not installed here: its numbers are still shown, its controls are not told apart
+        return ()
+    return tuple(getattr(spec, "comparison_controls", ()))
 
 
-def merge_downstream(info: dict[str, Any], part: str, downstream: dict[str, Any]) -> None:
+def merge_downstream(
+    info: dict[str, Any],
+    part: str,
+    downstream: dict[str, Any],
+    controls_of: Callable[[str], tuple[str, ...]] = task_controls,
+) -> None:
     """A downstream run's results as ``<file>: <task>`` rows of its arm: the numbers its tasks rank
-    (``better``), the same numbers of their controls, baselines and bounds (unranked: :data:`CONTROLS`),
+    (``better``), the same numbers of their controls, baselines and bounds (unranked: the task's
+    ``comparison_controls``),
     and the run's validation NLL."""
     for task, metrics in downstream["eval"].items():
         better = metrics.get("better") if isinstance(metrics, dict) else None
         if not isinstance(better, dict):
             continue
         kept: dict[str, Any] = {"better": better}
+        controls = controls_of(task)
         for path, value in _leaves(metrics):
             ranked = ".".join(path) in better
-            control = path[0] in CONTROLS and ".".join(path[1:]) in better
+            control = path[0] in controls and ".".join(path[1:]) in better
             if ranked or control:
                 node = kept
                 for key in path[:-1]:
