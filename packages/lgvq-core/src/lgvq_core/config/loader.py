@@ -37,23 +37,29 @@ class LoadedRunFile:
 # ------------------------------------------------------------------------------------------
 # cross-field checks
 # ------------------------------------------------------------------------------------------
+def _tokenizer_run_components(run: RunFile) -> list[tuple[str, Component]]:
+    found = [("$.model.backbone", run.model.backbone), ("$.data", run.data)]
+    if run.model.quantizer is not None:
+        found.append(("$.model.quantizer", run.model.quantizer))
+    return found + [(f"$.alignment[{i}]", c) for i, c in enumerate(run.alignment)]
+
+
+def _downstream_run_components(run: DownstreamRunFile) -> list[tuple[str, Component]]:
+    return [("$.downstream", run.downstream), ("$.data", run.data)]
+
+
 def _component_paths(run: RunFile | DownstreamRunFile) -> list[tuple[str, Component]]:
-    if isinstance(run, DownstreamRunFile):
-        found = [("$.downstream", run.downstream), ("$.data", run.data)]
-    else:
-        found = [("$.model.backbone", run.model.backbone), ("$.data", run.data)]
-        if run.model.quantizer is not None:
-            found.append(("$.model.quantizer", run.model.quantizer))
+    found = RUN_FILE_RULES[type(run)][0](run)
     if run.text_encoder is not None:
         found.append(("$.text_encoder", run.text_encoder))
-    for section in ("alignment", "tasks", "callbacks"):
-        found.extend((f"$.{section}[{i}]", c) for i, c in enumerate(getattr(run, section, ())))
+    for section in ("tasks", "callbacks"):
+        found.extend((f"$.{section}[{i}]", c) for i, c in enumerate(getattr(run, section)))
     return found
 
 
-def _code_vit_heads(run: RunFile | DownstreamRunFile) -> list[Problem]:
+def _code_vit_heads(run: RunFile) -> list[Problem]:
     """The code ViT's heads must divide its width: ``[code_vit] width``, else the codes' (the quantizer's ``dim``)."""
-    if not isinstance(run, RunFile) or not run.alignment:
+    if not run.alignment:
         return []
     heads, width = run.code_vit.heads, run.code_vit.width
     if width is not None:
@@ -67,21 +73,32 @@ def _code_vit_heads(run: RunFile | DownstreamRunFile) -> list[Problem]:
     return [Problem("$.code_vit.heads", f"{heads} heads do not divide {what}; use one of {divisors}")]
 
 
-def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
-    """Checks that need more than one table. Components add their own with ``cross_check``."""
+def _tokenizer_run_problems(run: RunFile) -> list[Problem]:
+    """A tokenizer run file's own rules: the alignment losses need a text encoder, each loss once, the code ViT's heads."""
     problems: list[Problem] = []
-    if isinstance(run, RunFile) and run.alignment and run.text_encoder is None:
+    if run.alignment and run.text_encoder is None:
         problems.append(Problem("$.text_encoder", "missing: the [[alignment]] losses need a text encoder"))
     seen: dict[str, int] = {}
-    if isinstance(run, DownstreamRunFile):
-        problems += downstream_cross_check(run)
-    for i, loss in enumerate(getattr(run, "alignment", ())):
+    for i, loss in enumerate(run.alignment):
         if loss.type in seen:
             problems.append(
                 Problem(f"$.alignment[{i}].type", f"{loss.type!r} is already given as $.alignment[{seen[loss.type]}]")
             )
         seen.setdefault(loss.type, i)
-    problems.extend(_code_vit_heads(run))
+    return problems + _code_vit_heads(run)
+
+
+#: What each kind of run file adds to the checks every run file gets: its own components (whose
+#: ``cross_check`` runs) and its own cross-field rules. :func:`validate` picks the class.
+RUN_FILE_RULES: dict[type, tuple[Any, Any]] = {
+    RunFile: (_tokenizer_run_components, _tokenizer_run_problems),
+    DownstreamRunFile: (_downstream_run_components, downstream_cross_check),
+}
+
+
+def cross_check(run: RunFile | DownstreamRunFile) -> list[Problem]:
+    """Checks that need more than one table. Components add their own with ``cross_check``."""
+    problems: list[Problem] = list(RUN_FILE_RULES[type(run)][1](run))
     train = run.train
     if train.warmup_steps >= train.max_steps:
         problems.append(
