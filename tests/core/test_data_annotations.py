@@ -24,9 +24,8 @@ from lgvq_core.data.annotations import (
     MissingAnnotationError,
     Question,
     Referring,
-    check_annotation_kinds,
-    declared_annotation_kinds,
     mirror_words,
+    missing_annotation_message,
 )
 from lgvq_core.data.celebamask import CLASSES as FACE_CLASSES
 from lgvq_core.data.config import ShapesConfig
@@ -45,7 +44,7 @@ from lgvq_core.data.shapes_scene import (
     render_scene,
 )
 from lgvq_core.errors import DataError
-from lgvq_core.registry import build
+from lgvq_core.registry import build, get_registry
 from lgvq_core.wordnet import INSTALL_HINT, noun_synsets, wordnet_available
 
 
@@ -80,11 +79,15 @@ def test_a_dataset_without_an_annotation_names_the_datasets_that_have_it(tmp_pat
         folder.questions(0)
     with pytest.raises(MissingAnnotationError, match="no 'referring' annotations; datasets with them: refcoco, shapes"):
         folder.referring((0, 3))
-    # the same check without building anything, as `lgvq check` makes it
-    assert check_annotation_kinds("cub-200-text", ["questions"], "$.task.data.type") == [
-        "$.task.data.type: dataset 'cub-200-text' has no 'questions' annotations; datasets with them: coco-qa, shapes"
-    ]
-    assert check_annotation_kinds("shapes", ["segmentation", "questions", "referring"]) == []
+    # the same without building anything, as `lgvq check` knows it: from the registry
+    registry = get_registry()
+    assert "questions" not in registry.annotation_kinds("cub-200-text")
+    assert registry.datasets_with("questions") == ["coco-qa", "shapes"]
+    assert {"segmentation", "questions", "referring"} <= registry.annotation_kinds("shapes")
+    # a dataset built without a registry still says where to look
+    assert missing_annotation_message("image-text-folder", "segmentation") == (
+        "dataset 'image-text-folder' has no 'segmentation' annotations; docs/datasets.md lists the datasets that have them"
+    )
 
 
 def test_config_classes_declare_what_their_datasets_have():
@@ -98,9 +101,9 @@ def test_config_classes_declare_what_their_datasets_have():
         ("coco-qa", CocoQA),
         ("refcoco", RefCoco),
     ]:
-        assert declared_annotation_kinds(name) == cls.ANNOTATION_KINDS != frozenset(), name
+        assert get_registry().annotation_kinds(name) == cls.ANNOTATION_KINDS != frozenset(), name
     for name in ("image-text-folder", "coco-captions", "cub-200-text", "mm-celeba-hq", "textcaps"):
-        assert declared_annotation_kinds(name) == frozenset(), name
+        assert get_registry().annotation_kinds(name) == frozenset(), name
 
 
 def test_annotation_records_check_their_fields():

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from lgvq_core.context import BuildContext
-from lgvq_core.data.annotations import MissingAnnotationError, check_annotation_kinds, declared_annotation_kinds
+from lgvq_core.data.annotations import MissingAnnotationError
 from lgvq_core.data.config import ShapesConfig
 from lgvq_core.data.shapes import ShapesDataset
 from lgvq_core.data.shapes_attributes import attributes_of
 from lgvq_core.data.shapes_scene import BACKGROUNDS, COLORS, KINDS, Scene, Shape, render_labels
-from lgvq_core.registry import build
+from lgvq_core.registry import build, get_registry
 
 WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
@@ -138,8 +138,7 @@ def test_classes_are_fixed_by_the_config_and_every_index_is_valid():
 def test_only_datasets_that_declare_attributes_have_them(tmp_path):
     from PIL import Image
 
-    assert "attributes" in declared_annotation_kinds("shapes")
-    assert check_annotation_kinds("shapes", ["attributes"]) == []
+    assert "attributes" in get_registry().annotation_kinds("shapes")
     Image.new("RGB", (8, 8), (90, 90, 90)).save(tmp_path / "a.png")
     (tmp_path / "train.jsonl").write_text(json.dumps({"image": "a.png", "caption": "a gray square"}) + "\n")
     folder = build(

@@ -92,6 +92,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "collate": ("lgvq_core.data.base", "collate"),
     "ATTRIBUTES": ("lgvq_core.data.annotations", "ATTRIBUTES"),
     "missing_annotation_message": ("lgvq_core.data.annotations", "missing_annotation_message"),
+    "annotation_problem": ("lgvq_core.data.annotations", "annotation_problem"),
     "build_component": ("lgvq_core.registry", "build"),
     # WordNet
     "WordNetUnavailable": ("lgvq_core.wordnet", "WordNetUnavailable"),
@@ -142,7 +143,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers: the same names, impor
     from lgvq_core.config.fields import in_range, non_negative, option, positive, probability
     from lgvq_core.config.problems import Problem
     from lgvq_core.context import BuildContext
-    from lgvq_core.data.annotations import ATTRIBUTES, missing_annotation_message
+    from lgvq_core.data.annotations import ATTRIBUTES, annotation_problem, missing_annotation_message
     from lgvq_core.data.base import CaptionedImages, collate
     from lgvq_core.downstream import FrozenTokenizer, SampleConditions
     from lgvq_core.errors import CheckpointError, ConfigError, LgvqError

@@ -207,7 +207,24 @@ class Registry:
             raise ComponentImportError(
                 f"{path}.type: plugin {entry.plugin!r} ({entry.distribution} {entry.version}), {exc}"
             ) from None
-        return factory(component.config, context)
+        built = factory(component.config, context)
+        if kind == "dataset" and hasattr(built, "annotation_index"):
+            built.annotation_index = (
+                self.datasets_with
+            )  # its missing-annotation errors name the datasets that have them
+        return built
+
+    def annotation_kinds(self, dataset_type: str) -> frozenset[str]:
+        """The annotation kinds registered dataset ``dataset_type`` declares (no dataset is built)."""
+        return frozenset(getattr(self.get_spec("dataset", dataset_type).config_cls, "annotation_kinds", frozenset()))
+
+    def datasets_with(self, kind: str) -> list[str]:
+        """Names of the registered datasets that declare annotation ``kind``, sorted."""
+        return sorted(
+            entry.name
+            for entry in self.entries("dataset")
+            if kind in getattr(entry.spec.config_cls, "annotation_kinds", frozenset())
+        )
 
 
 #: Where a component of each kind is named in a run file.

@@ -313,7 +313,9 @@ def missing_attributes(data: Any, task: str) -> str | None:
     if kinds is None:
         return f"{task} needs per-image attributes, and dataset {name!r} has no annotations interface"
     if ATTRIBUTES not in kinds():
-        return f"{task} needs per-image attributes: {missing_annotation_message(name, ATTRIBUTES)}"
+        index = getattr(data, "annotation_index", None)  # set when the registry built the dataset
+        having = index(ATTRIBUTES) if callable(index) else None
+        return f"{task} needs per-image attributes: {missing_annotation_message(name, ATTRIBUTES, having)}"
     return None
 
 

@@ -213,15 +213,14 @@ class CodeProbeConfig(TaskConfig):
     """
 
     def cross_check(self, run: Any, path: str) -> Iterator[Problem]:
-        from lgvq_core.api import ATTRIBUTES, missing_annotation_message
+        from lgvq_core.api import ATTRIBUTES, annotation_problem
 
         data = getattr(run, "data", None)
         if data is None:
             return
         if ATTRIBUTES not in getattr(type(data.config), "annotation_kinds", frozenset()):
-            yield Problem(
-                path,
-                f"task 'code-probe' needs per-image attributes: {missing_annotation_message(data.type, ATTRIBUTES)}",
+            yield annotation_problem(
+                path, data.type, ATTRIBUTES, prefix="task 'code-probe' needs per-image attributes: "
             )
 
     train_images: int = option(

@@ -16,7 +16,7 @@ import tomli
 
 from lgvq_core.checkpoint_files import MODEL_FILE
 from lgvq_core.config.problems import Problem
-from lgvq_core.data.annotations import missing_annotation_message
+from lgvq_core.data.annotations import annotation_problem
 from lgvq_core.errors import DuplicateComponentError, UnknownComponentError
 from lgvq_core.specs import DownstreamSpec
 
@@ -245,5 +245,5 @@ def downstream_cross_check(run) -> list[Problem]:
     have = getattr(type(run.data.config), "annotation_kinds", frozenset())
     for kind in sorted(needed() if callable(needed) else ()):
         if kind not in have:
-            problems.append(Problem("$.data.type", missing_annotation_message(run.data.type, kind)))
+            problems.append(annotation_problem("$.data.type", run.data.type, kind))
     return problems

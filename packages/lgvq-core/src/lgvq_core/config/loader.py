@@ -153,6 +153,15 @@ def parse_toml(text: str) -> dict[str, Any]:
         raise ConfigError([f"$: invalid TOML at {where}: {msg}"]) from None
 
 
+def _with_datasets_having(problem: Problem, registry: Any) -> Problem:
+    """A missing-annotation problem completed with the registered datasets that have the annotation."""
+    if problem.annotation is None:
+        return problem
+    dataset_type, kind = problem.annotation
+    having = ", ".join(registry.datasets_with(kind)) or "none is registered"
+    return attrs.evolve(problem, message=f"{problem.message}; datasets with them: {having}")
+
+
 def validate(raw: Mapping[str, Any], *, registry: Any, source: str = "<run file>") -> LoadedRunFile:
     """Structure and check a parsed run file; raise :class:`ConfigError` listing every problem."""
     raw = dict(raw)
@@ -171,6 +180,7 @@ def validate(raw: Mapping[str, Any], *, registry: Any, source: str = "<run file>
     problems = early + walker.problems
     if config is not None:
         problems = problems + cross_check(config)
+    problems = [_with_datasets_having(p, registry) for p in problems]
     # A section the tokenizer run would have filled in is not a problem of its own: the run directory is.
     problems = [p for p in problems if p.path not in inherited]
     errors = [p for p in problems if not p.warning]

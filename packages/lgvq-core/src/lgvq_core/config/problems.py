@@ -12,6 +12,9 @@ class Problem:
     path: str
     message: str
     warning: bool = False
+    #: ``(dataset type, annotation kind)`` when the problem is a missing annotation: the run-file check,
+    #: which holds the registry, adds which registered datasets have it.
+    annotation: tuple[str, str] | None = None
 
     def __str__(self) -> str:
         return f"{self.path}: {'warning: ' if self.warning else ''}{self.message}"

@@ -29,8 +29,8 @@ from typing import Any
 
 import attrs
 
+from lgvq_core.config.problems import Problem
 from lgvq_core.errors import LgvqError
-from lgvq_core.registry import get_registry, get_spec
 
 SEGMENTATION, QUESTIONS, REFERRING, ATTRIBUTES = "segmentation", "questions", "referring", "attributes"
 #: Every annotation kind a dataset may declare.
@@ -115,32 +115,23 @@ class MissingAnnotationError(LgvqError, LookupError):
     """A task asked a dataset for an annotation kind it does not have."""
 
 
-def declared_annotation_kinds(dataset_type: str) -> frozenset[str]:
-    """The annotation kinds the registered dataset ``dataset_type`` declares (no dataset is built)."""
-
-    return frozenset(getattr(get_spec("dataset", dataset_type).config_cls, "annotation_kinds", frozenset()))
-
-
-def datasets_with(kind: str) -> list[str]:
-    """Names of the registered datasets that declare annotation ``kind``, sorted."""
-
-    return sorted(
-        entry.name
-        for entry in get_registry().entries("dataset")
-        if kind in getattr(entry.spec.config_cls, "annotation_kinds", frozenset())
-    )
-
-
-def missing_annotation_message(dataset_type: str, kind: str) -> str:
-    """``dataset 'x' has no 'segmentation' annotations; datasets with them: a, b``."""
+def missing_annotation_message(dataset_type: str, kind: str, having: Iterable[str] | None = None) -> str:
+    """``dataset 'x' has no 'segmentation' annotations; datasets with them: a, b`` (``having``: the
+    registered datasets that declare ``kind``; without it, the message points at where they are listed)."""
     if kind not in ANNOTATION_KINDS:
         return f"unknown annotation kind {kind!r}; the kinds are: {', '.join(sorted(ANNOTATION_KINDS))}"
-    having = datasets_with(kind)
-    others = ", ".join(having) if having else "none is registered"
-    return f"dataset {dataset_type!r} has no {kind!r} annotations; datasets with them: {others}"
+    message = f"dataset {dataset_type!r} has no {kind!r} annotations"
+    if having is None:
+        return f"{message}; docs/datasets.md lists the datasets that have them"
+    others = ", ".join(sorted(having)) or "none is registered"
+    return f"{message}; datasets with them: {others}"
 
 
-def check_annotation_kinds(dataset_type: str, needed: Iterable[str], path: str = "$.data.type") -> list[str]:
-    """``lgvq check`` problems (``"$.path: message"``) for each needed kind the dataset lacks."""
-    have = declared_annotation_kinds(dataset_type)
-    return [f"{path}: {missing_annotation_message(dataset_type, kind)}" for kind in needed if kind not in have]
+def annotation_problem(path: str, dataset_type: str, kind: str, prefix: str = "") -> Problem:
+    """A run-file problem: dataset ``dataset_type`` lacks annotation ``kind``. The run-file check adds
+    which registered datasets have it (it holds the registry; a config class does not)."""
+    if kind not in ANNOTATION_KINDS:
+        return Problem(path, prefix + missing_annotation_message(dataset_type, kind))
+    return Problem(
+        path, f"{prefix}dataset {dataset_type!r} has no {kind!r} annotations", annotation=(dataset_type, kind)
+    )

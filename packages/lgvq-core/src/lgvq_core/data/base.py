@@ -143,6 +143,9 @@ class CaptionedImages(Dataset):
     name: str = "dataset"
     #: The annotation kinds this dataset has (its config class declares the same set).
     ANNOTATION_KINDS: ClassVar[frozenset[str]] = frozenset()
+    #: ``kind -> registered datasets that declare it``, set by the registry that built this dataset:
+    #: a missing-annotation error then names them.
+    annotation_index: Callable[[str], list[str]] | None = None
 
     def __init__(
         self,
@@ -234,7 +237,8 @@ class CaptionedImages(Dataset):
         """Raise :class:`MissingAnnotationError` for the first of ``kinds`` this dataset lacks."""
         for kind in kinds:
             if kind not in self.annotation_kinds():
-                raise MissingAnnotationError(missing_annotation_message(self.name, kind))
+                having = self.annotation_index(kind) if self.annotation_index is not None else None
+                raise MissingAnnotationError(missing_annotation_message(self.name, kind, having))
 
     def segmentation_classes(self) -> tuple[str, ...]:
         """Names of the segmentation classes, by id (``[0]`` is the background)."""

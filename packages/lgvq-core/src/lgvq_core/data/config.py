@@ -21,7 +21,7 @@ import attrs
 from lgvq_core.config.fields import image_side, in_range, non_negative, option, positive
 from lgvq_core.config.problems import Problem
 from lgvq_core.config.schema import Component
-from lgvq_core.data.annotations import SEGMENTATION, missing_annotation_message
+from lgvq_core.data.annotations import SEGMENTATION, annotation_problem
 
 #: How an image of any size becomes ``image_size`` x ``image_size``. "resize-square" scales both
 #: sides to ``image_size``, distorting the aspect ratio (TextCaps' official ``Resize([256, 256])``);
@@ -454,7 +454,7 @@ class SegmentationMapsConfig:
         source = self.source
         kinds = getattr(type(source.config), "annotation_kinds", frozenset())
         if SEGMENTATION not in kinds:
-            yield Problem(f"{path}.source.type", missing_annotation_message(source.type, SEGMENTATION))
+            yield annotation_problem(f"{path}.source.type", source.type, SEGMENTATION)
 
     @classmethod
     def contract_config(cls) -> SegmentationMapsConfig:
