@@ -10,6 +10,7 @@ No torch here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lgvq_core.errors import LgvqError
@@ -33,5 +34,5 @@ def require_finite_scalar(value: Any, what: str) -> None:
     if not (hasattr(value, "dim") and hasattr(value, "detach")) or value.dim() != 0:
         raise ContractError(f"{what} must be a scalar tensor, got {value!r}")
     number = float(value.detach())
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise ContractError(f"{what} is not finite: {number}")

@@ -157,8 +157,7 @@ def _with_datasets_having(problem: Problem, registry: Any) -> Problem:
     """A missing-annotation problem completed with the registered datasets that have the annotation."""
     if problem.annotation is None:
         return problem
-    dataset_type, kind = problem.annotation
-    having = ", ".join(registry.datasets_with(kind)) or "none is registered"
+    having = ", ".join(registry.datasets_with(problem.annotation[1])) or "none is registered"
     return attrs.evolve(problem, message=f"{problem.message}; datasets with them: {having}")
 
 
