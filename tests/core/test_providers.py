@@ -13,7 +13,7 @@ from lgvq_core.errors import UnknownComponentError
 from lgvq_core.registry import get_registry
 from lgvq_core.specs import KINDS
 
-OWN_PACKAGES = ("lgvq-backbones", "lgvq-text-encoders", "lgvq-tasks")
+OWN_PACKAGES = ("lgvq-backbones", "lgvq-text-encoders", "lgvq-tasks", "lgvq-loggers")
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_kind_no_missing_package_provides_gets_no_hint(without_text_encoders):
 
 
 def test_the_table_lists_the_kinds_each_of_lgvqs_packages_registers(make_plugin_manager):
-    make_plugin_manager(["core", "backbones", "text-encoders", "tasks"])
+    make_plugin_manager(["core", "backbones", "text-encoders", "tasks", "loggers"])
     registry = get_registry()
 
     registered: dict[str, set[str]] = {}

@@ -54,7 +54,7 @@ def test_an_unknown_kind_lists_the_kinds(sample):
 
     assert str(caught.value) == (
         "unknown component kind 'backbon'; kinds are: backbone, quantizer, text-encoder, alignment-loss, "
-        "dataset, task, callback, downstream"
+        "dataset, task, callback, downstream, logger, importer, exporter"
     )
 
 

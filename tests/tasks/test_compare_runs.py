@@ -153,6 +153,9 @@ def test_lgvq_compare_trains_two_seeds_of_both_arms_and_tables_their_real_result
     assert psnr["mean"]["LG-VQ"] == pytest.approx(sum(psnr["values"]["LG-VQ"]) / 2)
     assert psnr["values"]["LG-VQ"][0] != psnr["values"]["LG-VQ"][1]  # the seeds differ
     assert len({r["run_dir"] for r in data["runs"]}) == 4
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))  # one per curve: each seed and the mean
+    assert {"train-loss.png", "train-rec_loss.png", "val-rec_loss.png", "val-psnr.png"} <= set(figures)
+    assert f"wrote {len(figures)} figure(s) of the curves" in result.out
 
     again = lgvq_cli("compare", str(path), "--out", str(out))
     assert again.code == 0 and again.out.count("finished earlier, kept") == 4 and ": training (" not in again.out

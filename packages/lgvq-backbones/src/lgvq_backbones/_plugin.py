@@ -17,3 +17,17 @@ def lgvq_quantizers():
     from lgvq_backbones.registration import QUANTIZERS
 
     return QUANTIZERS
+
+
+@hookimpl
+def lgvq_importers():
+    from lgvq_backbones.interop.importers import IMPORTERS
+
+    return IMPORTERS
+
+
+@hookimpl
+def lgvq_exporters():
+    from lgvq_backbones.interop.exporters import EXPORTERS
+
+    return EXPORTERS

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lgvq_core.alignment.registration import ALIGNMENT_LOSSES
 from lgvq_core.callbacks.registration import CALLBACKS
 from lgvq_core.data.registration import DATASETS
+from lgvq_core.interop.exporters import EXPORTERS
 from lgvq_core.plugins import hookimpl
 from lgvq_core.quantizers.registration import QUANTIZERS
 
@@ -31,3 +32,9 @@ def lgvq_datasets():
 def lgvq_callbacks():
 
     return CALLBACKS
+
+
+@hookimpl
+def lgvq_exporters():
+
+    return EXPORTERS

@@ -108,6 +108,17 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "LoadedTokenizer": ("lgvq_core.runner.load", "LoadedTokenizer"),
     "read_checkpoint": ("lgvq_core.runner.load", "read_checkpoint"),
     "CheckpointRead": ("lgvq_core.runner.load", "CheckpointRead"),
+    # exporters (`lgvq export`)
+    "ExportSource": ("lgvq_core.interop.exporting", "ExportSource"),
+    "ExportError": ("lgvq_core.errors", "ExportError"),
+    # importers (`lgvq import`)
+    "ImportedCheckpoint": ("lgvq_core.interop.records", "ImportedCheckpoint"),
+    "read_lightning_checkpoint": ("lgvq_core.interop.lightning", "read_lightning_checkpoint"),
+    "plain_data": ("lgvq_core.interop.lightning", "plain_data"),
+    "has_unread": ("lgvq_core.interop.lightning", "has_unread"),
+    # loggers (`[[loggers]]`)
+    "Logger": ("lgvq_core.loggers", "Logger"),
+    "LoggerRun": ("lgvq_core.loggers", "LoggerRun"),
     # downstream runs: batches, samples
     "to_device": ("lgvq_core.runner.batches", "to_device"),
     "model_inputs": ("lgvq_core.runner.downstream", "model_inputs"),
@@ -146,8 +157,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers: the same names, impor
     from lgvq_core.data.annotations import ATTRIBUTES, annotation_problem, missing_annotation_message
     from lgvq_core.data.base import CaptionedImages, collate
     from lgvq_core.downstream import FrozenTokenizer, SampleConditions
-    from lgvq_core.errors import CheckpointError, ConfigError, LgvqError
+    from lgvq_core.errors import CheckpointError, ConfigError, ExportError, LgvqError
     from lgvq_core.image_quality import psnr_per_image, to_unit_range
+    from lgvq_core.interop.exporting import ExportSource
+    from lgvq_core.interop.lightning import has_unread, plain_data, read_lightning_checkpoint
+    from lgvq_core.interop.records import ImportedCheckpoint
+    from lgvq_core.loggers import Logger, LoggerRun
     from lgvq_core.lpips import LPIPS, load_lpips
     from lgvq_core.plugins import hookimpl
     from lgvq_core.quantizers.base import Quantizer, QuantizerOutput, usage_from_counts

@@ -244,6 +244,24 @@ def cmd_shards(args: argparse.Namespace) -> int:
     return shards_from_cli(args)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from lgvq_core.interop.importing import import_from_cli  # lazy: imports torch; the other commands stay torch-free
+
+    return import_from_cli(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lgvq_core.interop.exporting import export_from_cli  # lazy: imports torch; the other commands stay torch-free
+
+    return export_from_cli(args)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from lgvq_core.runner.plot import plot_from_cli  # lazy: imports matplotlib; the other commands stay without it
+
+    return plot_from_cli(args)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lgvq_core.runner.evaluate import eval_from_cli  # lazy: imports torch; the other commands stay torch-free
 
@@ -344,6 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
         "always kept)",
     )
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("plot", help="loss curves and validation metrics over steps of one or more runs, overlaid")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `lgvq run`")
+    p.add_argument("--out", help="figure file, .png or .svg (default: plot.png in the first run directory)")
+    p.add_argument("--labels", nargs="+", help="a label per run directory (default: the directory names)")
+    p.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics (default: every one)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "import", help="turn another project's checkpoint into an lgvq run directory (`lgvq list importer`)"
+    )
+    p.add_argument("format", metavar="FORMAT", help="the checkpoint's project, e.g. taming or lg-vq")
+    p.add_argument("checkpoint", help="the checkpoint file (a PyTorch Lightning .ckpt)")
+    p.add_argument("out", metavar="OUT_RUN_DIR", help="run directory to create (must not exist or be empty)")
+    p.add_argument("--config", help="the project's model config (YAML) the checkpoint was trained with")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an importer option (repeatable)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="write a trained tokenizer in another format (`lgvq list exporter`)")
+    p.add_argument("run_dir", help="tokenizer run directory written by `lgvq run` (or `lgvq import`)")
+    p.add_argument("--format", required=True, help="diffusers, folder, ...")
+    p.add_argument("out", help="folder to write (must not exist or be empty)")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path (default: best)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an exporter option (repeatable)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("shards", help="write a run file's dataset as WebDataset-style tar shards (tar-shards)")
     p.add_argument("file", help="run file whose [data] to write")

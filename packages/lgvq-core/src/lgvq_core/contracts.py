@@ -36,3 +36,21 @@ def require_finite_scalar(value: Any, what: str) -> None:
     number = float(value.detach())
     if not math.isfinite(number):
         raise ContractError(f"{what} is not finite: {number}")
+
+
+def require_methods(component: Any, what: str, methods: dict[str, tuple[str, ...]]) -> None:
+    """``component`` has each method, callable with these positional parameters (``self`` aside)."""
+    import inspect
+
+    for name, parameters in methods.items():
+        method = getattr(component, name, None)
+        if not callable(method):
+            raise ContractError(f"{what} must have {name}({', '.join(parameters)}); {component!r} has none")
+        try:
+            inspect.signature(method).bind(*parameters)
+        except TypeError as exc:
+            raise ContractError(
+                f"{what}: {name} must accept ({', '.join(parameters)}); {name}{inspect.signature(method)}: {exc}"
+            ) from None
+        except ValueError:  # a builtin without a signature: nothing to check
+            continue

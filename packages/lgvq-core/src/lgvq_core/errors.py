@@ -89,6 +89,11 @@ class DataError(LgvqError):
     """An image or caption file that is missing or unreadable; the message names the file."""
 
 
+class ExportError(LgvqError):
+    """A tokenizer that cannot be written in the asked format (``lgvq export``), or a missing optional
+    dependency of that format; the message says what the format lacks or what to install."""
+
+
 class DiskFullError(LgvqError, OSError):
     """No space left while writing ``path``; nothing half-written is left for a reader.
 

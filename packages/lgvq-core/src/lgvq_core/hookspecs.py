@@ -120,6 +120,51 @@ def lgvq_downstream_models() -> Iterable[DownstreamSpec]:
     """
 
 
+@hookspec
+def lgvq_loggers() -> Iterable[ComponentSpec]:
+    """Return the experiment trackers this plugin provides.
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records whose factory returns an object with
+        the methods of :class:`lgvq_core.loggers.Logger`. A ``[[loggers]]`` table builds one on rank 0
+        only; the runner hands it every metric line written to ``metrics.jsonl``, the resolved run
+        file as hyperparameters, the sample grids and evaluation pictures and the final task numbers.
+        A logger that raises is reported once and switched off; the run goes on.
+    """
+
+
+@hookspec
+def lgvq_importers() -> Iterable[ComponentSpec]:
+    """Return the checkpoint importers this plugin provides (``lgvq import NAME CHECKPOINT OUT_RUN_DIR``).
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records; the config class holds the command's
+        options (``--config``, ``--set key=value``). The factory (given a context whose ``log``
+        reports progress) returns an object with ``convert(checkpoint) ->``
+        :class:`~lgvq_core.interop.records.ImportedCheckpoint`: the run file and the weights under
+        lgvq's names, with the account of every source key. It reads the file without running code
+        from it (:func:`lgvq_core.interop.lightning.read_lightning_checkpoint`); lgvq-core checks the
+        weights against the model the run file builds and writes the run directory
+        (:mod:`lgvq_core.interop.importing`).
+    """
+
+
+@hookspec
+def lgvq_exporters() -> Iterable[ComponentSpec]:
+    """Return the tokenizer exporters this plugin provides (``lgvq export RUN_DIR --format NAME OUT``).
+
+    :returns: :class:`~lgvq_core.specs.ComponentSpec` records; the config class holds the format's
+        options (``--set key=value``). The factory returns an object with two methods
+        (see :mod:`lgvq_core.interop.exporting`):
+
+        - ``check(config)``: called with the validated run file before any weights are read; raises
+          :class:`~lgvq_core.errors.ExportError` naming what the format lacks when it cannot hold
+          this tokenizer exactly.
+        - ``export(source, out_dir, log)``: writes the :class:`~lgvq_core.interop.exporting.ExportSource`
+          (the loaded tokenizer, its run file, evaluation records, provenance) into ``out_dir``, an
+          empty staging folder that becomes OUT only when it returns; raising leaves no OUT. A missing
+          optional dependency is an ``ExportError`` with the install line, raised by the factory.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Producer hooks
 #

@@ -15,9 +15,10 @@ from lgvq_core.specs import normalize_kind, normalize_name
 
 #: lgvq's plugin packages -> the component kinds each registers.
 PACKAGES: dict[str, tuple[str, ...]] = {
-    "lgvq-backbones": ("backbone", "quantizer"),
+    "lgvq-backbones": ("backbone", "quantizer", "importer", "exporter"),
     "lgvq-text-encoders": ("text_encoder",),
     "lgvq-tasks": ("task", "downstream"),
+    "lgvq-loggers": ("logger",),
 }
 
 #: The opt-in test doubles of lgvq-core's own ``testing`` plugin (see :mod:`lgvq_core.plugins`).

@@ -237,6 +237,9 @@ RUN_FILE_TABLES: dict[str, str] = {
     "task": '[[tasks]] type = "{name}"',
     "callback": '[[callbacks]] type = "{name}"',
     "downstream": '[downstream] type = "{name}" (a run file with [tokenizer] run_dir)',
+    "logger": '[[loggers]] type = "{name}"',
+    "importer": "`lgvq import {name} CHECKPOINT OUT_RUN_DIR`",
+    "exporter": "`lgvq export RUN_DIR --format {name} OUT`",
 }
 
 

@@ -26,6 +26,9 @@ KINDS: tuple[str, ...] = (
     "task",
     "callback",
     "downstream",
+    "logger",
+    "importer",
+    "exporter",
 )
 
 #: Registration hook name for each kind.
@@ -38,6 +41,9 @@ HOOK_FOR_KIND: dict[str, str] = {
     "task": "lgvq_tasks",
     "callback": "lgvq_callbacks",
     "downstream": "lgvq_downstream_models",
+    "logger": "lgvq_loggers",
+    "importer": "lgvq_importers",
+    "exporter": "lgvq_exporters",
 }
 
 

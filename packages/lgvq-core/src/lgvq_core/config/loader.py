@@ -52,7 +52,7 @@ def _component_paths(run: RunFile | DownstreamRunFile) -> list[tuple[str, Compon
     found = RUN_FILE_RULES[type(run)][0](run)
     if run.text_encoder is not None:
         found.append(("$.text_encoder", run.text_encoder))
-    for section in ("tasks", "callbacks"):
+    for section in ("tasks", "callbacks", "loggers"):
         found.extend((f"$.{section}[{i}]", c) for i, c in enumerate(getattr(run, section)))
     return found
 
@@ -85,7 +85,20 @@ def _tokenizer_run_problems(run: RunFile) -> list[Problem]:
                 Problem(f"$.alignment[{i}].type", f"{loss.type!r} is already given as $.alignment[{seen[loss.type]}]")
             )
         seen.setdefault(loss.type, i)
-    return problems + _code_vit_heads(run)
+    return problems + _code_vit_heads(run) + _init_from(run)
+
+
+def _init_from(run: RunFile) -> list[Problem]:
+    """``train.init_from`` names a tokenizer run directory (one with resolved.toml and checkpoints)."""
+    if run.train.init_from is None:
+        return []
+    path = Path(run.train.init_from).expanduser()
+    if not (path / "resolved.toml").is_file() or not (path / "checkpoints").is_dir():
+        what = "does not exist" if not path.exists() else "is not a run directory (no resolved.toml and checkpoints/)"
+        return [
+            Problem("$.train.init_from", f"{path} {what}; give a run directory written by `lgvq run` or `lgvq import`")
+        ]
+    return []
 
 
 #: What each kind of run file adds to the checks every run file gets: its own components (whose

@@ -32,11 +32,28 @@ def split_key(key: str) -> list[str | int]:
     return parts
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML reads it (``false``, ``1e-4``, ``[1, 2]``), else the text itself."""
     try:
         return tomli.loads(f"v = {text}")["v"]
     except tomli.TOMLDecodeError:
         return text
+
+
+def option_pairs(pairs: list[str], example: str) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs of a command's component options as a table (values read by
+    :func:`parse_value`); a pair without ``=`` is a :class:`ConfigError` (every one listed)."""
+    table: dict[str, Any] = {}
+    problems = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {pair!r}: expected KEY=VALUE, e.g. --set {example}")
+            continue
+        table[key.strip()] = parse_value(value.strip())
+    if problems:
+        raise ConfigError(problems)
+    return table
 
 
 def _is_string_field(parts: list[str | int], raw: Mapping[str, Any], registry: Any) -> bool:
@@ -100,7 +117,7 @@ def apply_overrides(
         except ValueError as exc:
             problems.append(f"$: --set {item!r}: {exc}")
             continue
-        value = text if _is_string_field(parts, result, registry) else _parse_value(text)
+        value = text if _is_string_field(parts, result, registry) else parse_value(text)
         node: Any = result
         path = "$"
         try:

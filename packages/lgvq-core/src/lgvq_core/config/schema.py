@@ -133,6 +133,13 @@ class TrainSection:
         False,
         "Skip unreadable images or captions instead of failing; skipped items are counted and reported.",
     )
+    init_from: str | None = option(
+        None,
+        "Tokenizer runs: start from the weights of this run directory (a tokenizer run, or one written by "
+        "`lgvq import`): the tokenizer, and the discriminator when both runs have one, strictly by key and "
+        "shape; not the optimizer state or the step. A resumed run continues from its own checkpoint.",
+    )
+    init_checkpoint: str = option("best", "Which checkpoint of init_from: best, last, or a checkpoint directory.")
 
 
 @attrs.define
@@ -240,6 +247,12 @@ class RunFile:
     code_vit: CodeViTSection = option(factory=CodeViTSection, doc="The code ViT shared by the alignment losses.")
     tasks: list[Component] = option(factory=list, doc="Evaluation tasks run at the end.", component="task")
     callbacks: list[Component] = option(factory=list, doc="Run callbacks.", component="callback")
+    loggers: list[Component] = option(
+        factory=list,
+        doc="Experiment trackers that receive the metric lines, hyperparameters, pictures and task numbers "
+        "(metrics.jsonl stays the record).",
+        component="logger",
+    )
     compare: CompareSection = option(factory=CompareSection, doc="Seeds and arms of `lgvq compare`.")
 
 
@@ -300,3 +313,9 @@ class DownstreamRunFile:
     )
     tasks: list[Component] = option(factory=list, doc="Evaluation tasks run at the end.", component="task")
     callbacks: list[Component] = option(factory=list, doc="Run callbacks.", component="callback")
+    loggers: list[Component] = option(
+        factory=list,
+        doc="Experiment trackers that receive the metric lines, hyperparameters, pictures and task numbers "
+        "(metrics.jsonl stays the record).",
+        component="logger",
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,10 @@ from typing import Any
 import tomli
 
 from lgvq_core.atomic import write_json_atomic, write_text_atomic
-from lgvq_core.errors import RunDirError
+from lgvq_core.errors import LgvqError, RunDirError
 from lgvq_core.registry import get_registry
 from lgvq_core.runner.compare_stats import CONFIDENCE, paired_difference, spread, t_quantile
+from lgvq_core.runner.plot import compare_figures
 
 
 @dataclass(frozen=True)
@@ -405,6 +407,15 @@ def compare_arms(
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "compare.md", markdown)
         write_json_atomic(out / "compare.json", data)
+        try:
+            figures = compare_figures(arms, out)
+        except LgvqError as exc:  # matplotlib is an optional extra: the table stands without the figures
+            print(f"note: no figures of the curves ({exc})", file=sys.stderr)
+        else:
+            if figures:
+                print(
+                    f"wrote {len(figures)} figure(s) of the curves (each seed and the mean per arm) to {out / 'figures'}"
+                )
     return markdown, data
 
 

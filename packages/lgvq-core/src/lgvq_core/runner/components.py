@@ -27,6 +27,7 @@ from lgvq_core.runner import optim as optim_module
 from lgvq_core.runner.context import RunContext, Scalers, TokenizerRunContext
 from lgvq_core.runner.determinism import apply_determinism
 from lgvq_core.runner.downstream_run import build_downstream_run
+from lgvq_core.runner.init_from import apply_init_from
 from lgvq_core.runner.step import DiscriminatorModule, GeneratorModule
 from lgvq_core.runner.tokenizer_run import TOKENIZER
 from lgvq_core.text_feature_cache import TextFeatureCache, cache_root
@@ -137,8 +138,11 @@ def _register_defaults(manager) -> None:
         manager.register(kinds, name="lgvq-defaults")
 
 
-def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunContext:
-    """Everything a run needs, on its device, wrapped for DDP under ``torchrun``, with optimizers."""
+def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None, resuming: bool = False) -> RunContext:
+    """Everything a run needs, on its device, wrapped for DDP under ``torchrun``, with optimizers.
+
+    ``resuming``: the run's own ``last`` checkpoint will be restored, so ``train.init_from`` is not read.
+    """
     config = loaded.config
     info = distr.init_distributed(config.run.device)
     device = distr.resolve_device(config.run.device, info)
@@ -163,6 +167,8 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None) -> RunC
     tokenizer = parts.tokenizer.to(device)
     alignment = parts.alignment.to(device) if parts.alignment is not None else None
     discriminator = parts.discriminator.to(device) if parts.discriminator is not None else None
+    if not resuming:  # a resumed run's weights come from its own checkpoint
+        apply_init_from(config.train, {"tokenizer": tokenizer, "discriminator": discriminator}, log)
     apply_speed_options(config.run, tokenizer, discriminator, log)
     run = TokenizerRunContext(
         config=config,

@@ -92,6 +92,8 @@ class RunContext:
     #: Whether the unreadable validation items were listed (once; later validations give the count).
     validation_skips_listed: bool = False
     overrides: list[str] = field(default_factory=list)
+    #: The run file's ``[[loggers]]`` on rank 0 (:class:`lgvq_core.loggers.RunLoggers`), else ``None``.
+    loggers: Any = None
 
     @property
     def kind(self) -> str:

@@ -28,6 +28,7 @@ from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.config.schema import DownstreamRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import CheckpointError, RunDirError
+from lgvq_core.interop import tokenizer_folder
 from lgvq_core.registry import get_registry
 from lgvq_core.run_file import load_run_file
 from lgvq_core.runner import checkpoint as ckpt
@@ -326,5 +327,15 @@ def load_tokenizer(run_dir: str | Path, checkpoint: str = "best", device: str = 
     ``checkpoint``: ``"best"`` (the best validation checkpoint; the last one when no validation
     ran), ``"last"`` or a checkpoint directory. The checkpoint is verified against its manifest;
     only the tokenizer is built (no datasets, text encoder or alignment heads).
+
+    ``run_dir`` may also be a tokenizer folder written by ``lgvq export --format folder``
+    (:mod:`lgvq_core.interop.tokenizer_folder`): it holds the weights of one checkpoint, so
+    ``checkpoint`` is left at its default.
     """
+    if tokenizer_folder.is_tokenizer_folder(run_dir):
+        if checkpoint != "best":
+            raise RunDirError(
+                f"{run_dir}: a tokenizer folder holds the weights of one checkpoint; leave checkpoint= out"
+            )
+        return LoadedTokenizer(tokenizer_folder.load_tokenizer_folder(run_dir, device, _stderr))
     return LoadedTokenizer(load_tokenizer_run(run_dir, checkpoint, device))

@@ -21,9 +21,11 @@ from typing import Any
 import torch
 
 from lgvq_core import checkpoint_files
+from lgvq_core.config.describe import unstructure
 from lgvq_core.config.loader import LoadedRunFile
 from lgvq_core.context import BuildContext
 from lgvq_core.errors import LgvqError, NonFiniteLossError
+from lgvq_core.loggers import LoggerRun, RunLoggers, build_loggers, flatten_config
 from lgvq_core.registry import get_registry
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner import guard, pointers
@@ -33,7 +35,7 @@ from lgvq_core.runner.context import RunContext
 from lgvq_core.runner.evaluate import evaluate_in_process
 from lgvq_core.runner.progress import Progress
 from lgvq_core.runner.reporting import RunResult, describe_result, report_skipped, train_record, used_components
-from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, write_run_files
+from lgvq_core.runner.rundir import MetricsWriter, create_run_dir, environment_report, read_metrics, write_run_files
 from lgvq_core.runner.state import promote_pending, restore, save, save_final, save_pending
 from lgvq_core.runner.validation import save_samples, validate_and_keep_best
 
@@ -138,6 +140,8 @@ def run_loop(run: RunContext, metrics_writer: MetricsWriter | None) -> RunResult
                     val_metrics = validate_and_keep_best(run, validation_loader, metrics_writer, progress)
                 if draws_samples and (run.step % train.sample_every == 0 or is_last):
                     save_samples(run, probe)
+                    if run.loggers:
+                        run.loggers.pictures()
                 if run.step % train.checkpoint_every == 0 and not is_last:
                     save_pending(run)
                 if distr.any_rank(run.stop_reason is not None, run.dist, run.device) and run.stop_reason is None:
@@ -188,7 +192,9 @@ def register_callbacks(run: RunContext) -> list[Any]:
     return plugins
 
 
-def _write_run_directory(run: RunContext, source_text: str, resuming: bool) -> MetricsWriter | None:
+def _write_run_directory(
+    run: RunContext, source_text: str, resuming: bool, loggers: list[tuple[str, Any]]
+) -> MetricsWriter | None:
     if not run.is_main:
         return None
     plugins = get_registry().report()
@@ -207,6 +213,19 @@ def _write_run_directory(run: RunContext, source_text: str, resuming: bool) -> M
     metrics_writer = MetricsWriter(run.run_dir / "metrics.jsonl")
     if resuming:
         metrics_writer.truncate_after(run.step)
+    if loggers:
+        run.loggers = RunLoggers(loggers, run.run_dir, run.log)
+        hyperparameters = flatten_config(unstructure(run.config))
+        start = LoggerRun(
+            run_dir=run.run_dir,
+            name=run.config.run.name,
+            output_dir=Path(run.config.run.output_dir),
+            hyperparameters=hyperparameters,
+            step=run.step,
+            previous_state=None,
+        )
+        run.loggers.start(start, read_metrics(run.run_dir) if resuming else [])
+        metrics_writer.on_write = run.loggers.metrics
     run.log(f"run directory: {run.run_dir}  (lr {run.lr:.3g}, {run.world_size} process(es), {run.device})")
     return metrics_writer
 
@@ -237,12 +256,14 @@ def train(
     config = loaded.config
     torch.manual_seed(config.run.seed)
     quiet_third_party_bars(config.run.progress)
-    run = build_run(loaded, overrides)
+    run = build_run(loaded, overrides, resuming=resume_dir is not None)
     callbacks: list[Any] = []
+    status = "FAILED"
     try:
         for warning in loaded.warnings:
             run.log(str(warning))
         check_one_batch(run)  # before anything is written
+        loggers = build_loggers(config) if run.is_main else []  # a missing tracker package stops it here too
         if resume_dir is not None:
             run.run_dir = Path(resume_dir)
         elif run.is_main:
@@ -261,16 +282,25 @@ def train(
         if resume_dir is not None:
             restore(run, run.run_dir)
             run.log(f"resumed {run.run_dir} at step {run.step}")
-        metrics_writer = _write_run_directory(run, source_text, resuming=resume_dir is not None)
+        metrics_writer = _write_run_directory(run, source_text, resuming=resume_dir is not None, loggers=loggers)
 
         result = run_loop(run, metrics_writer)
         if run.skipped_items:
             report_skipped(run)
         distr.barrier(run.dist)  # the ranks leave the process group together, not while one still sends
         if run.is_main and config.tasks and result.stop_reason in EVALUATED_STOPS:
-            evaluate_in_process(run)
+            results = evaluate_in_process(run)
+            if run.loggers:
+                run.loggers.results(results, run.step)
+        status = "FINISHED" if result.stop_reason in EVALUATED_STOPS else "KILLED"
         return result
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        raise
     finally:
+        if run.loggers:
+            run.loggers.pictures()
+            run.loggers.finish(status)
         for plugin in callbacks:
             run.plugin_manager.unregister(plugin)
         distr.shutdown_distributed()

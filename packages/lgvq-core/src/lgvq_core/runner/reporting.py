@@ -72,6 +72,7 @@ def used_components(config) -> list[dict[str, Any]]:
     used += [("alignment_loss", c) for c in getattr(config, "alignment", ())]
     used += [("task", c) for c in config.tasks]
     used += [("callback", c) for c in config.callbacks]
+    used += [("logger", c) for c in config.loggers]
     records = []
     for kind, component in used:
         entry = registry.get(kind, component.type)

@@ -10,6 +10,7 @@ import platform
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,10 @@ class MetricsWriter:
     length before the write, and a full disk is raised as :class:`DiskFullError`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_write: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = path
+        #: Called with each line once it is on disk (the run's loggers).
+        self.on_write = on_write
 
     def truncate_after(self, step: int) -> None:
         """Keep lines up to ``step`` (a resume re-runs the later steps); rewritten atomically."""
@@ -146,6 +149,8 @@ class MetricsWriter:
                 if is_disk_full(exc):
                     raise disk_full(self.path) from None
                 raise
+        if self.on_write is not None:
+            self.on_write(record)
 
 
 def _step_of(record: dict[str, Any]) -> int:

@@ -415,6 +415,9 @@ def _checks() -> dict[str, Any]:
     """Kind -> ``check(entry, component, context)``: each kind's own check, with what the suite built."""
     from lgvq_core.alignment.base import check_alignment_loss  # lazy: imports torch; see exercise
     from lgvq_core.data.base import check_dataset  # lazy: imports torch; see exercise
+    from lgvq_core.interop.exporting import check_exporter  # lazy: imports torch; see exercise
+    from lgvq_core.interop.records import check_importer  # lazy: only the build check needs it; see exercise
+    from lgvq_core.loggers import check_logger  # lazy: only the build check needs it; see exercise
     from lgvq_core.quantizers.base import check_quantizer  # lazy: imports torch; see exercise
     from lgvq_core.text_encoder import check_text_encoder  # lazy: imports torch; see exercise
     from lgvq_core.tokenizer import check_tokenizer  # lazy: imports torch; see exercise
@@ -434,6 +437,9 @@ def _checks() -> dict[str, Any]:
             component, context.train_data, context.text_encoder
         ),
         "callback": _check_callback,
+        "logger": lambda entry, component, context: check_logger(component),
+        "importer": lambda entry, component, context: check_importer(component),
+        "exporter": lambda entry, component, context: check_exporter(component),
     }
 
 
