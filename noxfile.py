@@ -47,6 +47,7 @@ PACKAGES = {
     "backbones": ("lgvq-backbones", "packages/lgvq-backbones", "lgvq_backbones"),
     "text_encoders": ("lgvq-text-encoders", "packages/lgvq-text-encoders", "lgvq_text_encoders"),
     "tasks": ("lgvq-tasks", "packages/lgvq-tasks", "lgvq_tasks"),
+    "loggers": ("lgvq-loggers", "packages/lgvq-loggers", "lgvq_loggers"),
 }
 EXAMPLE_PLUGIN = "examples/plugins/lgvq-example-backbone"
 
@@ -180,6 +181,9 @@ def isolated(session: nox.Session, package: str) -> None:
     shutil.rmtree(wheels, ignore_errors=True)
     built = [str(p) for p in build_wheels(session, wheels, sorted({PACKAGES["core"][1], folder}))]
     session.install("--find-links", str(wheels), *built)
+    extras = optional_extras(ROOT / folder)
+    if extras:  # the components that need an extra (a tracker, diffusers) are built by the contract too
+        session.install("--find-links", str(wheels), f"{distribution}[{','.join(extras)}]")
 
     session.run("python", "-c", _IMPORT_EVERY_MODULE, import_name, *NEEDS_PYTEST, env=OFFLINE)
     report = session.run("lgvq", "plugins", "--json", silent=True, env={"LGVQ_STRICT_PLUGINS": "1"})
@@ -190,6 +194,12 @@ def isolated(session: nox.Session, package: str) -> None:
     session.run(
         "python", "-m", "lgvq_core.testing.contract", *plugins, "--", "-q", env={**OFFLINE, "LGVQ_STRICT_PLUGINS": "1"}
     )
+
+
+def optional_extras(project: Path) -> list[str]:
+    """The extras a project declares, but ``testing`` (pytest is the contract's host, installed apart)."""
+    data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    return sorted(set(data.get("project", {}).get("optional-dependencies", {})) - {"testing"})
 
 
 #: Modules that run inside pytest (pytest is their host, not a dependency); imported by the contract run.

@@ -13,8 +13,8 @@ import pytest
 
 from lgvq_core.config.describe import dumps_toml
 
-DISTRIBUTIONS = ("lgvq-core", "lgvq-backbones", "lgvq-text-encoders", "lgvq-tasks")
-ALL_PLUGINS = ["core", "testing", "backbones", "text-encoders", "tasks"]
+DISTRIBUTIONS = ("lgvq-core", "lgvq-backbones", "lgvq-text-encoders", "lgvq-tasks", "lgvq-loggers")
+ALL_PLUGINS = ["core", "testing", "backbones", "text-encoders", "tasks", "loggers"]
 
 
 def lgvq(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -51,7 +51,7 @@ def test_plugins_lists_each_plugin_with_its_distribution_and_components(plugin_m
     assert "FAILED" not in result.out
 
 
-def test_plugins_json_lists_the_four_distributions_with_versions_and_components(make_plugin_manager, lgvq_cli):
+def test_plugins_json_lists_the_five_distributions_with_versions_and_components(make_plugin_manager, lgvq_cli):
     make_plugin_manager(ALL_PLUGINS)
 
     result = lgvq_cli("plugins", "--json")

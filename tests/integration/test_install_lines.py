@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "plugins" / "lgvq-example-backbone"
-DISTRIBUTIONS = {"lgvq-core", "lgvq-backbones", "lgvq-text-encoders", "lgvq-tasks"}
+DISTRIBUTIONS = {"lgvq-core", "lgvq-backbones", "lgvq-text-encoders", "lgvq-tasks", "lgvq-loggers"}
 
 #: A documented line that installs from the wheels folder, as shown (``$ `` prompt and comment dropped).
 INSTALL_LINE = re.compile(r'^(?:\$ )?(pip install --find-links "\$LGVQ_WHEELS" [^#\n]*?)\s*(?:#.*)?$', re.M)
@@ -105,20 +105,20 @@ def _from_the_wheel(venv: Path, wheels: Path, cwd: Path, module: str) -> None:
     assert Path(result.stdout.strip()).resolve().is_relative_to(venv.resolve()), result.stdout
 
 
-def test_nox_wheels_builds_the_four_packages(wheels):
+def test_nox_wheels_builds_the_five_packages(wheels):
     names = {re.sub(r"_", "-", p.name.split("-")[0]) for p in wheels.glob("*.whl")}
     assert names == DISTRIBUTIONS
 
 
 @pytest.mark.slow
-def test_the_readme_install_line_installs_the_four_packages_from_the_wheels(wheels, fresh_env, tmp_path):
+def test_the_readme_install_line_installs_the_five_packages_from_the_wheels(wheels, fresh_env, tmp_path):
     (line,) = install_lines(ROOT / "README.md")
 
     result = _shell(line, fresh_env, wheels, tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(_installed_plugins(fresh_env, wheels, tmp_path).values()) == DISTRIBUTIONS
-    for module in ("lgvq_core", "lgvq_backbones", "lgvq_text_encoders", "lgvq_tasks"):
+    for module in ("lgvq_core", "lgvq_backbones", "lgvq_text_encoders", "lgvq_tasks", "lgvq_loggers"):
         _from_the_wheel(fresh_env, wheels, tmp_path, module)
 
 
