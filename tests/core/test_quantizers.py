@@ -326,3 +326,42 @@ def test_split_squared_error_weights_each_side_like_the_quantizer_loss():
     expected_codes, expected_latents = torch.autograd.grad(reference, (z_q, z))
     torch.testing.assert_close(z_q.grad, expected_codes)
     torch.testing.assert_close(z.grad, expected_latents)
+
+
+def test_the_nearest_code_of_a_tie_is_the_first_as_argmin_gives():
+    """min(dim) replaced argmin for speed: on equal distances it must still pick the lowest index."""
+    from lgvq_core.quantizers.lookup import nearest_codes
+
+    codebook = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # codes 0 = 2, 1 = 3
+    flat = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.5, 0.5], [1.0, 0.0]])  # the third is equidistant to all
+    assert nearest_codes(flat, codebook).tolist() == [0, 1, 0, 0]
+    scores = torch.randn(64, 512)
+    scores[:, 100] = scores[:, 300] = scores.min() - 1  # a tie at the minimum in every row
+    assert torch.equal(scores.min(dim=1).indices, scores.argmin(dim=1))
+    assert set(scores.min(dim=1).indices.tolist()) == {100}
+
+
+def test_the_straight_through_node_equals_autograd_on_the_plain_formula():
+    """quant, loss and both gradients of the fused node against the VQ formula written out for autograd."""
+    from lgvq_core.quantizers.lookup import flatten_latents, nearest_codes, quantize_straight_through
+
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 6, 3, 5, generator=generator)
+    codebook = torch.randn(10, 6, generator=generator)
+    upstream = torch.randn(2, 6, 3, 5, generator=generator)
+    indices = nearest_codes(flatten_latents(z), codebook)
+
+    z1, c1 = z.clone().requires_grad_(True), codebook.clone().requires_grad_(True)
+    quant, loss = quantize_straight_through(z1, c1, flatten_latents(z1.detach()), indices, 1.0, 0.25)
+    torch.autograd.backward((quant, loss), (upstream, None))
+
+    z2, c2 = z.clone().requires_grad_(True), codebook.clone().requires_grad_(True)
+    codes = c2[indices].view(2, 3, 5, 6).permute(0, 3, 1, 2)
+    plain_quant = z2 + (codes - z2).detach()
+    plain_loss = ((codes - z2.detach()) ** 2).mean() + 0.25 * ((codes.detach() - z2) ** 2).mean()
+    torch.autograd.backward((plain_quant, plain_loss), (upstream, None))
+
+    torch.testing.assert_close(quant, plain_quant)
+    torch.testing.assert_close(loss, plain_loss)
+    torch.testing.assert_close(z1.grad, z2.grad)
+    torch.testing.assert_close(c1.grad, c2.grad)
