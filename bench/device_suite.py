@@ -50,7 +50,20 @@ def environment(device: str) -> dict[str, Any]:
         )
     else:
         info.update(gpus=0, cpu_threads=torch.get_num_threads())
+    info["lscpu"] = _command_output(["lscpu"])  # the CPU model of every figure (AMD and Intel CPUs differ)
+    info["nvidia_smi"] = _command_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv"])
     return info
+
+
+def _command_output(command: list[str]) -> str:
+    """What ``command`` prints, or why it could not run (not installed, failed)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable: {exc}"
+    if done.returncode != 0:
+        return f"unavailable: exit {done.returncode}: {done.stderr.strip()[:200]}"
+    return done.stdout.strip()
 
 
 def write_run_file(out: Path, args: argparse.Namespace) -> Path:

@@ -62,11 +62,13 @@ class RunSection:
         "autocast on the fp32 codes. Their matrices are small, so under bf16/fp16 the casts around each op can "
         "cost more than the narrower arithmetic saves (bench/lg_overhead.py --levers alignfp32 measures it).",
     )
-    channels_last: bool = option(
+    channels_last: Literal[False, True, "auto"] = option(
         False,
         "Keep the tokenizer's and the discriminator's weights and the images in channels-last memory format: "
-        "the same arithmetic in another layout (a step was 0.84x as long on the CPU in the README's speed "
-        "section; measure your device with bench/train_step.py --levers channels_last).",
+        "the same arithmetic in another layout. Its sign depends on the device (a step took 0.84x as long on an "
+        'AMD EPYC, 1.44x on an Intel Xeon): "auto" times a few passes of this run\'s tokenizer both ways at '
+        "start-up, takes the faster, logs it and caches the decision per device model and model shape; "
+        "resolved.toml records the layout taken.",
     )
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = option(
         "off",

@@ -7,6 +7,8 @@ plugins for optimizers and returns the :class:`~lgvq_core.runner.context.RunCont
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +26,11 @@ from lgvq_core.registry import get_registry
 from lgvq_core.runner import distributed as distr
 from lgvq_core.runner import kinds
 from lgvq_core.runner import optim as optim_module
-from lgvq_core.runner.context import RunContext, Scalers, TokenizerRunContext
+from lgvq_core.runner.context import AUTOCAST_DTYPE, RunContext, Scalers, TokenizerRunContext
 from lgvq_core.runner.determinism import apply_determinism
 from lgvq_core.runner.downstream_run import build_downstream_run
 from lgvq_core.runner.init_from import apply_init_from
+from lgvq_core.runner.layout import choose_channels_last, probe_images
 from lgvq_core.runner.step import DiscriminatorModule, GeneratorModule
 from lgvq_core.runner.tokenizer_run import TOKENIZER
 from lgvq_core.text_feature_cache import TextFeatureCache, cache_root
@@ -132,6 +135,13 @@ def apply_speed_options(run_section, tokenizer: nn.Module, discriminator: nn.Mod
         log(f"torch.compile (mode {run_section.compile}): {names}; the first steps compile")
 
 
+def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:
+    """A factory of the autocast context of ``run.precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPE[precision])
+
+
 def _register_defaults(manager) -> None:
     """The default training step and optimizers (the run kind's) are a plugin like any other, tried last."""
     if not manager.is_registered(kinds) and manager.get_plugin("lgvq-defaults") is None:
@@ -169,6 +179,14 @@ def build_run(loaded: LoadedRunFile, overrides: list[str] | None = None, resumin
     discriminator = parts.discriminator.to(device) if parts.discriminator is not None else None
     if not resuming:  # a resumed run's weights come from its own checkpoint
         apply_init_from(config.train, {"tokenizer": tokenizer, "discriminator": discriminator}, log)
+    if config.run.channels_last == "auto":  # measured on rank 0, the same layout on every rank
+        chosen = None
+        if info.is_main:
+            images = probe_images(parts.train_data, config.train.batch_size, device)
+            chosen = choose_channels_last(
+                tokenizer, discriminator, images, config.run.precision, _autocast(config.run.precision, device), log
+            )
+        config.run.channels_last = bool(distr.broadcast_object(chosen, info))  # resolved.toml records it
     apply_speed_options(config.run, tokenizer, discriminator, log)
     run = TokenizerRunContext(
         config=config,

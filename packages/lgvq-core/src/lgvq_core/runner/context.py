@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lgvq_core.runner.optim import Optimizers
     from lgvq_core.text_feature_cache import TextFeatureCache
 
-_AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -121,7 +121,7 @@ class RunContext:
         precision = self.config.run.precision
         if precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPE[precision])
+        return torch.autocast(device_type=self.device.type, dtype=AUTOCAST_DTYPE[precision])
 
     def text_features(self, captions: list[str]):
         return self.text_cache.get(list(captions))
