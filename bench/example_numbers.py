@@ -63,9 +63,12 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> str:
+    """The checkout's commit, ``+changes`` when the code or the examples differ from it (docs do not count)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "packages", "examples"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
         return out.stdout.strip() + ("+changes" if dirty.strip() else "")
     except OSError:
         return "unknown"
@@ -171,12 +174,16 @@ def machine_words(record: dict[str, Any]) -> str:
 
 def render_quickstart(record: dict[str, Any]) -> str:
     run, times = record["run"], record["times"]
-    val = run["validation"]
-    usage = val.get("codebook_usage", float("nan"))
+    val, results = run["validation"], run["results"]
+    masked = ("masked-words", "leak-free", "mask-1")
     return (
-        f"It took {minutes(times['wall_s'])} wall-clock and {minutes(times['cpu_s'])} of CPU time "
-        f"({machine_words(record)}; lgvq {record['commit']}) and ended at validation PSNR "
-        f"{val.get('psnr', float('nan')):.1f} dB with {usage:.0%} of the codes in use.\n"
+        f"The measured quickstart took {minutes(times['wall_s'])} wall-clock and {minutes(times['cpu_s'])} of CPU "
+        f"time ({machine_words(record)}; lgvq {record['commit']}; {run['steps']:,} steps, "
+        f"{run['training_s']:.0f} s of them training). It ended at validation PSNR {val.get('psnr', float('nan')):.1f} dB "
+        f"with {val.get('codebook_usage', float('nan')):.0%} of the codes in use; retrieval R@1 "
+        f"{_nested(results, 'retrieval', 'r@1'):.2f}; leak-free masked-word R@1 "
+        f"{_nested(results, *masked, 'recall@1'):.2f} ({_nested(results, *masked, 'shuffled_recall@1'):.2f} with "
+        "the images shuffled).\n"
     )
 
 
