@@ -173,6 +173,9 @@ def test_every_arm_is_trained_once_per_seed_and_tabled(seeded_file, tmp_path):
     # a progress line per arm and seed, and the command, machine and time under the table
     assert sum("done in" in line for line in lines) == 4 and lines[0].startswith("[1/4] LG-VQ, seed 0: training")
     assert set(data["context"]) == {"Command", "Machine", "Time"} and "cores" in data["context"]["Machine"]
+    assert (
+        "of training and evaluation in total (" in data["context"]["Time"] and "of CPU time)" in data["context"]["Time"]
+    )
     state = json.loads((folder / "compare-state.json").read_text())
     assert sorted(state["runs"]) == ["LG-VQ/seed-0", "LG-VQ/seed-1", "baseline/seed-0", "baseline/seed-1"]
     # the baseline arm drops the alignment losses; every run gets its own seed

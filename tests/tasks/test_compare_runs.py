@@ -156,6 +156,7 @@ def test_lgvq_compare_trains_two_seeds_of_both_arms_and_tables_their_real_result
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))  # one per curve: each seed and the mean
     assert {"train-loss.png", "train-rec_loss.png", "val-rec_loss.png", "val-psnr.png"} <= set(figures)
     assert f"wrote {len(figures)} figure(s) of the curves" in result.out
+    assert "of CPU time)" in data["context"]["Time"]  # each run's CPU time beside the wall-clock time
 
     again = lgvq_cli("compare", str(path), "--out", str(out))
     assert again.code == 0 and again.out.count("finished earlier, kept") == 4 and ": training (" not in again.out

@@ -77,6 +77,9 @@ class RunOutcome:
     stop_reason: str  # "max_steps" when finished
     seconds: float
     threads: int | None = None
+    #: CPU time of the run's process (user + system, every thread): the machine's load changes
+    #: ``seconds``, hardly this.
+    cpu_seconds: float | None = None
 
 
 def train_and_evaluate(spec: RunSpec) -> RunOutcome:
@@ -89,6 +92,7 @@ def train_and_evaluate(spec: RunSpec) -> RunOutcome:
     )  # lazy: imports torch, in the process that trains; planning does not
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     loaded = load_run_file(spec.file, overrides=list(spec.overrides))
@@ -96,7 +100,8 @@ def train_and_evaluate(spec: RunSpec) -> RunOutcome:
     result = train(loaded, source_text=source, overrides=list(spec.overrides), resume_dir=spec.resume_dir)
     print(describe_result(result), flush=True)
     seconds = time.perf_counter() - started  # training and evaluation
-    return RunOutcome(str(result.run_dir), result.stop_reason, seconds, torch.get_num_threads())
+    cpu_seconds = time.process_time() - cpu_started
+    return RunOutcome(str(result.run_dir), result.stop_reason, seconds, torch.get_num_threads(), cpu_seconds)
 
 
 # ------------------------------------------------------------------------------------------
@@ -198,6 +203,7 @@ class _StateEntry:
     stop_reason: str = "max_steps"
     seconds: float = attrs.field(default=0.0, validator=finite)
     threads: int | None = None
+    cpu_seconds: float | None = None
     finished: str = ""
 
 
@@ -580,11 +586,17 @@ def _context(file, overrides, seed_count, jobs, entries, started) -> dict[str, s
         command += f" --jobs {jobs}"
     threads = sorted({str(e.get("threads")) for e in entries if e.get("threads")})
     training = sum(float(e.get("seconds", 0.0)) for e in entries)
+    cpu = [e.get("cpu_seconds") for e in entries]
+    cpu_words = (
+        f" ({_duration(sum(float(c) for c in cpu))} of CPU time)"
+        if cpu and all(isinstance(c, (int, float)) for c in cpu)
+        else " (CPU time not recorded for every run)"
+    )
     elapsed = time.perf_counter() - started
     return {
         "Command": f"`{command}`",
         "Machine": f"{_cpu_name()}, {os.cpu_count()} cores, {'/'.join(threads) or '?'} torch thread(s) per run, "
         f"{jobs} run(s) at a time; {platform.system()} {platform.machine()}, Python {platform.python_version()}",
-        "Time": f"{len(entries)} runs took {_duration(training)} of training and evaluation in total; "
+        "Time": f"{len(entries)} runs took {_duration(training)} of training and evaluation in total{cpu_words}; "
         f"this invocation {_duration(elapsed)}",
     }

@@ -60,7 +60,7 @@ class PresetRunner:
         for task, metrics in preset.items():
             document = {"task": task, "step": self.steps, "metrics": metrics}
             (run_dir / "eval" / f"{task}.json").write_text(json.dumps(document), encoding="utf-8")
-        return RunOutcome(str(run_dir), "max_steps", 1.0, spec.threads)
+        return RunOutcome(str(run_dir), "max_steps", 1.0, spec.threads, cpu_seconds=0.75)
 
     def calls(self) -> list[dict[str, Any]]:
         path = Path(self.calls_file)
