@@ -309,3 +309,17 @@ def test_under_ddp_only_rank_0_writes_tensorboard_events(tmp_path):
     (run_dir,) = run_dirs(tmp_path, "ddp")
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert steps_of(events(run_dir / "tensorboard"), "train/loss") == [1, 2, 3]
+
+
+def test_a_downstream_run_logs_to_tensorboard_like_a_tokenizer_run(tmp_path, tokenizer_run):
+    from test_downstream_runs import downstream_file
+
+    run_file = downstream_file(tmp_path, tokenizer_run, loggers=[{"type": "tensorboard"}])
+    run_dir = train(load_run_file(run_file)).run_dir
+    accumulator = events(run_dir / "tensorboard")
+    lines = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    assert steps_of(accumulator, "train/loss") == [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    content = accumulator.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert session.hparams["downstream.type"].string_value == "tiny-prior"
+    assert session.hparams["tokenizer.run_dir"].string_value.endswith(tokenizer_run.name)
