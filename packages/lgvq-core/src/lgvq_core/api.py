@@ -23,6 +23,9 @@ only; a test holds them to it. The names, by what they are for:
 - helpers a component shares with lgvq's own: code lookup and statistics for quantizers, image
   quality, LPIPS, WordNet, atomic writes, batches of a split, reading a checkpoint through the
   loader, generating samples;
+- the field's tools: :class:`Logger` and :class:`LoggerRun` (an experiment tracker), what an importer
+  returns (:class:`ImportedCheckpoint`, and :func:`read_lightning_checkpoint` to read a .ckpt without
+  running code) and what an exporter writes (:class:`ExportSource`);
 - errors: :class:`LgvqError` and its kinds.
 
 Importing this module does not import torch: each name is imported from its module when first
