@@ -161,3 +161,21 @@ def test_a_resumed_fine_tuning_run_starts_from_its_own_checkpoint_not_init_from(
     assert resumed.step == 3
     for key, value in own.items():
         assert torch.equal(watcher.weights[key], value), key
+
+
+def test_a_fine_tuned_run_resumes_and_evaluates_after_its_init_from_directory_is_gone(tmp_path, imported, lgvq_cli):
+    import shutil
+
+    run_dir, _ = imported
+    model_tables = tomli.loads((run_dir / "resolved.toml").read_text())["model"]
+    first = train(load_run_file(fine_tune_file(tmp_path, run_dir, model_tables)))
+    shutil.rmtree(run_dir)
+    with pytest.raises(ConfigError, match=r"\$\.train\.init_from: .* does not exist"):
+        load_run_file(first.run_dir / "resolved.toml")  # a new run of that file still needs it
+
+    resumed = lgvq_cli("run", "--resume", str(first.run_dir), "--set", "train.max_steps=3")
+    assert resumed.code == 0, resumed.err
+    assert "no longer exists; this run's weights are its own checkpoints" in resumed.out + resumed.err
+    assert load_tokenizer(first.run_dir, "last").step == 3
+    evaluated = lgvq_cli("eval", str(first.run_dir), "--tasks", "codebook")
+    assert evaluated.code == 0, evaluated.err

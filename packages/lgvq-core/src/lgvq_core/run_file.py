@@ -11,9 +11,13 @@ from lgvq_core.config import loader, walker
 from lgvq_core.registry import get_registry
 
 
-def load_run_file(path, overrides: list[str] | None = None):
-    """Read, override and validate a run file against the installed plugins; creates nothing."""
-    return loader.load_run_file(path, overrides, registry=get_registry())
+def load_run_file(path, overrides: list[str] | None = None, *, of_run_dir: bool = False):
+    """Read, override and validate a run file against the installed plugins; creates nothing.
+
+    ``of_run_dir``: the ``resolved.toml`` of an existing run (resumed, evaluated, loaded), which never
+    reads ``train.init_from`` again.
+    """
+    return loader.load_run_file(path, overrides, registry=get_registry(), of_run_dir=of_run_dir)
 
 
 def validate_run_file(raw: Mapping[str, Any], source: str = "<run file>"):

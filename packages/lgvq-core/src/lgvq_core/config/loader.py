@@ -238,10 +238,14 @@ def load_run_file(
     overrides: list[str] | None = None,
     *,
     registry: Any,
+    of_run_dir: bool = False,
 ) -> LoadedRunFile:
     """Read, override and validate a run file against ``registry``. Creates nothing on disk.
 
-    ``lgvq_core.run_file.load_run_file`` does this against the installed plugins.
+    ``lgvq_core.run_file.load_run_file`` does this against the installed plugins. ``of_run_dir``: the
+    run file of an existing run directory (resumed, evaluated, loaded), whose weights are its own
+    checkpoints and never ``train.init_from``'s again, so a directory named there that is gone is a
+    warning, not a problem.
     """
     path = Path(path)
     try:
@@ -256,4 +260,23 @@ def load_run_file(
         raise ConfigError(exc.problems, source=str(path)) from None
     if overrides:
         raw = apply_overrides(raw, overrides, registry, source=str(path))
-    return validate(raw, registry=registry, source=str(path))
+    gone = _init_from_gone(raw) if of_run_dir else None
+    loaded = validate(raw, registry=registry, source=str(path))
+    if gone is None:
+        return loaded
+    note = Problem(
+        "$.train.init_from",
+        f"{gone} no longer exists; this run's weights are its own checkpoints, so it is not read",
+        warning=True,
+    )
+    return attrs.evolve(loaded, warnings=(*loaded.warnings, note))
+
+
+def _init_from_gone(raw: dict[str, Any]) -> str | None:
+    """``train.init_from`` of an existing run when that directory is gone: dropped from ``raw`` (not read)."""
+    train = raw.get("train")
+    value = train.get("init_from") if isinstance(train, dict) else None
+    if not isinstance(value, str) or Path(value).expanduser().exists():
+        return None
+    raw["train"] = {k: v for k, v in train.items() if k != "init_from"}
+    return value

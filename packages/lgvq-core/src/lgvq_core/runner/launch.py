@@ -29,7 +29,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
                 f"{resume_dir}: not a run directory (no resolved.toml); give the directory `lgvq run` printed"
             )
         resolve_checkpoint(resume_dir, "last", log=lambda _: None)  # fail before building anything
-        loaded = load_run_file(args.file or resolved, overrides=overrides)
+        loaded = load_run_file(args.file or resolved, overrides=overrides, of_run_dir=args.file is None)
         refuse_finished_run(resume_dir, loaded.config.train.max_steps)
     else:
         if not args.file:

@@ -78,7 +78,7 @@ def read_run_file(run_dir: str | Path, overrides: list[str] | None = None) -> Lo
     resolved = run_dir / "resolved.toml"
     if not resolved.exists():
         raise RunDirError(f"{run_dir}: not a run directory (no resolved.toml)")
-    return load_run_file(resolved, overrides=list(overrides or []))
+    return load_run_file(resolved, overrides=list(overrides or []), of_run_dir=True)
 
 
 def write_build_record(run_dir: Path, image_size: int | None, in_channels: int) -> None:
