@@ -6,29 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 
-import pytest
 import tomli
 import torch
+from test_vqgan import tiny_vqgan  # two levels (f = 2), attention at 16 px
 
-from lgvq_core.context import BuildContext
-from lgvq_core.registry import build
 from lgvq_core.runner.layout import CACHE_FILE, MARGIN, choose_channels_last, decide, time_layouts
-
-TINY_VQGAN = {
-    "type": "vqgan",
-    "ch": 8,
-    "ch_mult": [1, 2],
-    "num_res_blocks": 1,
-    "attn_resolutions": [16],
-    "z_channels": 8,
-    "norm_groups": 4,
-}
-
-
-def tiny_vqgan():
-    pytest.importorskip("lgvq_backbones")
-    quantizer = build("quantizer", {"type": "vq", "codebook_size": 16, "dim": 4})
-    return build("backbone", TINY_VQGAN, context=BuildContext(image_size=32, quantizer=quantizer, log=lambda m: None))
 
 
 class StubTimer:
