@@ -201,10 +201,8 @@ def test_mlflow_keys_and_png_size():
         png_size(b"GIF89a" + b"\x00" * 20)
 
 
-@pytest.mark.parametrize(("logger", "package"), [("mlflow", "mlflow"), ("tensorboard", "tensorboard")])
-def test_a_missing_tracker_package_is_an_install_hint_before_anything_is_written(tmp_path, logger, package):
-    """With the package unimportable, `lgvq run` stops before the run directory exists, naming the extra."""
-    pytest.importorskip("lgvq_loggers")
+def logger_run_file(tmp_path: Path, logger: str) -> Path:
+    """A one-step tiny-ae run file with one ``[[loggers]]`` table."""
     run_file = tmp_path / "run.toml"
     run_file.write_text(
         f"""
@@ -231,6 +229,14 @@ max_steps = 1
 type = "{logger}"
 """
     )
+    return run_file
+
+
+@pytest.mark.parametrize(("logger", "package"), [("mlflow", "mlflow"), ("tensorboard", "tensorboard")])
+def test_a_missing_tracker_package_is_an_install_hint_before_anything_is_written(tmp_path, logger, package):
+    """With the package unimportable, `lgvq run` stops before the run directory exists, naming the extra."""
+    pytest.importorskip("lgvq_loggers")
+    run_file = logger_run_file(tmp_path, logger)
     script = (
         f"import sys; sys.modules[{package!r}] = None\n"
         "from lgvq_core.cli import main\n"
@@ -300,3 +306,18 @@ def test_the_importers_and_exporters_keep_their_contracts():
         check_exporter(registry.build("exporter", {"type": name}))
     with pytest.raises(ContractError, match=r"an exporter must have export\(source, out_dir, log\)"):
         check_exporter(type("Half", (), {"check": lambda self, config: None})())
+
+
+@pytest.mark.parametrize("logger", ["mlflow", "tensorboard"])
+def test_lgvq_check_names_a_missing_tracker_package(tmp_path, logger, monkeypatch, lgvq_cli):
+    pytest.importorskip("lgvq_loggers")
+    from lgvq_loggers import registration
+
+    run_file = logger_run_file(tmp_path, logger)
+    assert lgvq_cli("check", str(run_file)).code == 0  # installed here
+    real = registration.find_spec
+    monkeypatch.setattr(registration, "find_spec", lambda name: None if name == logger else real(name))
+    result = lgvq_cli("check", str(run_file))
+    assert result.code == 2
+    assert f"$.loggers[0] ({logger}): the {logger} package is not installed" in result.err
+    assert f"pip install 'lgvq-loggers[{logger}]'" in result.err

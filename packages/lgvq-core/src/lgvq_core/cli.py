@@ -161,7 +161,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def machine_problems(config) -> tuple[list[str], list[str]]:
     """What ``lgvq run`` would refuse on this machine that the file alone does not show: a data folder
-    that is missing, a CUDA device that is not there. ``(errors, warnings)``; no CUDA at all is a
+    that is missing, a CUDA device that is not there, a tracker package that is not installed. ``(errors, warnings)``; no CUDA at all is a
     warning (the file may be meant for another machine)."""
     from pathlib import Path
 
@@ -170,6 +170,10 @@ def machine_problems(config) -> tuple[list[str], list[str]]:
         check = getattr(task.config, "machine_warnings", None)  # what a task cannot do on this machine
         if callable(check):
             warnings += [f"warning: $.tasks[{index}] ({task.type}): {message}" for message in check()]
+    for index, logger in enumerate(getattr(config, "loggers", []) or []):
+        check = getattr(logger.config, "machine_problems", None)  # a tracker package missing here
+        if callable(check):
+            errors += [f"$.loggers[{index}] ({logger.type}): {message}" for message in check()]
     data = getattr(getattr(config, "data", None), "config", None)
     root = getattr(data, "root", None)
     if isinstance(root, str) and root and not Path(root).expanduser().is_dir():

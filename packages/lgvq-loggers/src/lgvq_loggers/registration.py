@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import attrs
 
 from lgvq_core.api import ComponentSpec, non_negative, option, positive
@@ -17,6 +19,10 @@ class TensorBoardConfig:
     )
     flush_secs: float = option(10.0, "Seconds between flushes of the event file.", positive)
     pictures: bool = option(True, "Also log the sample grids and evaluation pictures as images.")
+
+    def machine_problems(self) -> list[str]:
+        """What ``lgvq check`` reports on a machine without the tracker package (``lgvq run`` would stop)."""
+        return _missing("tensorboard", "tensorboard")
 
 
 @attrs.define
@@ -37,6 +43,16 @@ class MLflowConfig:
     request_retries: int = option(
         1, "Retries of a failed HTTP request (MLflow's default of 7 with back-off waits minutes).", non_negative
     )
+
+    def machine_problems(self) -> list[str]:
+        """What ``lgvq check`` reports on a machine without the tracker package (``lgvq run`` would stop)."""
+        return _missing("mlflow", "mlflow")
+
+
+def _missing(module: str, extra: str) -> list[str]:
+    if find_spec(module) is not None:
+        return []
+    return [f"the {module} package is not installed; `lgvq run` would stop: pip install 'lgvq-loggers[{extra}]'"]
 
 
 LOGGERS = [
