@@ -321,3 +321,32 @@ def test_lgvq_check_names_a_missing_tracker_package(tmp_path, logger, monkeypatc
     assert result.code == 2
     assert f"$.loggers[0] ({logger}): the {logger} package is not installed" in result.err
     assert f"pip install 'lgvq-loggers[{logger}]'" in result.err
+
+
+def test_mlflow_artifacts_keep_their_place_in_the_run_directory(tmp_path, monkeypatch):
+    """A step-named picture of a task (eval/<task>/step-N.png) lands in eval/<task>/, not beside other tasks'."""
+    pytest.importorskip("lgvq_loggers")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from lgvq_core.loggers import _PIXEL
+    from lgvq_core.registry import get_registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "runs" / "tiny" / "run"
+    pictures = [run_dir / "eval" / "code-gpt" / "step-0000040.png", run_dir / "eval" / "vqa" / "step-0000040.png"]
+    pictures.append(run_dir / "samples" / "step-0000002.png")
+    for picture in pictures:
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        picture.write_bytes(_PIXEL)
+    logger = get_registry().build("logger", {"type": "mlflow"})
+    loggers = RunLoggers([("mlflow", logger)], run_dir, log=print)
+    loggers.start(start_info(run_dir), [])  # the pictures already there are sent at start
+    loggers.finish("FINISHED")
+    client = MlflowClient(tracking_uri=logger.tracking_uri)
+    found = sorted(
+        item.path
+        for folder in ("eval/code-gpt", "eval/vqa", "samples")
+        for item in client.list_artifacts(logger.run_id, folder)
+    )
+    assert found == ["eval/code-gpt/step-0000040.png", "eval/vqa/step-0000040.png", "samples/step-0000002.png"]

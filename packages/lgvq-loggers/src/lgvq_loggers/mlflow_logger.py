@@ -60,6 +60,7 @@ class MLflowLogger:
         self._metric, self._param, self._client_cls = Metric, Param, MlflowClient
         self.client: Any = None
         self.run_id: str | None = None
+        self.run_dir: Path | None = None
         self.tracking_uri = config.tracking_uri
         self.advice = "Check that the MLflow tracking store is reachable."
 
@@ -82,6 +83,7 @@ class MLflowLogger:
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(self.config.request_timeout)))
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.config.request_retries)
         previous = run.previous_state or {}
+        self.run_dir = Path(run.run_dir)
         self.tracking_uri = (
             self.config.tracking_uri or previous.get("tracking_uri") or default_tracking_uri(run.output_dir)
         )
@@ -122,8 +124,12 @@ class MLflowLogger:
     def log_picture(self, path: Path, name: str, step: int) -> None:
         if not self.config.pictures:
             return
-        relative = Path(name).parent.as_posix() if "/" in name else name
-        self.client.log_artifact(self.run_id, str(path), artifact_path=relative)
+        folder = Path(path).parent
+        try:  # the picture's folder in the run directory: eval/code-gpt/step-0000040.png -> eval/code-gpt
+            where = folder.relative_to(self.run_dir).as_posix() if self.run_dir is not None else folder.name
+        except ValueError:
+            where = folder.name
+        self.client.log_artifact(self.run_id, str(path), artifact_path=where)
 
     def log_results(self, results: dict[str, float], step: int) -> None:
         self._log_metrics({f"eval/{key}": value for key, value in results.items()}, step)
