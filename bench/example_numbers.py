@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lgvq_core.runner.rundir import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "results" / "examples"
 #: Files whose marked blocks are rendered from the records.
@@ -45,17 +47,9 @@ BLOCK = re.compile(r"(<!-- example-numbers:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(
 # the machine and a timed command
 # ------------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    """CPU model (lscpu), cores, the threads a run gets, and the load average now."""
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    """CPU model (as lscpu names it), cores, the threads a run gets, and the load average now."""
     return {
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset (torch picks the core count)"),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -22,7 +22,6 @@ leaves an evaluated run directory (``eval/<task>.json``) under ``spec.output_dir
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -46,6 +45,7 @@ from lgvq_core.errors import LgvqError, RunDirError
 from lgvq_core.registry import get_registry
 from lgvq_core.run_file import load_run_file
 from lgvq_core.runner.compare import compare_arms, run_info
+from lgvq_core.runner.rundir import cpu_model
 
 STATE_FILE = "compare-state.json"
 STATE_VERSION = 1
@@ -563,14 +563,6 @@ def _run_parallel(todo, total, state, resume, runner, jobs, threads, say) -> Non
             raise interrupted
 
 
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -595,7 +587,7 @@ def _context(file, overrides, seed_count, jobs, entries, started) -> dict[str, s
     elapsed = time.perf_counter() - started
     return {
         "Command": f"`{command}`",
-        "Machine": f"{_cpu_name()}, {os.cpu_count()} cores, {'/'.join(threads) or '?'} torch thread(s) per run, "
+        "Machine": f"{cpu_model()}, {os.cpu_count()} cores, {'/'.join(threads) or '?'} torch thread(s) per run, "
         f"{jobs} run(s) at a time; {platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "Time": f"{len(entries)} runs took {_duration(training)} of training and evaluation in total{cpu_words}; "
         f"this invocation {_duration(elapsed)}",

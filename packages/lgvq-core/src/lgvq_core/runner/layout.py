@@ -18,7 +18,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from lgvq_core.atomic import write_json_atomic
+from lgvq_core.runner.rundir import cpu_model
 from lgvq_core.text_feature_cache import cache_root
 
 #: The cache file under the cache root.
@@ -42,13 +42,7 @@ def device_model(device: torch.device) -> str:
     """The name of the device's model: the GPU's name, else the CPU's (``lscpu``'s "Model name")."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"
+    return cpu_model()
 
 
 def model_signature(modules: list[nn.Module], image_shape: tuple[int, ...], precision: str) -> str:

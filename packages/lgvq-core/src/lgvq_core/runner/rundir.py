@@ -75,6 +75,15 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as ``lscpu`` shows it (read from /proc/cpuinfo; the platform's word elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
 def environment_report(device: Any, world_size: int) -> str:
     import importlib.metadata
 
@@ -86,6 +95,7 @@ def environment_report(device: Any, world_size: int) -> str:
         f"cwd: {os.getcwd()}",
         f"python: {sys.version.split()[0]} ({sys.executable})",
         f"platform: {platform.platform()}",
+        f"cpu: {cpu_model()}",
         f"cpu_count: {os.cpu_count()}",
         f"torch: {torch.__version__}",
         f"cuda_available: {torch.cuda.is_available()}",
