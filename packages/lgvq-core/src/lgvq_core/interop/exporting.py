@@ -66,11 +66,6 @@ class ExportSource:
         }
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` pairs as an exporter table; values are read as TOML values (``false``, ``1e-4``)."""
-    return option_pairs(pairs, "verify=false")
-
-
 def check_out_dir(out: Path) -> None:
     """Refuse an OUT that is a file or a folder with something in it (nothing is overwritten)."""
     if out.is_file() or out.is_symlink():
@@ -169,7 +164,7 @@ def export_tokenizer(
 
 def export_from_cli(args: argparse.Namespace) -> int:
     written = export_tokenizer(
-        args.run_dir, args.format, args.out, args.checkpoint, parse_options(list(args.set or [])), print
+        args.run_dir, args.format, args.out, args.checkpoint, option_pairs(list(args.set or []), "verify=false"), print
     )
     out = Path(args.out)
     print(f"wrote {out} ({args.format}):")
