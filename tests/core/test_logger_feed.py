@@ -350,3 +350,24 @@ def test_mlflow_artifacts_keep_their_place_in_the_run_directory(tmp_path, monkey
         for item in client.list_artifacts(logger.run_id, folder)
     )
     assert found == ["eval/code-gpt/step-0000040.png", "eval/vqa/step-0000040.png", "samples/step-0000002.png"]
+
+
+def test_a_full_disk_under_loggers_json_is_reported_once_and_the_loggers_go_on(tmp_path, monkeypatch):
+    import errno
+
+    from lgvq_core import loggers as feed
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(feed, "write_json_atomic", full)
+    said: list[str] = []
+    recorder = Recorder()
+    loggers = RunLoggers([("recorder", recorder)], tmp_path, log=said.append)
+    loggers.start(start_info(tmp_path), [])
+    for step in (1, 2):
+        loggers.metrics({"step": step, "split": "train", "loss": 1.0})
+    loggers.finish("FINISHED")
+    assert [c[2] for c in recorder.calls if c[0] == "metrics"] == [1, 2] and ("finish", "FINISHED") in recorder.calls
+    assert len(said) == 1 and "could not record the loggers' progress in loggers.json" in said[0]
+    assert not (tmp_path / "loggers.json").exists()
