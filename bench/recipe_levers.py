@@ -5,7 +5,8 @@ losses) once per variant with ``lgvq run``, every variant for the same number of
 data and seed, and reads the final validation PSNR, codebook usage and perplexity from each run's
 ``metrics.jsonl``. The variants are the plain tokenizer (``vq``, uniform codebook initialisation,
 constant learning rate, taming's Adam betas, fp32), that plain tokenizer with one lever added, and
-the full recipe (the run file as given). Each row also records its wall time.
+the full recipe (the run file as given). Each row also records its wall-clock and CPU time (user +
+system of the run's process: the machine's load changes the first, hardly the second).
 
     python bench/recipe_levers.py --out bench/results/levers [--steps 3000] [--threads 2]
     python bench/recipe_levers.py --out /tmp/levers --steps 20 --variants plain,recipe   # a smoke test
@@ -18,11 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lgvq_core.runner.rundir import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_FILE = ROOT / "examples" / "small" / "tokenizer.toml"
@@ -56,16 +59,6 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
 def last_validation(run_dir: Path) -> dict:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     val = [line for line in lines if line.get("split") == "val"]
@@ -91,16 +84,21 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
     for setting in settings:
         command += ["--set", setting]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     log = Path(args.out) / f"{name}.log"
     with log.open("w") as handle:
         subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=True)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     run_dir = sorted((out / name).iterdir())[-1]
     val = last_validation(run_dir)
     return {
         "variant": name,
+        "lever": VARIANTS[name][0],
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
         "psnr": val.get("psnr"),
         "usage": val.get("codebook_usage"),
         "perplexity": val.get("perplexity"),
@@ -110,13 +108,13 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
 
 def table(rows: list[dict], steps: int) -> str:
     lines = [
-        f"| lever ({steps} steps each) | val PSNR (dB) | codebook usage | perplexity | wall time |",
-        "|---|---:|---:|---:|---:|",
+        f"| lever ({steps:,} steps each) | val PSNR (dB) | codebook usage | perplexity | wall time | CPU time |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {VARIANTS[row['variant']][0]} | {row['psnr']:.2f} | {row['usage']:.3f} | "
-            f"{row['perplexity']:.1f} | {row['seconds']:.0f} s |"
+            f"| {row['lever']} | {row['psnr']:.2f} | {row['usage']:.3f} | "
+            f"{row['perplexity']:.1f} | {row['seconds']:.0f} s | {row['cpu_seconds']:.0f} s |"
         )
     return "\n".join(lines)
 
@@ -140,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = VARIANTS[name][1] if name.startswith("recipe") else PLAIN + VARIANTS[name][1]
         rows.append(run_variant(name, overrides, args))
         print(
-            f"{name}: PSNR {rows[-1]['psnr']:.2f}, usage {rows[-1]['usage']:.3f}, {rows[-1]['seconds']:.0f} s",
+            f"{name}: PSNR {rows[-1]['psnr']:.2f}, usage {rows[-1]['usage']:.3f}, {rows[-1]['seconds']:.0f} s "
+            f"wall, {rows[-1]['cpu_seconds']:.0f} s CPU",
             flush=True,
         )
     text = table(rows, args.steps)

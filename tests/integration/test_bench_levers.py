@@ -28,8 +28,9 @@ def test_the_lever_bench_trains_each_variant_and_tables_it(tmp_path):
     assert [row["variant"] for row in record["rows"]] == ["plain", "restarts"] and record["steps"] == 2
     for row in record["rows"]:
         assert row["psnr"] > 0 and 0 < row["usage"] <= 1 and Path(row["run_dir"]).is_dir()
+        assert row["seconds"] > 0 and row["cpu_seconds"] > 0  # wall-clock and CPU time of the run's process
     table = (out / "levers.md").read_text()
-    assert "+ dead-code restarts (threshold 1)" in table and "CPU:" in table
+    assert "+ dead-code restarts (threshold 1)" in table and "CPU:" in table and "| CPU time |" in table
     resolved = (Path(record["rows"][0]["run_dir"]) / "resolved.toml").read_text()
     assert 'lr_schedule = "constant"' in resolved and 'precision = "fp32"' in resolved  # the plain tokenizer
     assert "[[alignment]]" not in resolved
