@@ -70,7 +70,7 @@ def last_validation(run_dir: Path) -> dict:
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
     out = Path(args.out) / "runs"
     settings = [
-        f"run.name={name}",
+        f"run.name={name.replace('+', '-with-')}",  # a run name is letters, digits, '.', '_' and '-'
         f"run.output_dir={out}",
         f"train.max_steps={args.steps}",
         f"train.val_every={args.steps}",
@@ -92,7 +92,7 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    run_dir = sorted((out / name).iterdir())[-1]
+    run_dir = sorted((out / name.replace("+", "-with-")).iterdir())[-1]
     val = last_validation(run_dir)
     return {
         "variant": name,
@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names: " + ", ".join(VARIANTS))
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rows of OUT/levers.json measured with the same run file, steps and threads (an interrupted "
+        "run goes on where it stopped); without it every variant is measured again",
+    )
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = [name for name in names if name not in VARIANTS]
@@ -133,10 +139,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    setting = {"cpu": cpu_model(), "threads": args.threads, "steps": args.steps, "run_file": args.run_file}
+    kept: dict[str, dict] = {}
+    previous = Path(args.out) / "levers.json"
+    if args.keep and previous.is_file():
+        earlier = json.loads(previous.read_text())
+        if all(earlier.get(key) == value for key, value in setting.items()):
+            kept = {row["variant"]: row for row in earlier["rows"]}
     rows = []
     for name in names:
+        if name in kept:
+            rows.append(kept[name])
+            print(f"{name}: kept from {previous}", flush=True)
+            continue
         overrides = VARIANTS[name][1] if name.startswith("recipe") else PLAIN + VARIANTS[name][1]
         rows.append(run_variant(name, overrides, args))
+        # written after every variant: an interrupted run keeps what it measured (--keep goes on from there)
+        previous.write_text(json.dumps({**setting, "rows": rows}, indent=2) + "\n")
         print(
             f"{name}: PSNR {rows[-1]['psnr']:.2f}, usage {rows[-1]['usage']:.3f}, {rows[-1]['seconds']:.0f} s "
             f"wall, {rows[-1]['cpu_seconds']:.0f} s CPU",
@@ -146,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/recipe_levers.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = f"CPU: {cpu_model()}, {args.threads} thread(s); started {started}; `{command}`"
     (Path(args.out) / "levers.md").write_text(header + "\n\n" + text + "\n")
-    record = {"cpu": cpu_model(), "threads": args.threads, "steps": args.steps, "run_file": args.run_file, "rows": rows}
-    (Path(args.out) / "levers.json").write_text(json.dumps(record, indent=2) + "\n")
+    previous.write_text(json.dumps({**setting, "rows": rows}, indent=2) + "\n")
     print(header)
     print(text)
     return 0

@@ -34,3 +34,25 @@ def test_the_lever_bench_trains_each_variant_and_tables_it(tmp_path):
     resolved = (Path(record["rows"][0]["run_dir"]) / "resolved.toml").read_text()
     assert 'lr_schedule = "constant"' in resolved and 'precision = "fp32"' in resolved  # the plain tokenizer
     assert "[[alignment]]" not in resolved
+
+
+@pytest.mark.slow
+def test_keep_goes_on_from_the_rows_measured_and_a_variant_with_a_plus_runs(tmp_path):
+    import recipe_levers
+
+    recipe = (ROOT / "examples" / "small" / "tokenizer.toml").read_text(encoding="utf-8")
+    tiny = recipe.replace("num_train = 4096", "num_train = 64").replace("num_val = 256", "num_val = 16")
+    tiny = tiny.replace("batch_size = 32", "batch_size = 8").replace("warmup_steps = 100", "warmup_steps = 0")
+    run_file = tmp_path / "tiny.toml"
+    run_file.write_text(tiny, encoding="utf-8")
+    out = tmp_path / "levers"
+    args = ["--run-file", str(run_file), "--out", str(out), "--steps", "2", "--threads", "1"]
+    assert recipe_levers.main([*args, "--variants", "plain"]) == 0
+    first = json.loads((out / "levers.json").read_text())["rows"][0]
+    assert recipe_levers.main([*args, "--variants", "plain,recipe+lg", "--keep"]) == 0
+    rows = json.loads((out / "levers.json").read_text())["rows"]
+    assert rows[0] == first  # kept, not measured again
+    assert rows[1]["variant"] == "recipe+lg" and Path(rows[1]["run_dir"]).parent.name == "recipe-with-lg"
+    # another number of steps is another measurement: nothing is kept
+    assert recipe_levers.main([*args[:-4], "--steps", "3", "--threads", "1", "--variants", "plain", "--keep"]) == 0
+    assert json.loads((out / "levers.json").read_text())["rows"][0]["run_dir"] != first["run_dir"]
