@@ -12,15 +12,21 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+def tiny_recipe(tmp_path: Path) -> Path:
+    """The recipe's run file at a size that trains in seconds."""
+    recipe = (ROOT / "examples" / "small" / "tokenizer.toml").read_text(encoding="utf-8")
+    tiny = recipe.replace("num_train = 4096", "num_train = 64").replace("num_val = 256", "num_val = 16")
+    tiny = tiny.replace("batch_size = 32", "batch_size = 8").replace("warmup_steps = 100", "warmup_steps = 0")
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny, encoding="utf-8")
+    return path
+
+
 @pytest.mark.slow
 def test_the_lever_bench_trains_each_variant_and_tables_it(tmp_path):
     import recipe_levers
 
-    recipe = (ROOT / "examples" / "small" / "tokenizer.toml").read_text(encoding="utf-8")
-    tiny = recipe.replace("num_train = 4096", "num_train = 64").replace("num_val = 256", "num_val = 16")
-    tiny = tiny.replace("batch_size = 32", "batch_size = 8").replace("warmup_steps = 100", "warmup_steps = 0")
-    run_file = tmp_path / "tiny.toml"
-    run_file.write_text(tiny, encoding="utf-8")
+    run_file = tiny_recipe(tmp_path)
     out = tmp_path / "levers"
     args = ["--run-file", str(run_file), "--out", str(out), "--steps", "2", "--threads", "1"]
     assert recipe_levers.main([*args, "--variants", "plain,restarts"]) == 0
@@ -40,11 +46,7 @@ def test_the_lever_bench_trains_each_variant_and_tables_it(tmp_path):
 def test_keep_goes_on_from_the_rows_measured_and_a_variant_with_a_plus_runs(tmp_path):
     import recipe_levers
 
-    recipe = (ROOT / "examples" / "small" / "tokenizer.toml").read_text(encoding="utf-8")
-    tiny = recipe.replace("num_train = 4096", "num_train = 64").replace("num_val = 256", "num_val = 16")
-    tiny = tiny.replace("batch_size = 32", "batch_size = 8").replace("warmup_steps = 100", "warmup_steps = 0")
-    run_file = tmp_path / "tiny.toml"
-    run_file.write_text(tiny, encoding="utf-8")
+    run_file = tiny_recipe(tmp_path)
     out = tmp_path / "levers"
     args = ["--run-file", str(run_file), "--out", str(out), "--steps", "2", "--threads", "1"]
     assert recipe_levers.main([*args, "--variants", "plain"]) == 0
