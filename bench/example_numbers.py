@@ -354,18 +354,14 @@ def _nested(data: dict[str, Any], *keys: str) -> float:
 
 
 def render_levers(record: dict[str, Any]) -> str:
+    """The lever bench's own table (``recipe_levers.table``) and the machine and time under it."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    from recipe_levers import table
+
     times = record["times"]
-    lines = [
-        f"| lever ({record['steps']:,} steps each) | val PSNR (dB) | codebook usage | perplexity | wall time | CPU time |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in record["rows"]:
-        lines.append(
-            f"| {row['lever']} | {row['psnr']:.2f} | {row['usage']:.3f} | {row['perplexity']:.1f} | "
-            f"{row['seconds']:.0f} s | {row['cpu_seconds']:.0f} s |"
-        )
     return (
-        "\n".join(lines)
+        table(record["rows"], record["steps"])
         + f"\n\nMeasured on {machine_words(record)} (lgvq {record['commit']}, `{record['commands'][0]}`): "
         f"{minutes(times['wall_s'])} wall-clock and {minutes(times['cpu_s'])} of CPU time for the {len(record['rows'])} runs.\n"
     )
